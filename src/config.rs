@@ -1,0 +1,499 @@
+//! The TOML configuration of DESIGN.md §5.
+//!
+//! Every key has a default, so an empty file (or no file) is a working
+//! configuration. Unknown keys and bad values are refused with the key's dotted
+//! path and the reason, so an operator can fix the file without reading code.
+//! Secrets never live here: the config only names the environment variables
+//! that hold them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::number::{Country, NumberPattern};
+use crate::sip::uri::SipUri;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source} (check the path given with -c)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config key `{key}`: {message}")]
+    Syntax { key: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The whole configuration. `deny_unknown_fields` makes a typo a start-up error
+/// instead of a silently ignored setting.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub numbers: NumbersConfig,
+    pub policy: PolicyConfig,
+    pub labels: LabelsConfig,
+    pub hiya_cache: HiyaCacheConfig,
+    pub providers: ProvidersConfig,
+    pub live_cache: LiveCacheConfig,
+    pub history: HistoryConfig,
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    pub listen: SocketAddr,
+    pub next_hop: String,
+    pub accept_from: Vec<IpNet>,
+    pub trusted_peers: Vec<IpNet>,
+    pub record_route: bool,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:5060".parse().expect("static address"),
+            next_hop: "sip:127.0.0.1:5080".into(),
+            accept_from: vec!["0.0.0.0/0".parse().expect("static net")],
+            trusted_peers: vec!["127.0.0.1/32".parse().expect("static net")],
+            record_route: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NumbersConfig {
+    pub default_country: String,
+}
+
+impl Default for NumbersConfig {
+    fn default() -> Self {
+        Self {
+            default_country: "US".into(),
+        }
+    }
+}
+
+/// The four things the proxy can do with a call (DESIGN.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Action {
+    Pass,
+    Tag,
+    Divert,
+    Reject,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Tag => "tag",
+            Action::Divert => "divert",
+            Action::Reject => "reject",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DivertMode {
+    /// Rewrite the Request-URI to `divert_to` and relay to the next hop.
+    Retarget,
+    /// Answer `302 Moved Temporarily` with `Contact: <divert_to>`.
+    Redirect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LiveMode {
+    Inline,
+    Background,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub tag_at: u8,
+    pub reject_at: u8,
+    pub divert_at: u8,
+    pub divert_to: String,
+    pub divert_mode: DivertMode,
+    pub reject_code: u16,
+    pub redress_url: String,
+    pub anonymous: Action,
+    pub lookup_budget_ms: u64,
+    pub on_lookup_failure: Action,
+    pub live_mode: LiveMode,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub dry_run: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            tag_at: 50,
+            reject_at: 90,
+            divert_at: 101,
+            divert_to: "sip:voicemail@127.0.0.1:5080".into(),
+            divert_mode: DivertMode::Retarget,
+            reject_code: 603,
+            redress_url: String::new(),
+            anonymous: Action::Tag,
+            lookup_budget_ms: 300,
+            on_lookup_failure: Action::Pass,
+            live_mode: LiveMode::Inline,
+            allow: vec!["+15551230000".into(), "+1800*".into()],
+            deny: vec![],
+            dry_run: false,
+        }
+    }
+}
+
+/// Reject codes an operator may choose (DESIGN.md §3).
+pub const REJECT_CODES: [u16; 5] = [603, 607, 608, 486, 480];
+
+/// A score threshold above 100 means "never".
+pub const THRESHOLD_NEVER: u8 = 101;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelsConfig {
+    pub call_info: bool,
+    pub x_headers: bool,
+    pub display_prefix: String,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        Self {
+            call_info: true,
+            x_headers: true,
+            display_prefix: "SPAM? ".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HiyaCacheConfig {
+    pub enabled: bool,
+    pub base_url: String,
+    pub countries: Vec<String>,
+    pub credential_id_env: String,
+    pub credential_secret_env: String,
+    pub refresh_minutes: u64,
+    pub dir: PathBuf,
+}
+
+impl Default for HiyaCacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            base_url: "https://api.hiyaapi.com".into(),
+            countries: vec![],
+            credential_id_env: "HIYA_CREDENTIAL_ID".into(),
+            credential_secret_env: "HIYA_CREDENTIAL_SECRET".into(),
+            refresh_minutes: 360,
+            dir: "sipsentry-data/hiya".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvidersConfig {
+    pub didchecks: DidChecksConfig,
+    pub gilraen: GilraenConfig,
+    pub hiya_status: HiyaStatusConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DidChecksConfig {
+    pub enabled: bool,
+    pub base_url: String,
+    pub token_env: String,
+    pub webhook_secret_env: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for DidChecksConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            base_url: "https://num.huhu.fr/api".into(),
+            token_env: "DIDCHECKS_TOKEN".into(),
+            webhook_secret_env: "DIDCHECKS_WEBHOOK_SECRET".into(),
+            timeout_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GilraenConfig {
+    pub enabled: bool,
+    pub base_url: String,
+    pub key_env: String,
+    pub secret_env: String,
+    pub fields: Vec<String>,
+    pub timeout_ms: u64,
+}
+
+impl Default for GilraenConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            base_url: "https://api.gilraen.biz".into(),
+            key_env: "GILRAEN_KEY".into(),
+            secret_env: "GILRAEN_SECRET".into(),
+            fields: vec!["index".into(), "unwanted".into(), "bans".into()],
+            timeout_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HiyaStatusConfig {
+    pub enabled: bool,
+    pub base_url: String,
+    pub api_key_env: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for HiyaStatusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            base_url: String::new(),
+            api_key_env: "HIYA_STATUS_API_KEY".into(),
+            timeout_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveCacheConfig {
+    pub ttl_minutes: u64,
+    pub negative_ttl_minutes: u64,
+    pub max_entries: usize,
+}
+
+impl Default for LiveCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl_minutes: 1440,
+            negative_ttl_minutes: 60,
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    pub path: PathBuf,
+    pub retention_days: u32,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            path: "sipsentry-data/history.db".into(),
+            retention_days: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            token_env: "SIPSENTRY_ADMIN_TOKEN".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text and validates every value.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
+            key: "(file)".into(),
+            message: e.message().to_string(),
+        })?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Syntax {
+                key,
+                message: e.into_inner().message().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads `path`, or, with no path, `./sipsentry.toml` if it exists, or the
+    /// embedded defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let local = PathBuf::from("sipsentry.toml");
+                if !local.exists() {
+                    let config = Config::default();
+                    config.validate()?;
+                    return Ok(config);
+                }
+                local
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Checks what serde cannot: ranges, URIs, list syntax, cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        SipUri::parse_config(&self.sip.next_hop)
+            .map_err(|e| invalid("sip.next_hop", format!("{e}; expected e.g. \"sip:10.0.0.5:5060\"")))?;
+        if self.sip.accept_from.is_empty() {
+            return Err(invalid(
+                "sip.accept_from",
+                "is empty, so every call would be refused; use [\"0.0.0.0/0\"] to accept all".into(),
+            ));
+        }
+        Country::from_iso(&self.numbers.default_country).ok_or_else(|| {
+            invalid(
+                "numbers.default_country",
+                format!(
+                    "unknown country {:?}; use an uppercase ISO code such as \"US\", \"GB\" or \"IN\" (supported: {})",
+                    self.numbers.default_country,
+                    Country::supported_list()
+                ),
+            )
+        })?;
+        let p = &self.policy;
+        for (key, v) in [
+            ("policy.tag_at", p.tag_at),
+            ("policy.reject_at", p.reject_at),
+            ("policy.divert_at", p.divert_at),
+        ] {
+            if v > THRESHOLD_NEVER {
+                return Err(invalid(key, format!("{v} is out of range; use 0–100, or 101 for never")));
+            }
+        }
+        SipUri::parse_config(&p.divert_to)
+            .map_err(|e| invalid("policy.divert_to", format!("{e}; expected e.g. \"sip:voicemail@10.0.0.5\"")))?;
+        if !REJECT_CODES.contains(&p.reject_code) {
+            return Err(invalid(
+                "policy.reject_code",
+                format!("{} is not supported; use one of 603, 607, 608, 486, 480", p.reject_code),
+            ));
+        }
+        if !p.redress_url.is_empty() && !p.redress_url.contains("://") {
+            return Err(invalid(
+                "policy.redress_url",
+                format!("{:?} is not an absolute URL; use e.g. \"https://redress.example\"", p.redress_url),
+            ));
+        }
+        if p.redress_url.contains(['"', ';', '>', '<', '\r', '\n']) {
+            return Err(invalid(
+                "policy.redress_url",
+                "must not contain quotes, ';', '<', '>' or line breaks (it is written into SIP headers)".into(),
+            ));
+        }
+        if p.lookup_budget_ms == 0 || p.lookup_budget_ms > 10_000 {
+            return Err(invalid(
+                "policy.lookup_budget_ms",
+                format!("{} is out of range; use 1–10000", p.lookup_budget_ms),
+            ));
+        }
+        for (key, list) in [("policy.allow", &p.allow), ("policy.deny", &p.deny)] {
+            for entry in list {
+                NumberPattern::parse(entry).map_err(|e| invalid(key, format!("entry {entry:?}: {e}")))?;
+            }
+        }
+        if self.labels.display_prefix.contains(['"', '\\', '\r', '\n']) {
+            return Err(invalid(
+                "labels.display_prefix",
+                "must not contain quotes, backslashes or line breaks".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML. Secrets are never in it (only the
+    /// names of their environment variables are), so it is safe to print.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.sip.listen.to_string(), "127.0.0.1:5060");
+        assert_eq!(c.policy.reject_code, 603);
+        assert_eq!(c.policy.divert_at, 101);
+        assert_eq!(c.live_cache.max_entries, 1_000_000);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_path() {
+        let err = Config::from_toml("[policy]\ntag_att = 3\n").unwrap_err().to_string();
+        assert!(err.contains("tag_att"), "{err}");
+        assert!(err.contains("policy"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (toml, key) in [
+            ("[policy]\nreject_code = 404\n", "policy.reject_code"),
+            ("[policy]\ntag_at = 150\n", "policy.tag_at"),
+            ("[policy]\nanonymous = \"maybe\"\n", "policy.anonymous"),
+            ("[sip]\nlisten = \"nowhere\"\n", "sip.listen"),
+            ("[sip]\ntrusted_peers = [\"10.0.0.0/33\"]\n", "sip.trusted_peers"),
+            ("[sip]\nnext_hop = \"http://x\"\n", "sip.next_hop"),
+            ("[numbers]\ndefault_country = \"XX\"\n", "numbers.default_country"),
+            ("[policy]\ndeny = [\"12ab\"]\n", "policy.deny"),
+            ("[policy]\nlookup_budget_ms = 0\n", "policy.lookup_budget_ms"),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn rendered_defaults_load_back() {
+        let c = Config::default();
+        let again = Config::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(again.policy.allow, c.policy.allow);
+    }
+}

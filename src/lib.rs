@@ -1,0 +1,24 @@
+//! sipsentry: an inline SIP call-screening proxy.
+//!
+//! A call moves through these modules, in order:
+//!
+//! - [`sip::transport`]: UDP and TCP on one port, bounded queues.
+//! - [`sip::message`]: framing and a lazy header view over the received bytes.
+//! - [`sip::proxy`] + [`sip::transaction`]: RFC 3261 §16–17 proxying; INVITEs are
+//!   held in a server transaction while they are screened.
+//! - [`sip::caller`] + [`number`]: who is calling, as E.164.
+//! - [`pipeline`]: the screening phases (lists, anonymous, local and live
+//!   reputation sources from [`reputation`], score) ending in a [`policy::Decision`].
+//! - [`sip::relay`]: the decision applied by splicing edits into the original bytes.
+//!
+//! [`config`] is the TOML contract; [`server`] starts and drains it all;
+//! [`cli`] holds the command implementations behind the thin `main.rs`.
+
+pub mod cli;
+pub mod config;
+pub mod number;
+pub mod pipeline;
+pub mod policy;
+pub mod reputation;
+pub mod server;
+pub mod sip;

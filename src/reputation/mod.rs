@@ -1,0 +1,84 @@
+//! Reputation evidence and the sources that produce it.
+//!
+//! A source answers "what do you know about this E.164 number?" with
+//! [`Evidence`]. Local sources (the Hiya cache) answer synchronously from
+//! memory and run on the packet path; live sources (provider APIs) are async
+//! and run under the call's lookup budget. The pipeline
+//! ([`crate::pipeline`]) calls them in that order, cheapest first.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+
+/// Where a piece of evidence came from (the `source` of `check --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
+pub enum Source {
+    #[serde(rename = "hiya-cache")]
+    HiyaCache,
+    #[serde(rename = "didchecks")]
+    DidChecks,
+    #[serde(rename = "gilraen")]
+    Gilraen,
+    #[serde(rename = "hiya-status")]
+    HiyaStatus,
+    #[serde(rename = "allowlist")]
+    Allowlist,
+    #[serde(rename = "denylist")]
+    Denylist,
+    /// A source supplied by an embedding program or a test.
+    #[serde(rename = "custom")]
+    Custom,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::HiyaCache => "hiya-cache",
+            Source::DidChecks => "didchecks",
+            Source::Gilraen => "gilraen",
+            Source::HiyaStatus => "hiya-status",
+            Source::Allowlist => "allowlist",
+            Source::Denylist => "denylist",
+            Source::Custom => "custom",
+        }
+    }
+}
+
+/// What one source said about one number (DESIGN.md §4).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evidence {
+    pub source: Source,
+    /// 0 (harmless) to 100 (certainly unwanted).
+    pub score: u8,
+    pub category: Option<String>,
+    pub cached: bool,
+    pub latency_us: u64,
+    /// The source's own fields, for the explanation.
+    pub raw: serde_json::Value,
+}
+
+/// Why a live source gave no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    #[error("{source_name}: {message}")]
+    Failed {
+        source_name: &'static str,
+        message: String,
+    },
+}
+
+/// A source answered from memory, without waiting: safe on the packet path.
+pub trait LocalSource: Send + Sync {
+    fn lookup(&self, e164: &str) -> Option<Evidence>;
+}
+
+pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<Evidence>, SourceError>> + Send + 'a>>;
+
+/// A source that has to ask somebody (an HTTP API). Runs under the lookup budget.
+pub trait LiveSource: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn lookup<'a>(&'a self, e164: &'a str) -> LookupFuture<'a>;
+}

@@ -1,0 +1,174 @@
+//! Starting and stopping the proxy.
+//!
+//! [`Server::bind`] opens UDP and TCP on the same port (port 0 picks a free
+//! one, which the tests use) and [`Server::run`] serves until the shutdown
+//! future completes. Shutdown follows mini-redis: stop accepting TCP
+//! connections, answer new INVITEs 503, wait until every task screening a call
+//! has dropped its clone of the drain sender, then stop.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::sip::proxy::{LocalAddr, Proxy};
+use crate::sip::transport::Peer;
+use crate::sip::uri::SipUri;
+
+/// How long shutdown waits for calls still being screened.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("cannot listen on {addr} ({source}); is another SIP server running there? change sip.listen")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot resolve sip.next_hop host {host:?} ({reason}); use an IP address or a resolvable name")]
+    NextHop { host: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+}
+
+pub struct Server {
+    proxy: Arc<Proxy>,
+    tcp: TcpListener,
+    drain: mpsc::Receiver<()>,
+}
+
+impl Server {
+    /// Binds the SIP port (UDP and TCP) and prepares the proxy.
+    pub async fn bind(config: Arc<Config>, pipeline: Pipeline) -> Result<Server, ServerError> {
+        let listen = config.sip.listen;
+        let (udp, tcp) = bind_pair(listen).await?;
+        let addr = udp.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let hop = SipUri::parse_config(&config.sip.next_hop).map_err(|reason| ServerError::NextHop {
+            host: config.sip.next_hop.clone(),
+            reason,
+        })?;
+        let hop_addr = resolve(&hop.host, hop.port).await?;
+        let next_hop = if hop.tcp { Peer::Tcp(hop_addr) } else { Peer::Udp(hop_addr) };
+        let local = LocalAddr {
+            addr: SocketAddr::new(advertised_ip(addr.ip(), hop_addr), addr.port()),
+            host: String::new(),
+        };
+        let local = LocalAddr {
+            host: match local.addr.ip() {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                IpAddr::V4(v4) => v4.to_string(),
+            },
+            ..local
+        };
+        let (drain_tx, drain) = mpsc::channel(1);
+        let proxy = Proxy::new(config, Arc::new(pipeline), local, next_hop, Arc::new(udp), drain_tx);
+        Ok(Server {
+            proxy: Arc::new(proxy),
+            tcp,
+            drain,
+        })
+    }
+
+    /// The address the proxy listens on (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.proxy.udp.local_addr().unwrap_or(self.proxy.local.addr)
+    }
+
+    pub fn proxy(&self) -> Arc<Proxy> {
+        Arc::clone(&self.proxy)
+    }
+
+    /// Serves until `shutdown` completes, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server { proxy, tcp, mut drain } = self;
+        let (stop_accept_tx, stop_accept) = watch::channel(false);
+        let (stop_udp_tx, stop_udp) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(Arc::clone(&proxy).accept_loop(tcp, stop_accept));
+        // Two receive tasks: one per core on the reference machine.
+        for _ in 0..2 {
+            tasks.spawn(Arc::clone(&proxy).udp_loop(stop_udp.clone()));
+        }
+        let sweeper = {
+            let proxy = Arc::clone(&proxy);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tick.tick().await;
+                    proxy.txs.sweep(Instant::now());
+                }
+            })
+        };
+        tracing::info!(listen = %proxy.local.addr, next_hop = %proxy.next_hop.addr(), "sipsentry proxy running");
+
+        shutdown.await;
+        tracing::info!("shutting down: no new calls; finishing calls under screening");
+        let _ = stop_accept_tx.send(true);
+        proxy.draining.store(true, Ordering::Relaxed);
+        drop(proxy.drain_guard.lock().take());
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain.recv()).await.is_err() {
+            tracing::warn!("calls still under screening after {DRAIN_TIMEOUT:?}; stopping anyway");
+        }
+        let _ = stop_udp_tx.send(true);
+        sweeper.abort();
+        while tasks.join_next().await.is_some() {}
+        tracing::info!(
+            received = proxy.stats.received.load(Ordering::Relaxed),
+            screened = proxy.stats.invites_screened.load(Ordering::Relaxed),
+            "stopped"
+        );
+    }
+}
+
+/// Binds UDP and TCP on the same port; with port 0, retries until a port is
+/// free on both.
+async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), ServerError> {
+    let mut last_err = None;
+    for _ in 0..20 {
+        let udp = UdpSocket::bind(listen).await.map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let addr = udp.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if listen.port() == 0 => last_err = Some(e),
+            Err(source) => return Err(ServerError::Bind { addr, source }),
+        }
+    }
+    Err(ServerError::Bind {
+        addr: listen,
+        source: last_err.unwrap_or_else(|| std::io::Error::other("no free port")),
+    })
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ServerError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let mut addrs = tokio::net::lookup_host((host, port)).await.map_err(|e| ServerError::NextHop {
+        host: host.to_string(),
+        reason: e.to_string(),
+    })?;
+    addrs.next().ok_or_else(|| ServerError::NextHop {
+        host: host.to_string(),
+        reason: "no addresses".into(),
+    })
+}
+
+/// The address written into Via: the listen address, or, when listening on
+/// all interfaces, the local address the OS would use toward the next hop
+/// (a connected UDP socket sends nothing).
+fn advertised_ip(listen: IpAddr, next_hop: SocketAddr) -> IpAddr {
+    if !listen.is_unspecified() {
+        return listen;
+    }
+    let any: SocketAddr = if next_hop.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .expect("static address");
+    StdUdpSocket::bind(any)
+        .and_then(|s| s.connect(next_hop).and_then(|_| s.local_addr()))
+        .map(|a| a.ip())
+        .unwrap_or(listen)
+}

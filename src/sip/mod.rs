@@ -1,0 +1,15 @@
+//! SIP on the wire: framing and parsing ([`message`], [`header`], [`uri`]),
+//! byte-faithful editing ([`splice`], [`relay`]), locally generated responses
+//! ([`respond`]), caller identity ([`caller`]), INVITE transactions
+//! ([`transaction`]), sockets ([`transport`]) and the proxy logic ([`proxy`]).
+
+pub mod caller;
+pub mod header;
+pub mod message;
+pub mod proxy;
+pub mod relay;
+pub mod respond;
+pub mod splice;
+pub mod transaction;
+pub mod transport;
+pub mod uri;

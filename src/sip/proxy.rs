@@ -1,0 +1,701 @@
+//! The proxy core (RFC 3261 §16): what happens to each received message.
+//!
+//! Initial INVITEs are screened inside an INVITE server transaction
+//! ([`super::transaction`]); every other request is relayed statelessly with a
+//! deterministic branch, and responses follow the Via chain back. Relayed bytes
+//! are the received bytes with edits spliced in ([`super::relay`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use sha2::{Digest, Sha256};
+use tokio::net::UdpSocket;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
+
+use super::caller;
+use super::header::{self, NameAddr, Via};
+use super::message::{HeaderName, Message, Method, ParseError};
+use super::relay::{self, RequestEdit};
+use super::respond;
+use super::transaction::{Forwarded, ServerTx, T1, T2, TIMER_64T1, TxRef, TxState, TxTable};
+use super::transport::Peer;
+use super::uri::Uri;
+use crate::config::{Action, Config, DivertMode};
+use crate::pipeline::{CallCtx, Pipeline};
+use crate::policy::Decision;
+
+/// Every branch the proxy writes starts with this (RFC 3261 magic cookie + our mark).
+pub const BRANCH_PREFIX: &str = "z9hG4bK-ss-";
+/// Calls waiting on live lookups at once; beyond this, `on_lookup_failure` applies.
+pub const MAX_SCREENING: usize = 10_000;
+
+/// Counters for tests, logs and (later) metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub parse_errors: AtomicU64,
+    pub forbidden: AtomicU64,
+    pub invites_screened: AtomicU64,
+    pub retransmissions_absorbed: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// The proxy's addresses, as written into Via and Record-Route.
+#[derive(Debug, Clone)]
+pub struct LocalAddr {
+    pub addr: SocketAddr,
+    /// Host as written in SIP (IPv6 in brackets).
+    pub host: String,
+}
+
+pub struct Proxy {
+    pub(crate) config: Arc<Config>,
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) local: LocalAddr,
+    pub(crate) next_hop: Peer,
+    pub(crate) udp: Arc<UdpSocket>,
+    pub(crate) tcp: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    pub(crate) tcp_slots: Arc<Semaphore>,
+    pub(crate) txs: TxTable,
+    pub(crate) stats: Stats,
+    pub(crate) screening: Arc<Semaphore>,
+    pub(crate) draining: AtomicBool,
+    /// Held by each task screening a call; shutdown waits for all to be dropped.
+    pub(crate) drain_guard: parking_lot::Mutex<Option<mpsc::Sender<()>>>,
+    secret: [u8; 16],
+}
+
+fn random_secret() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = [0u8; 16];
+    for chunk in out.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(Instant::now().elapsed().as_nanos() ^ std::process::id() as u128);
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    out
+}
+
+impl Proxy {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        pipeline: Arc<Pipeline>,
+        local: LocalAddr,
+        next_hop: Peer,
+        udp: Arc<UdpSocket>,
+        drain_guard: mpsc::Sender<()>,
+    ) -> Self {
+        Proxy {
+            config,
+            pipeline,
+            local,
+            next_hop,
+            udp,
+            tcp: DashMap::new(),
+            tcp_slots: super::transport::tcp_slots(),
+            txs: TxTable::default(),
+            stats: Stats::default(),
+            screening: Arc::new(Semaphore::new(MAX_SCREENING)),
+            draining: AtomicBool::new(false),
+            drain_guard: parking_lot::Mutex::new(Some(drain_guard)),
+            secret: random_secret(),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Entry point for every received message.
+    pub async fn handle(self: &Arc<Self>, buf: Bytes, from: Peer) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        match Message::parse(buf.clone()) {
+            Ok(msg) if msg.method().is_some() => self.on_request(msg, from).await,
+            Ok(msg) => self.on_response(msg).await,
+            Err(e) => self.on_parse_error(&buf, e, from).await,
+        }
+    }
+
+    async fn on_parse_error(self: &Arc<Self>, buf: &[u8], e: ParseError, from: Peer) {
+        self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(peer = %from.addr(), error = %e, "unparseable SIP message");
+        let is_request = !buf.starts_with(b"SIP/") && !buf.starts_with(b"ACK ");
+        if is_request {
+            if let Some(resp) = respond::build_minimal(buf, e.status()) {
+                self.send(from, resp).await;
+            }
+        }
+    }
+
+    /// The branch for the proxy's Via on a request (RFC 3261 §16.11): a hash of
+    /// the received top Via and Request-URI, so a retransmission, the CANCEL and
+    /// the non-2xx ACK of an INVITE all get the INVITE's branch.
+    fn branch_for(&self, msg: &Message, top: &Via<'_>, ruri: &[u8]) -> String {
+        let mut h = Sha256::new();
+        h.update(self.secret);
+        match top.branch().filter(|b| b.starts_with("z9hG4bK")) {
+            Some(b) => h.update(b.as_bytes()),
+            // RFC 2543 peers: hash what identifies the transaction instead.
+            None => {
+                h.update(msg.call_id());
+                h.update(msg.cseq.to_le_bytes());
+                h.update(header::text(msg.header(HeaderName::From).unwrap_or_default()).unwrap_or_default().as_bytes());
+            }
+        }
+        let (host, port) = top.sent_by();
+        h.update(host.as_bytes());
+        h.update(port.to_le_bytes());
+        h.update(ruri);
+        let digest = h.finalize();
+        let mut out = String::with_capacity(BRANCH_PREFIX.len() + 24);
+        out.push_str(BRANCH_PREFIX);
+        out.push_str(&hex::encode(&digest[..12]));
+        out
+    }
+
+    fn via_line(&self, branch: &str, dest: Peer) -> String {
+        let transport = if dest.is_tcp() { "TCP" } else { "UDP" };
+        format!(
+            "Via: SIP/2.0/{transport} {}:{};branch={branch}\r\n",
+            self.local.host,
+            self.local.addr.port()
+        )
+    }
+
+    /// Whether a host/port in a URI or Via is this proxy.
+    fn is_self(&self, host: &str, port: Option<u16>) -> bool {
+        let port_ok = port.unwrap_or(super::uri::DEFAULT_SIP_PORT) == self.local.addr.port();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        port_ok
+            && (host.parse::<std::net::IpAddr>().ok() == Some(self.local.addr.ip())
+                || host == self.local.host.trim_start_matches('[').trim_end_matches(']')
+                || (self.local.addr.ip().is_loopback() && host.eq_ignore_ascii_case("localhost")))
+    }
+
+    fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.config.sip.trusted_peers.iter().any(|n| n.contains(&ip))
+    }
+
+    fn is_accepted(&self, ip: std::net::IpAddr) -> bool {
+        self.config.sip.accept_from.iter().any(|n| n.contains(&ip))
+    }
+
+    /// RFC 3261 §16.3 step 4: our own Via below, with the branch this request
+    /// would get again, means the same request came back unchanged.
+    fn is_loop(&self, msg: &Message, ruri: &[u8]) -> bool {
+        let mut vias: Vec<String> = Vec::new();
+        for h in msg.headers_named(HeaderName::Via) {
+            let v = msg.value(h);
+            for r in header::split_commas(v) {
+                vias.push(String::from_utf8_lossy(&v[r]).into_owned());
+            }
+        }
+        vias.windows(2).any(|pair| {
+            let (Some(ours), Some(below)) = (Via::parse(&pair[0]), Via::parse(&pair[1])) else {
+                return false;
+            };
+            let branch = ours.branch().unwrap_or_default();
+            branch.starts_with(BRANCH_PREFIX)
+                && self.is_self(ours.host, ours.port)
+                && self.branch_for(msg, &below, ruri) == branch
+        })
+    }
+
+    /// Where responses to a request go: the source, on the port the top Via
+    /// asks for (RFC 3261 §18.2.2, RFC 3581).
+    fn reply_peer(&self, top: &Via<'_>, from: Peer) -> Peer {
+        match from {
+            Peer::Tcp(_) => from,
+            Peer::Udp(src) => {
+                let rport = header::param(top.params, "rport").is_some();
+                let port = if rport { src.port() } else { top.sent_by().1 };
+                Peer::Udp(SocketAddr::new(src.ip(), port))
+            }
+        }
+    }
+
+    async fn reply(self: &Arc<Self>, msg: &Message, top: &Via<'_>, from: Peer, code: u16, extra: &[String]) {
+        let tag = self.to_tag(top);
+        let resp = respond::build(msg, code, Some(&tag), extra);
+        self.send(self.reply_peer(top, from), resp).await;
+    }
+
+    /// A To tag that is the same for every retransmission of one transaction.
+    fn to_tag(&self, top: &Via<'_>) -> String {
+        let mut h = Sha256::new();
+        h.update(self.secret);
+        h.update(top.branch().unwrap_or_default().as_bytes());
+        hex::encode(&h.finalize()[..6])
+    }
+
+    async fn on_request(self: &Arc<Self>, msg: Message, from: Peer) {
+        let method = msg.method().unwrap_or(Method::Other);
+        let Some(top_text) = relay::top_via(&msg).and_then(|r| std::str::from_utf8(&msg.buf[r]).ok().map(str::to_owned))
+        else {
+            return self.drop_msg("request without a readable Via");
+        };
+        let Some(top) = Via::parse(&top_text) else {
+            if let Some(resp) = respond::build_minimal(&msg.buf, 400) {
+                self.send(from, resp).await;
+            }
+            return self.drop_msg("bad top Via");
+        };
+        if let Err(why) = check_request(&msg) {
+            self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %from.addr(), why, "malformed request");
+            if method != Method::Ack {
+                let reason = format!("Warning: 399 sipsentry \"{why}\"");
+                self.reply(&msg, &top, from, 400, &[reason]).await;
+            }
+            return;
+        }
+        let ruri = msg.request_uri().to_vec();
+        let key = self.branch_for(&msg, &top, &ruri);
+        let in_dialog = header::text(msg.header(HeaderName::To).unwrap_or_default())
+            .as_deref()
+            .and_then(NameAddr::parse)
+            .is_some_and(|n| n.tag().is_some());
+
+        match method {
+            Method::Ack => return self.on_ack(msg, from, key).await,
+            Method::Cancel => return self.on_cancel(msg, &top, from, key).await,
+            Method::Invite if !in_dialog => {
+                if let Some(tx) = self.txs.get(&key) {
+                    return self.on_retransmission(&tx).await;
+                }
+            }
+            _ => {}
+        }
+
+        if !in_dialog && !self.is_accepted(from.addr().ip()) {
+            self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %from.addr(), "initial request from a source outside sip.accept_from");
+            return self.reply(&msg, &top, from, 403, &[]).await;
+        }
+        let ruri_str = String::from_utf8_lossy(&ruri);
+        let to_self = Uri::parse(&ruri_str).is_some_and(|u| self.is_self(u.host, u.port));
+        let own_route = self.own_route(&msg);
+        if method == Method::Options && to_self && own_route.is_none() && msg.header(HeaderName::Route).is_none() {
+            return self.reply(&msg, &top, from, 200, &["Allow: INVITE, ACK, CANCEL, BYE, OPTIONS".into()]).await;
+        }
+        if msg.max_forwards() == Some(0) {
+            return self.reply(&msg, &top, from, 483, &[]).await;
+        }
+        if self.is_loop(&msg, &ruri) {
+            return self.reply(&msg, &top, from, 482, &[]).await;
+        }
+        if method == Method::Invite && !in_dialog {
+            return self.on_initial_invite(msg, top_text.clone(), from, key).await;
+        }
+        // Everything else is relayed statelessly.
+        let dest = self.route(&msg, own_route.as_ref(), in_dialog, to_self);
+        let via = self.via_line(&key, dest);
+        let out = relay::forward_request(
+            &msg,
+            &RequestEdit {
+                via_line: &via,
+                source: from.addr(),
+                new_ruri: None,
+                record_route: None,
+                strip_labels: !self.is_trusted(from.addr().ip()),
+                own_route: own_route.map(|(r, _)| r),
+                labels: None,
+            },
+        );
+        self.send(dest, out).await;
+    }
+
+    /// The proxy's own Route element at the top of the Route set, and the next
+    /// Route URI after it, if any.
+    fn own_route(&self, msg: &Message) -> Option<(std::ops::Range<usize>, Option<String>)> {
+        let mut elems = Vec::new();
+        for h in msg.headers_named(HeaderName::Route) {
+            let v = msg.value(h);
+            for r in header::split_commas(v) {
+                elems.push(h.value.start + r.start..h.value.start + r.end);
+            }
+        }
+        let first = elems.first()?.clone();
+        let text = header::text(&msg.buf[first.clone()])?;
+        let na = NameAddr::parse(&text)?;
+        let uri = Uri::parse(na.uri)?;
+        if !self.is_self(uri.host, uri.port) {
+            return None;
+        }
+        let next = elems
+            .get(1)
+            .and_then(|r| header::text(&msg.buf[r.clone()]).map(|t| t.into_owned()));
+        Some((first, next))
+    }
+
+    /// Next hop of a relayed request: the Route set (loose routing), else the
+    /// Request-URI for in-dialog requests, else `sip.next_hop`.
+    fn route(&self, msg: &Message, own: Option<&(std::ops::Range<usize>, Option<String>)>, in_dialog: bool, to_self: bool) -> Peer {
+        let route_uri = match own {
+            Some((_, next)) => next.clone(),
+            None => msg
+                .header(HeaderName::Route)
+                .and_then(|v| header::split_commas(v).first().and_then(|r| header::text(&v[r.clone()]).map(|t| t.into_owned()))),
+        };
+        if let Some(route) = route_uri {
+            if let Some(peer) = NameAddr::parse(&route).and_then(|n| Uri::parse(n.uri).and_then(|u| peer_of(&u))) {
+                return peer;
+            }
+        }
+        if in_dialog && !to_self {
+            let ruri = String::from_utf8_lossy(msg.request_uri());
+            if let Some(peer) = Uri::parse(&ruri).and_then(|u| peer_of(&u)) {
+                return peer;
+            }
+        }
+        self.next_hop
+    }
+
+    fn drop_msg(&self, why: &str) {
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(why, "dropped message");
+    }
+
+    async fn on_retransmission(self: &Arc<Self>, tx: &TxRef) {
+        self.stats.retransmissions_absorbed.fetch_add(1, Ordering::Relaxed);
+        let (resend, peer) = {
+            let tx = tx.lock();
+            (tx.last_response.clone(), tx.reply_to)
+        };
+        if let Some(resp) = resend {
+            self.send(peer, resp).await;
+        }
+    }
+
+    async fn on_initial_invite(self: &Arc<Self>, msg: Message, top_text: String, from: Peer, key: String) {
+        let top = Via::parse(&top_text).expect("parsed by caller");
+        let reply_to = self.reply_peer(&top, from);
+        if self.draining.load(Ordering::Relaxed) {
+            return self.reply(&msg, &top, from, 503, &["Retry-After: 5".into()]).await;
+        }
+        let trying = respond::build(&msg, 100, None, &[]);
+        let mut tx = ServerTx::new(msg.clone(), reply_to);
+        tx.last_response = Some(trying.clone());
+        let (tx, fresh) = self.txs.insert(key.clone(), tx);
+        if !fresh {
+            return self.on_retransmission(&tx).await;
+        }
+        self.send(reply_to, trying).await;
+        self.stats.invites_screened.fetch_add(1, Ordering::Relaxed);
+
+        let trusted = self.is_trusted(from.addr().ip());
+        let caller = caller::identify(&msg, trusted, &self.pipeline.policy.country);
+        let called = Uri::parse(&String::from_utf8_lossy(msg.request_uri()))
+            .and_then(|u| u.user_base().map(|u| u.into_owned()))
+            .unwrap_or_default();
+        let call_id = String::from_utf8_lossy(msg.call_id()).into_owned();
+        let span = tracing::debug_span!(
+            "call",
+            call_id = %call_id,
+            caller = caller.e164.as_deref().unwrap_or(&caller.raw),
+            decision = tracing::field::Empty
+        );
+        let mut ctx = CallCtx::new(call_id, from.addr(), caller, called);
+        if let Some(decision) = span.in_scope(|| self.pipeline.screen_now(&mut ctx)) {
+            span.record("decision", decision.action.as_str());
+            return self.apply(&tx, &msg, &key, from, decision).instrument(span).await;
+        }
+        let Ok(permit) = Arc::clone(&self.screening).try_acquire_owned() else {
+            let decision = self.pipeline.overload(&mut ctx);
+            return self.apply(&tx, &msg, &key, from, decision).instrument(span).await;
+        };
+        let guard = self.drain_guard.lock().clone();
+        let proxy = Arc::clone(self);
+        tokio::spawn(
+            async move {
+                let decision = proxy.pipeline.screen_live(&mut ctx).await;
+                tracing::Span::current().record("decision", decision.action.as_str());
+                proxy.apply(&tx, &msg, &key, from, decision).await;
+                drop((permit, guard));
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Carries out a decision on a screened INVITE.
+    async fn apply(self: &Arc<Self>, tx: &TxRef, msg: &Message, key: &str, from: Peer, d: Decision) {
+        let policy = &self.pipeline.policy;
+        if tx.lock().state != TxState::Screening {
+            // Cancelled while screening: the 487 has gone already.
+            return;
+        }
+        match d.action {
+            Action::Reject => {
+                let code = policy.config.reject_code;
+                let mut extra = Vec::new();
+                let url = &policy.config.redress_url;
+                match code {
+                    603 => {
+                        let url_part = if url.is_empty() { String::new() } else { format!("url={url};") };
+                        extra.push(format!(
+                            "Reason: SIP;cause=603;text=\"v=analytics1;{url_part}id={}\";location=LN",
+                            d.id
+                        ));
+                    }
+                    608 if !url.is_empty() => extra.push(format!("Call-Info: <{url}>;purpose=jwscard")),
+                    _ => {}
+                }
+                self.final_response(tx, code, &extra).await;
+            }
+            Action::Divert if policy.config.divert_mode == DivertMode::Redirect => {
+                let contact = format!("Contact: <{}>", policy.divert_to.text);
+                self.final_response(tx, 302, &[contact]).await;
+            }
+            action => {
+                let new_ruri = (action == Action::Divert).then(|| policy.divert_to.text.clone());
+                // A retargeted call still goes to the next hop (DESIGN.md §3):
+                // the PBX owns the voicemail or announcement service.
+                let dest = self.route(msg, self.own_route(msg).as_ref(), false, false);
+                let via = self.via_line(key, dest);
+                let rr = self.config.sip.record_route.then(|| {
+                    let t = if from.is_tcp() { ";transport=tcp" } else { "" };
+                    format!("Record-Route: <sip:{}:{};lr{t}>\r\n", self.local.host, self.local.addr.port())
+                });
+                let out = relay::forward_request(
+                    msg,
+                    &RequestEdit {
+                        via_line: &via,
+                        source: from.addr(),
+                        new_ruri: new_ruri.as_deref(),
+                        record_route: rr.as_deref(),
+                        strip_labels: !self.is_trusted(from.addr().ip()),
+                        own_route: self.own_route(msg).map(|(r, _)| r),
+                        labels: (action == Action::Tag).then_some((&d, &policy.labels)),
+                    },
+                );
+                {
+                    let mut t = tx.lock();
+                    t.state = TxState::Forwarded;
+                    t.touched = Instant::now();
+                    t.forwarded = Some(Forwarded { dest, new_ruri });
+                    if !dest.is_tcp() {
+                        t.timer = Some(self.retransmit(dest, out.clone(), None, Some(key.to_string())));
+                    }
+                }
+                self.send(dest, out).await;
+            }
+        }
+    }
+
+    /// Sends a final response the proxy generated, retransmitted over UDP
+    /// with Timer G until the ACK (RFC 3261 §17.2.1).
+    async fn final_response(self: &Arc<Self>, tx: &TxRef, code: u16, extra: &[String]) {
+        let (resp, peer) = {
+            let mut t = tx.lock();
+            let top_text = relay::top_via(&t.invite).map(|r| String::from_utf8_lossy(&t.invite.buf[r]).into_owned());
+            let tag = top_text.as_deref().and_then(Via::parse).map(|v| self.to_tag(&v));
+            let resp = respond::build(&t.invite, code, tag.as_deref(), extra);
+            t.state = TxState::Completed;
+            t.local_final = true;
+            t.touched = Instant::now();
+            t.last_response = Some(resp.clone());
+            t.stop_timer();
+            if !t.reply_to.is_tcp() {
+                t.timer = Some(self.retransmit(t.reply_to, resp.clone(), Some(T2), None));
+            }
+            (resp, t.reply_to)
+        };
+        self.send(peer, resp).await;
+    }
+
+    /// Retransmits `bytes` at T1, 2·T1, 4·T1… (capped at `cap`) until stopped or
+    /// 64·T1 has passed. With `timeout_tx`, Timer B expiring answers 408.
+    fn retransmit(self: &Arc<Self>, peer: Peer, bytes: Bytes, cap: Option<Duration>, timeout_tx: Option<String>) -> tokio::sync::oneshot::Sender<()> {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let proxy = Arc::clone(self);
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut interval = T1;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                if start.elapsed() >= TIMER_64T1 {
+                    break;
+                }
+                proxy.send(peer, bytes.clone()).await;
+                interval = cap.map_or(interval * 2, |c| (interval * 2).min(c));
+            }
+            if let Some(key) = timeout_tx {
+                if let Some(tx) = proxy.txs.get(&key) {
+                    let waiting = {
+                        let mut t = tx.lock();
+                        t.timer = None;
+                        t.state == TxState::Forwarded
+                    };
+                    if waiting {
+                        proxy.final_response(&tx, 408, &[]).await;
+                    }
+                }
+            }
+        });
+        stop
+    }
+
+    async fn on_cancel(self: &Arc<Self>, msg: Message, top: &Via<'_>, from: Peer, key: String) {
+        let Some(tx) = self.txs.get(&key) else {
+            // No transaction: RFC 3261 §16.10 says forward statelessly.
+            let dest = self.route(&msg, None, false, false);
+            let via = self.via_line(&key, dest);
+            let out = relay::forward_request(&msg, &self.plain_edit(&via, from, None));
+            return self.send(dest, out).await;
+        };
+        let (state, forwarded) = {
+            let t = tx.lock();
+            (t.state, t.forwarded.clone())
+        };
+        match (state, forwarded) {
+            (TxState::Screening, _) => {
+                self.reply(&msg, top, from, 200, &[]).await;
+                self.final_response(&tx, 487, &[]).await;
+            }
+            (TxState::Forwarded, Some(fwd)) => {
+                let via = self.via_line(&key, fwd.dest);
+                let out = relay::forward_request(&msg, &self.plain_edit(&via, from, fwd.new_ruri.as_deref()));
+                self.send(fwd.dest, out).await;
+            }
+            _ => self.reply(&msg, top, from, 200, &[]).await,
+        }
+    }
+
+    fn plain_edit<'a>(&self, via: &'a str, from: Peer, new_ruri: Option<&'a str>) -> RequestEdit<'a> {
+        RequestEdit {
+            via_line: via,
+            source: from.addr(),
+            new_ruri,
+            record_route: None,
+            strip_labels: !self.is_trusted(from.addr().ip()),
+            own_route: None,
+            labels: None,
+        }
+    }
+
+    async fn on_ack(self: &Arc<Self>, msg: Message, from: Peer, key: String) {
+        if let Some(tx) = self.txs.get(&key) {
+            let forwarded = {
+                let mut t = tx.lock();
+                if t.local_final {
+                    // The ACK for our own final response ends Timer G; absorbed.
+                    t.stop_timer();
+                    t.state = TxState::Confirmed;
+                    t.touched = Instant::now();
+                    return;
+                }
+                t.forwarded.clone()
+            };
+            if let Some(fwd) = forwarded {
+                let via = self.via_line(&key, fwd.dest);
+                let out = relay::forward_request(&msg, &self.plain_edit(&via, from, fwd.new_ruri.as_deref()));
+                return self.send(fwd.dest, out).await;
+            }
+        }
+        // ACK for a 2xx: a request of its own, routed like any in-dialog request.
+        let own = self.own_route(&msg);
+        let ruri = String::from_utf8_lossy(msg.request_uri()).into_owned();
+        let to_self = Uri::parse(&ruri).is_some_and(|u| self.is_self(u.host, u.port));
+        let dest = self.route(&msg, own.as_ref(), true, to_self);
+        let via = self.via_line(&key, dest);
+        let mut edit = self.plain_edit(&via, from, None);
+        edit.own_route = own.map(|(r, _)| r);
+        let out = relay::forward_request(&msg, &edit);
+        self.send(dest, out).await;
+    }
+
+    async fn on_response(self: &Arc<Self>, msg: Message) {
+        let Some(top_range) = relay::top_via(&msg) else {
+            return self.drop_msg("response without Via");
+        };
+        let top_text = String::from_utf8_lossy(&msg.buf[top_range]).into_owned();
+        let Some(top) = Via::parse(&top_text) else {
+            return self.drop_msg("response with a bad Via");
+        };
+        let branch = top.branch().unwrap_or_default();
+        if !branch.starts_with(BRANCH_PREFIX) || !self.is_self(top.host, top.port) {
+            return self.drop_msg("response whose top Via is not ours");
+        }
+        let code = msg.status().unwrap_or(0);
+        let tx = (msg.cseq_method == Method::Invite).then(|| self.txs.get(branch)).flatten();
+        if code == 100 {
+            // Stops Timer A; never forwarded (RFC 3261 §16.7 step 3).
+            if let Some(tx) = tx {
+                tx.lock().stop_timer();
+            }
+            return;
+        }
+        let Some(out) = relay::forward_response(&msg) else {
+            return self.drop_msg("response with only our Via");
+        };
+        if let Some(tx) = tx {
+            let peer = {
+                let mut t = tx.lock();
+                t.stop_timer();
+                if code >= 200 && t.state == TxState::Forwarded {
+                    t.state = TxState::Completed;
+                }
+                t.touched = Instant::now();
+                t.last_response = Some(out.clone());
+                t.reply_to
+            };
+            return self.send(peer, out).await;
+        }
+        // Stateless: the next Via says where (received/rport honoured).
+        let next = Message::parse(out.clone()).ok().and_then(|m| {
+            let r = relay::top_via(&m)?;
+            let text = String::from_utf8_lossy(&m.buf[r]).into_owned();
+            let via = Via::parse(&text)?;
+            let addr = via.response_target()?;
+            Some(if via.is_tcp() { Peer::Tcp(addr) } else { Peer::Udp(addr) })
+        });
+        match next {
+            Some(peer) => self.send(peer, out).await,
+            None => self.drop_msg("response whose next Via is unreachable"),
+        }
+    }
+}
+
+/// Header syntax a proxy depends on (RFC 4475 §3.1.2): every Via element
+/// readable; From and To each exactly one name-addr with a URI.
+fn check_request(msg: &Message) -> Result<(), &'static str> {
+    for h in msg.headers_named(HeaderName::Via) {
+        let v = msg.value(h);
+        let elems = header::split_commas(v);
+        if elems.is_empty() {
+            return Err("empty Via");
+        }
+        for r in elems {
+            let text = header::text(&v[r]).ok_or("Via is not UTF-8")?;
+            Via::parse(&text).ok_or("malformed Via")?;
+        }
+    }
+    for (name, what) in [(HeaderName::From, "malformed From"), (HeaderName::To, "malformed To")] {
+        let v = msg.header(name).unwrap_or_default();
+        if header::split_commas(v).len() != 1 {
+            return Err(what);
+        }
+        let text = header::text(v).ok_or(what)?;
+        let na = NameAddr::parse(&text).ok_or(what)?;
+        if !na.uri.contains(':') {
+            return Err(what);
+        }
+    }
+    Ok(())
+}
+
+/// A URI's address when its host is an IP literal.
+fn peer_of(uri: &Uri<'_>) -> Option<Peer> {
+    let ip: std::net::IpAddr = uri.host.parse().ok()?;
+    let addr = SocketAddr::new(ip, uri.port.unwrap_or(super::uri::DEFAULT_SIP_PORT));
+    let tcp = uri.param("transport").is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
+    Some(if tcp { Peer::Tcp(addr) } else { Peer::Udp(addr) })
+}

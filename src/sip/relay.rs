@@ -1,0 +1,257 @@
+//! Building relayed messages by splicing edits into the received bytes.
+//!
+//! What a relayed request may differ by (DESIGN.md §2): the proxy's Via on top
+//! (and `received`/`rport` on the sender's Via, which RFC 3261 §18.2.1 and RFC
+//! 3581 require), Max-Forwards decremented or added, the Request-URI of a
+//! retargeted call, the proxy's own Route entry removed (loose routing), an
+//! optional Record-Route, stripped untrusted labels, and the labels of a tag.
+//! A relayed response differs only by the proxy's Via being gone.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::header::{self, NameAddr, Via};
+use super::message::{HeaderName, Message};
+use super::splice::Splice;
+use crate::config::LabelsConfig;
+use crate::policy::{Decision, Rule};
+
+/// Max-Forwards added to a request that has none (RFC 3261 §16.6 step 3).
+pub const DEFAULT_MAX_FORWARDS: usize = 70;
+
+/// The edits to make to a request being forwarded.
+pub struct RequestEdit<'a> {
+    /// The proxy's Via line, with line end.
+    pub via_line: &'a str,
+    /// Where the request came from (for `received`/`rport`).
+    pub source: SocketAddr,
+    /// A new Request-URI (retarget, strict-route fix-up).
+    pub new_ruri: Option<&'a str>,
+    /// A Record-Route line to add, with line end.
+    pub record_route: Option<&'a str>,
+    /// Remove label headers: the sender is not a trusted peer.
+    pub strip_labels: bool,
+    /// The proxy's own Route element to remove (absolute byte range).
+    pub own_route: Option<Range<usize>>,
+    /// Labels to write for a tag decision.
+    pub labels: Option<(&'a Decision, &'a LabelsConfig)>,
+}
+
+/// The absolute byte range of the top Via element of a message.
+pub fn top_via(msg: &Message) -> Option<Range<usize>> {
+    let h = msg.headers_named(HeaderName::Via).next()?;
+    let first = header::split_commas(msg.value(h)).into_iter().next()?;
+    Some(h.value.start + first.start..h.value.start + first.end)
+}
+
+/// Whether a label header (ours, or a spam Call-Info) is on this line.
+pub fn is_label(msg: &Message, h: &super::message::HeaderLine) -> bool {
+    match h.name {
+        HeaderName::XSipsentry => true,
+        HeaderName::CallInfo => {
+            let v = msg.value(h).to_ascii_lowercase();
+            let has = |needle: &[u8]| v.windows(needle.len()).any(|w| w == needle);
+            has(b"type=spam") || has(b"source=sipsentry")
+        }
+        _ => false,
+    }
+}
+
+/// Builds the forwarded request.
+pub fn forward_request(msg: &Message, edit: &RequestEdit<'_>) -> Bytes {
+    let buf = &msg.buf[..];
+    let mut s = Splice::new();
+    let first_via = msg
+        .headers_named(HeaderName::Via)
+        .next()
+        .map_or(msg.headers_end, |h| h.line.start);
+    s.insert(first_via, edit.via_line.as_bytes());
+
+    if let Some(top) = top_via(msg) {
+        received_rport(buf, top, edit.source, &mut s);
+    }
+
+    match msg.headers_named(HeaderName::MaxForwards).next() {
+        Some(h) => {
+            let n = msg.max_forwards().unwrap_or(DEFAULT_MAX_FORWARDS);
+            s.replace(h.value.clone(), n.saturating_sub(1).to_string());
+        }
+        None => s.insert(first_via, format!("Max-Forwards: {DEFAULT_MAX_FORWARDS}\r\n")),
+    }
+
+    if let (Some(uri), Some(range)) = (edit.new_ruri, msg.request_uri_range()) {
+        s.replace(range, uri.as_bytes());
+    }
+
+    if let Some(rr) = edit.record_route {
+        let at = msg
+            .headers_named(HeaderName::RecordRoute)
+            .next()
+            .map_or(first_via, |h| h.line.start);
+        s.insert(at, rr.as_bytes());
+    }
+
+    if let Some(route) = &edit.own_route {
+        remove_element(msg, HeaderName::Route, route.clone(), &mut s);
+    }
+
+    if edit.strip_labels {
+        for h in msg.headers.iter().filter(|h| is_label(msg, h)) {
+            s.delete(h.line.clone());
+        }
+    }
+
+    if let Some((decision, cfg)) = edit.labels {
+        s.insert(msg.headers_end, label_lines(decision, cfg));
+        if !cfg.display_prefix.is_empty() {
+            for name in [HeaderName::From, HeaderName::PAssertedIdentity] {
+                for h in msg.headers_named(name) {
+                    prefix_display(msg, h.value.clone(), &cfg.display_prefix, &mut s);
+                }
+            }
+        }
+    }
+    s.apply(buf)
+}
+
+/// Adds `received` (when the sent-by host is not the source address, or when
+/// the sender asked for `rport`) and fills a valueless `rport`.
+fn received_rport(buf: &[u8], top: Range<usize>, source: SocketAddr, s: &mut Splice) {
+    let Ok(text) = std::str::from_utf8(&buf[top.clone()]) else {
+        return;
+    };
+    let Some(via) = Via::parse(text) else { return };
+    let rport_flag = param_span(text, "rport").filter(|&(_, _, valued)| !valued);
+    let host_differs = via.host.parse::<std::net::IpAddr>().ok() != Some(source.ip());
+    if let Some((_, end, _)) = rport_flag {
+        s.insert(top.start + end, format!("={}", source.port()));
+    }
+    if (host_differs || rport_flag.is_some()) && header::param(via.params, "received").is_none() {
+        s.insert(top.end, format!(";received={}", source.ip()));
+    }
+}
+
+/// Where parameter `name` is inside a header element: (start, end, has value).
+fn param_span(elem: &str, name: &str) -> Option<(usize, usize, bool)> {
+    let mut pos = elem.find(';')?;
+    while pos < elem.len() {
+        let start = pos + 1;
+        let end = elem[start..].find(';').map_or(elem.len(), |i| start + i);
+        let p = &elem[start..end];
+        let (k, has_value) = match p.split_once('=') {
+            Some((k, _)) => (k, true),
+            None => (p, false),
+        };
+        if k.trim().eq_ignore_ascii_case(name) {
+            let key_end = start + p.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(p.len());
+            return Some((start, key_end, has_value));
+        }
+        pos = end;
+    }
+    None
+}
+
+/// Removes one element of a comma-separated header; the whole line if it is
+/// the only one.
+fn remove_element(msg: &Message, name: HeaderName, elem: Range<usize>, s: &mut Splice) {
+    let Some(h) = msg
+        .headers_named(name)
+        .find(|h| h.value.start <= elem.start && elem.end <= h.value.end)
+    else {
+        return;
+    };
+    let elems = header::split_commas(msg.value(h));
+    if elems.len() <= 1 {
+        s.delete(h.line.clone());
+        return;
+    }
+    let abs: Vec<Range<usize>> = elems.iter().map(|r| h.value.start + r.start..h.value.start + r.end).collect();
+    match abs.iter().position(|r| *r == elem) {
+        Some(i) if i + 1 < abs.len() => s.delete(abs[i].start..abs[i + 1].start),
+        Some(i) => s.delete(abs[i - 1].end..abs[i].end),
+        None => {}
+    }
+}
+
+/// Keeps only characters safe inside a quoted SIP parameter.
+fn quoted_safe(s: &str) -> String {
+    s.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+}
+
+/// The label header lines of a tag decision (DESIGN.md §3), each switchable.
+pub fn label_lines(d: &Decision, cfg: &LabelsConfig) -> String {
+    let mut out = String::with_capacity(256);
+    let origin = d.origin();
+    if cfg.call_info {
+        let _ = write!(
+            out,
+            "Call-Info: <data:,>;purpose=info;type=spam;confidence={};source=sipsentry;origin=\"{origin}\"\r\n",
+            d.score
+        );
+    }
+    if cfg.x_headers {
+        let verdict = if d.rule == Rule::Anonymous { "anonymous" } else { "spam" };
+        let _ = write!(out, "X-Sipsentry-Score: {}\r\nX-Sipsentry-Verdict: {verdict}", d.score);
+        if let Some(cat) = &d.category {
+            let _ = write!(out, "; category=\"{}\"", quoted_safe(cat));
+        }
+        let sources = d.sources();
+        if !sources.is_empty() {
+            let _ = write!(out, "; sources=\"{sources}\"");
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// Prefixes the display name of each element of a From/PAI value, keeping the
+/// URI and parameters intact. Folded values are left alone.
+fn prefix_display(msg: &Message, value: Range<usize>, prefix: &str, s: &mut Splice) {
+    let bytes = &msg.buf[value.clone()];
+    if bytes.contains(&b'\n') {
+        return;
+    }
+    for r in header::split_commas(bytes) {
+        let base = value.start + r.start;
+        let Ok(text) = std::str::from_utf8(&bytes[r]) else { return };
+        let Some(na) = NameAddr::parse(text) else { continue };
+        let offset = |part: &str| base + (part.as_ptr() as usize - text.as_ptr() as usize);
+        match na.display {
+            Some(d) if d.starts_with('"') => s.insert(offset(d) + 1, prefix.as_bytes()),
+            Some(d) => {
+                let start = offset(d);
+                s.replace(start..start + d.len(), format!("\"{prefix}{}\"", quoted_safe(d)));
+            }
+            None if na.angle => s.insert(base, format!("\"{}\" ", prefix.trim_end())),
+            None => {
+                let start = offset(na.uri);
+                s.replace(start..start + na.uri.len(), format!("\"{}\" <{}>", prefix.trim_end(), na.uri));
+            }
+        }
+    }
+}
+
+/// The relayed response: the received bytes without the top Via element.
+pub fn forward_response(msg: &Message) -> Option<Bytes> {
+    let top = top_via(msg)?;
+    let mut s = Splice::new();
+    remove_element(msg, HeaderName::Via, top, &mut s);
+    Some(s.apply(&msg.buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn param_span_finds_flag_and_valued() {
+        let e = "SIP/2.0/UDP h;branch=z9hG4bK1;rport";
+        let (start, end, valued) = param_span(e, "rport").unwrap();
+        assert_eq!((&e[start..end], valued), ("rport", false));
+        assert!(param_span("SIP/2.0/UDP h;rport=5", "rport").unwrap().2);
+        assert!(param_span("SIP/2.0/UDP h;branch=1", "rport").is_none());
+    }
+}

@@ -1,0 +1,75 @@
+//! Byte-faithful editing: a relayed message is the received bytes with a few
+//! ranges replaced, inserted or deleted. Everything not edited keeps its bytes
+//! and its order, which is the relay contract of DESIGN.md §2.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+
+/// A set of non-overlapping edits against one source buffer.
+#[derive(Debug, Default)]
+pub struct Splice {
+    edits: Vec<(Range<usize>, Vec<u8>)>,
+}
+
+impl Splice {
+    pub fn new() -> Self {
+        Splice {
+            edits: Vec::with_capacity(6),
+        }
+    }
+
+    /// Inserts `bytes` before source offset `at`. Inserts at one offset keep
+    /// the order they were added in.
+    pub fn insert(&mut self, at: usize, bytes: impl Into<Vec<u8>>) {
+        self.edits.push((at..at, bytes.into()));
+    }
+
+    pub fn replace(&mut self, range: Range<usize>, bytes: impl Into<Vec<u8>>) {
+        self.edits.push((range, bytes.into()));
+    }
+
+    pub fn delete(&mut self, range: Range<usize>) {
+        self.edits.push((range, Vec::new()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+
+    /// Applies the edits. Edits are sorted by position (stable, so same-offset
+    /// inserts keep their order); an edit overlapping an earlier one is a bug in
+    /// the caller and is skipped rather than corrupting the message.
+    pub fn apply(mut self, src: &[u8]) -> Bytes {
+        self.edits.sort_by_key(|(r, _)| (r.start, r.end));
+        let extra: usize = self.edits.iter().map(|(_, b)| b.len()).sum();
+        let mut out = BytesMut::with_capacity(src.len() + extra);
+        let mut pos = 0;
+        for (r, bytes) in &self.edits {
+            if r.start < pos || r.end > src.len() {
+                debug_assert!(false, "overlapping or out-of-range splice edit {r:?}");
+                continue;
+            }
+            out.extend_from_slice(&src[pos..r.start]);
+            out.extend_from_slice(bytes);
+            pos = r.end;
+        }
+        out.extend_from_slice(&src[pos..]);
+        out.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_apply_in_source_order() {
+        let mut s = Splice::new();
+        s.replace(6..11, "there");
+        s.insert(0, "A:");
+        s.insert(0, "B:");
+        s.delete(11..12);
+        assert_eq!(&s.apply(b"hello world!")[..], b"A:B:hello there");
+    }
+}

@@ -1,0 +1,256 @@
+//! SIP and tel URIs.
+//!
+//! Two parsers for two jobs. Configured URIs (`sip.next_hop`, `policy.divert_to`)
+//! are parsed once at start with `rsip`'s typed URI, which gives good errors.
+//! URIs inside received messages are parsed on the hot path by [`Uri::parse`], a
+//! borrowing splitter that accepts what peers send (IPv6 hosts, user
+//! parameters such as `;verstat=`, `tel:` numbers) without allocating.
+
+use std::borrow::Cow;
+
+/// The URI schemes the proxy distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+    Other,
+}
+
+/// A borrowed view of a URI's parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uri<'a> {
+    pub scheme: Scheme,
+    /// SIP: the user part without password, including user parameters
+    /// (`+1555;verstat=TN-Validation-Passed`). tel: the number and its parameters.
+    pub user: Option<&'a str>,
+    /// SIP: host (IPv6 without brackets). tel: empty.
+    pub host: &'a str,
+    pub port: Option<u16>,
+    /// URI parameters after the host (SIP) or the number (tel), without the leading ';'.
+    pub params: &'a str,
+}
+
+impl<'a> Uri<'a> {
+    /// Splits a URI; `None` if it has no scheme or an unreadable host.
+    pub fn parse(s: &'a str) -> Option<Uri<'a>> {
+        let s = s.trim();
+        let colon = s.find(':')?;
+        let scheme = match &s[..colon] {
+            x if x.eq_ignore_ascii_case("sip") => Scheme::Sip,
+            x if x.eq_ignore_ascii_case("sips") => Scheme::Sips,
+            x if x.eq_ignore_ascii_case("tel") => Scheme::Tel,
+            _ => Scheme::Other,
+        };
+        let rest = &s[colon + 1..];
+        if scheme == Scheme::Tel {
+            let (number, params) = rest.split_once(';').unwrap_or((rest, ""));
+            return Some(Uri {
+                scheme,
+                user: Some(number),
+                host: "",
+                port: None,
+                params,
+            });
+        }
+        if scheme == Scheme::Other {
+            return Some(Uri {
+                scheme,
+                user: None,
+                host: rest,
+                port: None,
+                params: "",
+            });
+        }
+        let rest = rest.split_once('?').map_or(rest, |(a, _)| a);
+        let (user, hostpart) = match rest.rfind('@') {
+            Some(at) => {
+                let userinfo = &rest[..at];
+                // The password follows the first ':' of the user part, but a
+                // ';' user parameter may itself contain ':'; only cut a ':'
+                // that comes before any ';'.
+                let user = match (userinfo.find(':'), userinfo.find(';')) {
+                    (Some(c), Some(sc)) if c < sc => &userinfo[..c],
+                    (Some(c), None) => &userinfo[..c],
+                    _ => userinfo,
+                };
+                (Some(user), &rest[at + 1..])
+            }
+            None => (None, rest),
+        };
+        let (hostport, params) = hostpart.split_once(';').unwrap_or((hostpart, ""));
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let close = v6.find(']')?;
+            let port = v6[close + 1..].strip_prefix(':');
+            (&v6[..close], port)
+        } else {
+            match hostport.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        let port = match port {
+            Some(p) => Some(p.trim().parse::<u16>().ok()?),
+            None => None,
+        };
+        if host.is_empty() {
+            return None;
+        }
+        Some(Uri {
+            scheme,
+            user,
+            host,
+            port,
+            params,
+        })
+    }
+
+    /// A URI parameter's value (`Some("")` for a flag parameter).
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        super::header::param(self.params, name)
+    }
+
+    /// The user part without user parameters, percent-decoded.
+    pub fn user_base(&self) -> Option<Cow<'a, str>> {
+        let user = self.user?;
+        let base = user.split(';').next().unwrap_or(user);
+        Some(percent_decode(base))
+    }
+
+    /// A user-part parameter such as `verstat` in `sip:+1555;verstat=...@host`.
+    pub fn user_param(&self, name: &str) -> Option<&'a str> {
+        let user = self.user?;
+        let (_, params) = user.split_once(';')?;
+        super::header::param(params, name)
+    }
+}
+
+/// Decodes `%XX` escapes; leaves malformed escapes as they are.
+pub fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A configured SIP URI, checked with rsip's typed parser at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipUri {
+    pub text: String,
+    pub host: String,
+    pub port: u16,
+    pub tcp: bool,
+}
+
+/// The default SIP port (RFC 3261 §19.1.2).
+pub const DEFAULT_SIP_PORT: u16 = 5060;
+
+impl SipUri {
+    /// Parses and checks a URI from the config file. rsip 0.4 cannot parse
+    /// IPv6 literal hosts, so those go through [`Uri::parse`].
+    pub fn parse_config(s: &str) -> Result<SipUri, String> {
+        if s.contains('[') {
+            return Self::parse_v6(s);
+        }
+        let uri = rsip::Uri::try_from(s).map_err(|e| format!("{s:?} is not a SIP URI ({e})"))?;
+        match &uri.scheme {
+            Some(rsip::Scheme::Sip) => {}
+            _ => return Err(format!("{s:?} must use the sip: scheme")),
+        }
+        let host = match uri.host() {
+            rsip::Host::Domain(d) => d.to_string(),
+            rsip::Host::IpAddr(ip) => ip.to_string(),
+        };
+        let port = uri.port().map(|p| *p.value()).unwrap_or(DEFAULT_SIP_PORT);
+        let tcp = match uri.transport() {
+            None | Some(rsip::Transport::Udp) => false,
+            Some(rsip::Transport::Tcp) => true,
+            Some(t) => return Err(format!("transport {t} is not supported; use udp or tcp")),
+        };
+        Ok(SipUri {
+            text: s.to_string(),
+            host,
+            port,
+            tcp,
+        })
+    }
+}
+
+impl SipUri {
+    fn parse_v6(s: &str) -> Result<SipUri, String> {
+        let uri = Uri::parse(s).ok_or_else(|| format!("{s:?} is not a SIP URI"))?;
+        if uri.scheme != Scheme::Sip {
+            return Err(format!("{s:?} must use the sip: scheme"));
+        }
+        uri.host
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{s:?} has a bad IPv6 address"))?;
+        let tcp = match uri.param("transport") {
+            None => false,
+            Some(t) if t.eq_ignore_ascii_case("udp") => false,
+            Some(t) if t.eq_ignore_ascii_case("tcp") => true,
+            Some(t) => return Err(format!("transport {t} is not supported; use udp or tcp")),
+        };
+        Ok(SipUri {
+            text: s.to_string(),
+            host: uri.host.to_string(),
+            port: uri.port.unwrap_or(DEFAULT_SIP_PORT),
+            tcp,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uri_parts() {
+        let u = Uri::parse("sip:+15557654321;verstat=TN-Validation-Passed@carrier.example:5070;user=phone").unwrap();
+        assert_eq!(u.scheme, Scheme::Sip);
+        assert_eq!(u.user_base().unwrap(), "+15557654321");
+        assert_eq!(u.user_param("verstat"), Some("TN-Validation-Passed"));
+        assert_eq!(u.host, "carrier.example");
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.param("user"), Some("phone"));
+    }
+
+    #[test]
+    fn ipv6_and_password_and_tel() {
+        let u = Uri::parse("sips:alice:secret@[2001:db8::10]:5061;transport=tcp").unwrap();
+        assert_eq!(u.user, Some("alice"));
+        assert_eq!(u.host, "2001:db8::10");
+        assert_eq!(u.port, Some(5061));
+        let t = Uri::parse("tel:+1-555-765-4321;verstat=No-TN-Validation").unwrap();
+        assert_eq!(t.scheme, Scheme::Tel);
+        assert_eq!(t.user_base().unwrap(), "+1-555-765-4321");
+        assert_eq!(t.param("verstat"), Some("No-TN-Validation"));
+        assert_eq!(Uri::parse("sip:%2B15551234567@h").unwrap().user_base().unwrap(), "+15551234567");
+    }
+
+    #[test]
+    fn config_uris_go_through_rsip() {
+        let u = SipUri::parse_config("sip:127.0.0.1:5080").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.tcp), ("127.0.0.1", 5080, false));
+        assert!(SipUri::parse_config("sip:pbx.example;transport=tcp").unwrap().tcp);
+        assert!(SipUri::parse_config("http://x").is_err());
+        let v6 = SipUri::parse_config("sip:[::1]:5080;transport=tcp").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port, v6.tcp), ("::1", 5080, true));
+    }
+}
