@@ -38,13 +38,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -67,7 +68,10 @@ pub struct CheckReport {
 }
 
 /// `sipsentry check NUMBER`: the full pipeline for one number, as if it called.
-pub async fn check(config: &Config, number_text: &str) -> Result<(CheckReport, Decision), ConfigError> {
+pub async fn check(
+    config: &Config,
+    number_text: &str,
+) -> Result<(CheckReport, Decision), ConfigError> {
     let pipeline = build_pipeline(config)?;
     let e164 = number::to_e164(number_text, &pipeline.policy.country).ok();
     let caller = CallerId {

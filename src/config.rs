@@ -19,7 +19,7 @@ use crate::sip::uri::SipUri;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source} (check the path given with -c)")]
+    #[error("cannot read config file {path} (check the path given with -c)")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -377,12 +377,17 @@ impl Config {
     /// Checks what serde cannot: ranges, URIs, list syntax, cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
-        SipUri::parse_config(&self.sip.next_hop)
-            .map_err(|e| invalid("sip.next_hop", format!("{e}; expected e.g. \"sip:10.0.0.5:5060\"")))?;
+        SipUri::parse_config(&self.sip.next_hop).map_err(|e| {
+            invalid(
+                "sip.next_hop",
+                format!("{e}; expected e.g. \"sip:10.0.0.5:5060\""),
+            )
+        })?;
         if self.sip.accept_from.is_empty() {
             return Err(invalid(
                 "sip.accept_from",
-                "is empty, so every call would be refused; use [\"0.0.0.0/0\"] to accept all".into(),
+                "is empty, so every call would be refused; use [\"0.0.0.0/0\"] to accept all"
+                    .into(),
             ));
         }
         Country::from_iso(&self.numbers.default_country).ok_or_else(|| {
@@ -402,21 +407,34 @@ impl Config {
             ("policy.divert_at", p.divert_at),
         ] {
             if v > THRESHOLD_NEVER {
-                return Err(invalid(key, format!("{v} is out of range; use 0–100, or 101 for never")));
+                return Err(invalid(
+                    key,
+                    format!("{v} is out of range; use 0–100, or 101 for never"),
+                ));
             }
         }
-        SipUri::parse_config(&p.divert_to)
-            .map_err(|e| invalid("policy.divert_to", format!("{e}; expected e.g. \"sip:voicemail@10.0.0.5\"")))?;
+        SipUri::parse_config(&p.divert_to).map_err(|e| {
+            invalid(
+                "policy.divert_to",
+                format!("{e}; expected e.g. \"sip:voicemail@10.0.0.5\""),
+            )
+        })?;
         if !REJECT_CODES.contains(&p.reject_code) {
             return Err(invalid(
                 "policy.reject_code",
-                format!("{} is not supported; use one of 603, 607, 608, 486, 480", p.reject_code),
+                format!(
+                    "{} is not supported; use one of 603, 607, 608, 486, 480",
+                    p.reject_code
+                ),
             ));
         }
         if !p.redress_url.is_empty() && !p.redress_url.contains("://") {
             return Err(invalid(
                 "policy.redress_url",
-                format!("{:?} is not an absolute URL; use e.g. \"https://redress.example\"", p.redress_url),
+                format!(
+                    "{:?} is not an absolute URL; use e.g. \"https://redress.example\"",
+                    p.redress_url
+                ),
             ));
         }
         if p.redress_url.contains(['"', ';', '>', '<', '\r', '\n']) {
@@ -433,7 +451,8 @@ impl Config {
         }
         for (key, list) in [("policy.allow", &p.allow), ("policy.deny", &p.deny)] {
             for entry in list {
-                NumberPattern::parse(entry).map_err(|e| invalid(key, format!("entry {entry:?}: {e}")))?;
+                NumberPattern::parse(entry)
+                    .map_err(|e| invalid(key, format!("entry {entry:?}: {e}")))?;
             }
         }
         if self.labels.display_prefix.contains(['"', '\\', '\r', '\n']) {
@@ -467,7 +486,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_refused_with_its_path() {
-        let err = Config::from_toml("[policy]\ntag_att = 3\n").unwrap_err().to_string();
+        let err = Config::from_toml("[policy]\ntag_att = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tag_att"), "{err}");
         assert!(err.contains("policy"), "{err}");
     }
@@ -479,11 +500,20 @@ mod tests {
             ("[policy]\ntag_at = 150\n", "policy.tag_at"),
             ("[policy]\nanonymous = \"maybe\"\n", "policy.anonymous"),
             ("[sip]\nlisten = \"nowhere\"\n", "sip.listen"),
-            ("[sip]\ntrusted_peers = [\"10.0.0.0/33\"]\n", "sip.trusted_peers"),
+            (
+                "[sip]\ntrusted_peers = [\"10.0.0.0/33\"]\n",
+                "sip.trusted_peers",
+            ),
             ("[sip]\nnext_hop = \"http://x\"\n", "sip.next_hop"),
-            ("[numbers]\ndefault_country = \"XX\"\n", "numbers.default_country"),
+            (
+                "[numbers]\ndefault_country = \"XX\"\n",
+                "numbers.default_country",
+            ),
             ("[policy]\ndeny = [\"12ab\"]\n", "policy.deny"),
-            ("[policy]\nlookup_budget_ms = 0\n", "policy.lookup_budget_ms"),
+            (
+                "[policy]\nlookup_budget_ms = 0\n",
+                "policy.lookup_budget_ms",
+            ),
         ] {
             let err = Config::from_toml(toml).unwrap_err().to_string();
             assert!(err.contains(key), "{toml:?} gave {err}");

@@ -54,7 +54,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "sipsentry=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "sipsentry=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -81,7 +82,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 other => anyhow::Error::new(other),
             })
         }
-        Command::Check { number, config, json } => {
+        Command::Check {
+            number,
+            config,
+            json,
+        } => {
             let config = cli::load_config(config.as_deref())?;
             let (report, decision) = runtime.block_on(cli::check(&config, &number))?;
             if json {

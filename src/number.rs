@@ -62,7 +62,11 @@ impl Country {
     }
 
     pub fn supported_list() -> String {
-        COUNTRIES.iter().map(|c| c.iso).collect::<Vec<_>>().join(", ")
+        COUNTRIES
+            .iter()
+            .map(|c| c.iso)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -156,7 +160,9 @@ impl NumberPattern {
             Some(b) => (b, true),
             None => (s, false),
         };
-        let digits = body.strip_prefix('+').ok_or(PatternError("must start with '+'"))?;
+        let digits = body
+            .strip_prefix('+')
+            .ok_or(PatternError("must start with '+'"))?;
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(PatternError("only digits may follow '+'"));
         }
@@ -262,17 +268,32 @@ mod tests {
 
     #[test]
     fn non_numbers_and_bad_lengths_are_errors() {
-        assert!(matches!(to_e164("anonymous", &us()), Err(NumberError::NotDigits { .. })));
+        assert!(matches!(
+            to_e164("anonymous", &us()),
+            Err(NumberError::NotDigits { .. })
+        ));
         assert_eq!(to_e164("", &us()), Err(NumberError::Empty));
-        assert!(matches!(to_e164("+12", &us()), Err(NumberError::Length { .. })));
-        assert!(matches!(to_e164("+1234567890123456", &us()), Err(NumberError::Length { .. })));
+        assert!(matches!(
+            to_e164("+12", &us()),
+            Err(NumberError::Length { .. })
+        ));
+        assert!(matches!(
+            to_e164("+1234567890123456", &us()),
+            Err(NumberError::Length { .. })
+        ));
     }
 
     #[test]
     fn patterns_match_exact_and_prefix() {
         let set = NumberSet::new(&["+15551230000".into(), "+1800*".into()]).unwrap();
-        assert_eq!(set.find("+15551230000"), Some(NumberPattern::Exact("+15551230000".into())));
-        assert_eq!(set.find("+18005550000"), Some(NumberPattern::Prefix("+1800".into())));
+        assert_eq!(
+            set.find("+15551230000"),
+            Some(NumberPattern::Exact("+15551230000".into()))
+        );
+        assert_eq!(
+            set.find("+18005550000"),
+            Some(NumberPattern::Prefix("+1800".into()))
+        );
         assert_eq!(set.find("+15551230001"), None);
         assert!(NumberPattern::parse("1555").is_err());
         assert!(NumberPattern::parse("+15a5").is_err());

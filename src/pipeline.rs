@@ -203,7 +203,10 @@ impl Pipeline {
                 Ok(Some(Err(e))) => tracing::warn!(error = %e, "live lookup task failed"),
                 Ok(None) => break,
                 Err(_) => {
-                    tracing::debug!(budget_ms = budget.as_millis() as u64, "lookup budget exhausted");
+                    tracing::debug!(
+                        budget_ms = budget.as_millis() as u64,
+                        "lookup budget exhausted"
+                    );
                     // Late answers are not awaited: the sources fill their own
                     // caches when they finish.
                     set.detach_all();

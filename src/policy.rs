@@ -94,7 +94,9 @@ static DECISION_SEQ: AtomicU64 = AtomicU64::new(0);
 /// A decision id: milliseconds since the epoch and a sequence number, so ids
 /// sort by time and never repeat within a process.
 fn next_decision_id() -> String {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let seq = DECISION_SEQ.fetch_add(1, Ordering::Relaxed) & 0xffff;
     format!("{ms:x}{seq:04x}")
 }
@@ -106,11 +108,14 @@ impl Policy {
         config.validate()?;
         let invalid = |key, message: String| crate::config::ConfigError::Invalid { key, message };
         Ok(Policy {
-            allow: NumberSet::new(&config.policy.allow).map_err(|e| invalid("policy.allow", e.to_string()))?,
-            deny: NumberSet::new(&config.policy.deny).map_err(|e| invalid("policy.deny", e.to_string()))?,
+            allow: NumberSet::new(&config.policy.allow)
+                .map_err(|e| invalid("policy.allow", e.to_string()))?,
+            deny: NumberSet::new(&config.policy.deny)
+                .map_err(|e| invalid("policy.deny", e.to_string()))?,
             country: Country::from_iso(&config.numbers.default_country)
                 .ok_or_else(|| invalid("numbers.default_country", "unknown country".into()))?,
-            divert_to: SipUri::parse_config(&config.policy.divert_to).map_err(|e| invalid("policy.divert_to", e))?,
+            divert_to: SipUri::parse_config(&config.policy.divert_to)
+                .map_err(|e| invalid("policy.divert_to", e))?,
             config: config.policy.clone(),
             labels: config.labels.clone(),
         })
@@ -151,7 +156,13 @@ impl Policy {
     }
 
     /// Builds the decision, applying `dry_run`.
-    pub fn decide(&self, rule: Rule, decided: Action, evidence: Vec<Evidence>, decision_us: u64) -> Decision {
+    pub fn decide(
+        &self,
+        rule: Rule,
+        decided: Action,
+        evidence: Vec<Evidence>,
+        decision_us: u64,
+    ) -> Decision {
         let best = evidence.iter().max_by_key(|e| e.score);
         let score = best.map_or(0, |e| e.score);
         let category = best.and_then(|e| e.category.clone());
@@ -161,7 +172,11 @@ impl Policy {
         };
         Decision {
             id: next_decision_id(),
-            action: if self.config.dry_run { Action::Pass } else { decided },
+            action: if self.config.dry_run {
+                Action::Pass
+            } else {
+                decided
+            },
             decided,
             rule,
             score,
@@ -199,14 +214,20 @@ mod tests {
         assert_eq!(p.lists("+15551234567").unwrap().0, Rule::Allowlist);
         let p = policy("[policy]\nallow = []\ndeny = [\"+1666*\"]\n");
         let (rule, ev) = p.lists("+16660001111").unwrap();
-        assert_eq!((rule, ev.score, ev.source), (Rule::Denylist, 100, Source::Denylist));
+        assert_eq!(
+            (rule, ev.score, ev.source),
+            (Rule::Denylist, 100, Source::Denylist)
+        );
     }
 
     #[test]
     fn dry_run_records_the_decision_but_passes() {
         let p = policy("[policy]\ndry_run = true\n");
         let d = p.decide(Rule::Denylist, Action::Reject, vec![], 1);
-        assert_eq!((d.action, d.decided, d.dry_run), (Action::Pass, Action::Reject, true));
+        assert_eq!(
+            (d.action, d.decided, d.dry_run),
+            (Action::Pass, Action::Reject, true)
+        );
         assert_ne!(d.id, p.decide(Rule::Denylist, Action::Reject, vec![], 1).id);
     }
 }

@@ -16,14 +16,24 @@ fn scores() -> Arc<StaticScores> {
 }
 
 /// Sends an INVITE from `from` and returns (what the UAC got after 100, what the UAS got).
-async fn call(extra_config: &str, from: &str, extra_headers: &str) -> (Option<String>, Option<String>, String) {
+async fn call(
+    extra_config: &str,
+    from: &str,
+    extra_headers: &str,
+) -> (Option<String>, Option<String>, String) {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, extra_config), |p| p.with_local(scores())).await;
     let inv = invite(uac.addr, "UDP", "z9hG4bKact", from, extra_headers);
     uac.send(proxy.addr, &inv).await;
     assert_eq!(status(&uac.recv().await), 100);
-    let at_uas = uas.recv_within(Duration::from_millis(400)).await.map(|(m, _)| m);
-    let at_uac = uac.recv_within(Duration::from_millis(100)).await.map(|(m, _)| m);
+    let at_uas = uas
+        .recv_within(Duration::from_millis(400))
+        .await
+        .map(|(m, _)| m);
+    let at_uac = uac
+        .recv_within(Duration::from_millis(100))
+        .await
+        .map(|(m, _)| m);
     proxy.stop().await;
     (at_uac, at_uas, inv)
 }
@@ -79,7 +89,10 @@ async fn divert_retarget_rewrites_the_request_uri_only() {
     assert!(at_uac.is_none());
     let (_, rest) = split_proxy_via(&at_uas.unwrap());
     let want = inv
-        .replace("INVITE sip:+15551234567@pbx.example SIP/2.0", "INVITE sip:voicemail@127.0.0.1:5099 SIP/2.0")
+        .replace(
+            "INVITE sip:+15551234567@pbx.example SIP/2.0",
+            "INVITE sip:voicemail@127.0.0.1:5099 SIP/2.0",
+        )
         .replace("Max-Forwards: 70", "Max-Forwards: 69");
     assert_eq!(rest, want);
 }
@@ -89,18 +102,43 @@ async fn divert_redirect_answers_302_retransmits_until_ack_and_absorbs_the_ack()
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let cfg = "[policy]\ndivert_at = 80\ndivert_mode = \"redirect\"\ndivert_to = \"sip:voicemail@pbx.example\"\n";
     let proxy = start(config(uas.addr, cfg), |p| p.with_local(scores())).await;
-    uac.send(proxy.addr, &invite(uac.addr, "UDP", "z9hG4bKredir", SPAMMER, "")).await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKredir", SPAMMER, ""),
+    )
+    .await;
     assert_eq!(status(&uac.recv().await), 100);
     let first = uac.recv().await;
-    assert!(first.starts_with("SIP/2.0 302 Moved Temporarily\r\n"), "{first}");
-    assert_eq!(header(&first, "Contact"), Some("<sip:voicemail@pbx.example>"));
+    assert!(
+        first.starts_with("SIP/2.0 302 Moved Temporarily\r\n"),
+        "{first}"
+    );
+    assert_eq!(
+        header(&first, "Contact"),
+        Some("<sip:voicemail@pbx.example>")
+    );
     // Timer G: the same response again after T1, until the ACK.
     let again = uac.recv_within(Duration::from_millis(900)).await.unwrap().0;
     assert_eq!(again, first);
-    let to_tag = header(&first, "To").unwrap().split("tag=").nth(1).unwrap().to_string();
-    uac.send(proxy.addr, &in_transaction("ACK", uac.addr, "UDP", "z9hG4bKredir", Some(&to_tag))).await;
-    assert!(uac.silent_for(Duration::from_millis(1600)).await.is_none(), "retransmitted after the ACK");
-    assert!(uas.silent_for(Duration::from_millis(10)).await.is_none(), "the PBX must see nothing");
+    let to_tag = header(&first, "To")
+        .unwrap()
+        .split("tag=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    uac.send(
+        proxy.addr,
+        &in_transaction("ACK", uac.addr, "UDP", "z9hG4bKredir", Some(&to_tag)),
+    )
+    .await;
+    assert!(
+        uac.silent_for(Duration::from_millis(1600)).await.is_none(),
+        "retransmitted after the ACK"
+    );
+    assert!(
+        uas.silent_for(Duration::from_millis(10)).await.is_none(),
+        "the PBX must see nothing"
+    );
     proxy.stop().await;
 }
 
@@ -112,14 +150,19 @@ async fn rejected_with(cfg: &str) -> String {
 
 #[tokio::test]
 async fn reject_603_plus_carries_the_atis_reason() {
-    let got = rejected_with("[policy]\nreject_at = 80\nredress_url = \"https://redress.example\"\n").await;
+    let got =
+        rejected_with("[policy]\nreject_at = 80\nredress_url = \"https://redress.example\"\n")
+            .await;
     assert!(got.starts_with("SIP/2.0 603 Network Blocked\r\n"), "{got}");
     let reason = header(&got, "Reason").unwrap();
     let id = reason
         .strip_prefix("SIP;cause=603;text=\"v=analytics1;url=https://redress.example;id=")
         .and_then(|r| r.strip_suffix("\";location=LN"))
         .unwrap_or_else(|| panic!("bad Reason: {reason}"));
-    assert!(!id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+    assert!(
+        !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
     assert!(header(&got, "To").unwrap().contains(";tag="));
 }
 
@@ -136,23 +179,38 @@ async fn reject_codes_607_608_486_480() {
     }
     let got = rejected_with("[policy]\nreject_at = 80\nreject_code = 608\nredress_url = \"https://redress.example/jws\"\n").await;
     assert!(got.starts_with("SIP/2.0 608 Rejected\r\n"), "{got}");
-    assert_eq!(header(&got, "Call-Info"), Some("<https://redress.example/jws>;purpose=jwscard"));
+    assert_eq!(
+        header(&got, "Call-Info"),
+        Some("<https://redress.example/jws>;purpose=jwscard")
+    );
 }
 
 #[tokio::test]
 async fn denylisted_callers_are_rejected_and_allowlisted_ones_pass_despite_their_score() {
     let got = rejected_with("[policy]\ndeny = [\"+1666*\", \"+15557654321\"]\n").await;
     assert_eq!(status(&got), 603);
-    let (at_uac, at_uas, inv) = call("[policy]\nallow = [\"+1555765*\"]\nreject_at = 80\n", SPAMMER, "").await;
+    let (at_uac, at_uas, inv) = call(
+        "[policy]\nallow = [\"+1555765*\"]\nreject_at = 80\n",
+        SPAMMER,
+        "",
+    )
+    .await;
     assert!(at_uac.is_none());
-    assert_eq!(split_proxy_via(&at_uas.unwrap()).1, inv.replace("Max-Forwards: 70", "Max-Forwards: 69"));
+    assert_eq!(
+        split_proxy_via(&at_uas.unwrap()).1,
+        inv.replace("Max-Forwards: 70", "Max-Forwards: 69")
+    );
 }
 
 #[tokio::test]
 async fn dry_run_decides_but_always_passes() {
-    let (at_uac, at_uas, inv) = call("[policy]\nreject_at = 80\ndry_run = true\n", SPAMMER, "").await;
+    let (at_uac, at_uas, inv) =
+        call("[policy]\nreject_at = 80\ndry_run = true\n", SPAMMER, "").await;
     assert!(at_uac.is_none());
-    assert_eq!(split_proxy_via(&at_uas.unwrap()).1, inv.replace("Max-Forwards: 70", "Max-Forwards: 69"));
+    assert_eq!(
+        split_proxy_via(&at_uas.unwrap()).1,
+        inv.replace("Max-Forwards: 70", "Max-Forwards: 69")
+    );
 }
 
 #[tokio::test]
@@ -166,10 +224,19 @@ async fn anonymous_callers_follow_the_anonymous_policy() {
     assert_eq!(status(&got), 603);
     let (_, at_uas, _) = call("[policy]\nanonymous = \"tag\"\n", anon, "").await;
     let tagged = at_uas.unwrap();
-    assert_eq!(header(&tagged, "X-Sipsentry-Verdict"), Some("anonymous; category=\"Anonymous\""));
-    assert_eq!(header(&tagged, "From"), Some("\"SPAM? Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1928301774"));
+    assert_eq!(
+        header(&tagged, "X-Sipsentry-Verdict"),
+        Some("anonymous; category=\"Anonymous\"")
+    );
+    assert_eq!(
+        header(&tagged, "From"),
+        Some("\"SPAM? Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1928301774")
+    );
     let (_, at_uas, inv) = call("[policy]\nanonymous = \"pass\"\n", anon, "").await;
-    assert_eq!(split_proxy_via(&at_uas.unwrap()).1, inv.replace("Max-Forwards: 70", "Max-Forwards: 69"));
+    assert_eq!(
+        split_proxy_via(&at_uas.unwrap()).1,
+        inv.replace("Max-Forwards: 70", "Max-Forwards: 69")
+    );
 }
 
 #[tokio::test]
@@ -185,11 +252,19 @@ async fn spoofed_labels_from_untrusted_sources_are_stripped_and_their_pai_ignore
     let want = inv
         .replace("Max-Forwards: 70", "Max-Forwards: 69")
         .replace("X-Sipsentry-Score: 0\r\n", "")
-        .replace("Call-Info: <data:,>;purpose=info;type=spam;confidence=0;source=sipsentry\r\n", "");
+        .replace(
+            "Call-Info: <data:,>;purpose=info;type=spam;confidence=0;source=sipsentry\r\n",
+            "",
+        );
     assert_eq!(rest, want);
 
     // From a trusted peer the same headers are kept, and PAI is the caller.
-    let (_, at_uas, _) = call("[policy]\ntag_at = 101\n", "<sip:+15550001111@carrier.example>", spoof).await;
+    let (_, at_uas, _) = call(
+        "[policy]\ntag_at = 101\n",
+        "<sip:+15550001111@carrier.example>",
+        spoof,
+    )
+    .await;
     assert!(at_uas.unwrap().contains("X-Sipsentry-Score: 0\r\n"));
 }
 
@@ -202,5 +277,8 @@ async fn a_trusted_pai_is_the_identity_screened() {
     assert_eq!(status(&at_uac.unwrap()), 603);
     let untrusted = format!("trusted_peers = [\"10.0.0.0/8\"]\n{cfg}");
     let (at_uac, at_uas, _) = call(&untrusted, "<sip:+15550001111@carrier.example>", pai).await;
-    assert!(at_uac.is_none() && at_uas.is_some(), "untrusted PAI must not be believed");
+    assert!(
+        at_uac.is_none() && at_uas.is_some(),
+        "untrusted PAI must not be believed"
+    );
 }

@@ -13,14 +13,26 @@ async fn a_passed_call_is_relayed_byte_for_byte_both_ways_over_udp() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, ""), |p| p).await;
 
-    let inv = invite(uac.addr, "UDP", "z9hG4bKpass1", CALLER, "X-Custom:   kept   as is\r\n");
+    let inv = invite(
+        uac.addr,
+        "UDP",
+        "z9hG4bKpass1",
+        CALLER,
+        "X-Custom:   kept   as is\r\n",
+    );
     uac.send(proxy.addr, &inv).await;
     let trying = uac.recv().await;
     assert_eq!(status(&trying), 100, "{trying}");
 
     let relayed = uas.recv().await;
     let (via, rest) = split_proxy_via(&relayed);
-    assert!(via.starts_with(&format!("Via: SIP/2.0/UDP {};branch=z9hG4bK-ss-", proxy.addr)), "{via}");
+    assert!(
+        via.starts_with(&format!(
+            "Via: SIP/2.0/UDP {};branch=z9hG4bK-ss-",
+            proxy.addr
+        )),
+        "{via}"
+    );
     assert_eq!(rest, inv.replace("Max-Forwards: 70", "Max-Forwards: 69"));
 
     // Responses come back with the proxy's Via removed and nothing else changed.
@@ -35,7 +47,10 @@ async fn a_passed_call_is_relayed_byte_for_byte_both_ways_over_udp() {
     let ack = in_transaction("ACK", uac.addr, "UDP", "z9hG4bKack2xx", Some("uas1"));
     uac.send(proxy.addr, &ack).await;
     let got = uas.recv().await;
-    assert_eq!(split_proxy_via(&got).1, ack.replace("Max-Forwards: 70", "Max-Forwards: 69"));
+    assert_eq!(
+        split_proxy_via(&got).1,
+        ack.replace("Max-Forwards: 70", "Max-Forwards: 69")
+    );
 
     let bye = in_transaction("BYE", uac.addr, "UDP", "z9hG4bKbye1", Some("uas1"));
     uac.send(proxy.addr, &bye).await;
@@ -53,7 +68,9 @@ async fn tcp_calls_are_framed_by_content_length_and_answered_on_the_same_connect
     let uas_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let uas_addr = uas_listener.local_addr().unwrap();
     let cfg = {
-        let text = format!("[sip]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{uas_addr};transport=tcp\"\n");
+        let text = format!(
+            "[sip]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{uas_addr};transport=tcp\"\n"
+        );
         sipsentry::config::Config::from_toml(&text).unwrap()
     };
     let proxy = start(cfg, |p| p).await;
@@ -65,8 +82,14 @@ async fn tcp_calls_are_framed_by_content_length_and_answered_on_the_same_connect
     let b = invite(me, "TCP", "z9hG4bKtcpB", CALLER, "");
     uac.send(&format!("{a}{b}")).await;
 
-    let (stream, _) = tokio::time::timeout(WAIT, uas_listener.accept()).await.unwrap().unwrap();
-    let mut uas = Tcp { stream, buf: Vec::new() };
+    let (stream, _) = tokio::time::timeout(WAIT, uas_listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut uas = Tcp {
+        stream,
+        buf: Vec::new(),
+    };
     let mut got = vec![uas.recv().await, uas.recv().await];
     got.sort_by_key(|m| split_proxy_via(m).1);
     for (g, w) in got.iter().zip([&a, &b]) {
@@ -90,7 +113,8 @@ async fn many_tcp_connections_are_served_concurrently() {
     for i in 0..50 {
         let mut c = Tcp::connect(proxy.addr).await;
         let me = c.local_addr();
-        c.send(&invite(me, "TCP", &format!("z9hG4bKmany{i}"), CALLER, "")).await;
+        c.send(&invite(me, "TCP", &format!("z9hG4bKmany{i}"), CALLER, ""))
+            .await;
         conns.push(c);
     }
     for c in &mut conns {
@@ -110,11 +134,13 @@ async fn many_tcp_connections_are_served_concurrently() {
 async fn max_forwards_zero_gets_483_and_a_missing_one_is_added() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, ""), |p| p).await;
-    let inv = invite(uac.addr, "UDP", "z9hG4bKmf0", CALLER, "").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let inv = invite(uac.addr, "UDP", "z9hG4bKmf0", CALLER, "")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
     uac.send(proxy.addr, &inv).await;
     assert_eq!(status(&uac.recv().await), 483);
 
-    let inv = invite(uac.addr, "UDP", "z9hG4bKmfnone", CALLER, "").replace("Max-Forwards: 70\r\n", "");
+    let inv =
+        invite(uac.addr, "UDP", "z9hG4bKmfnone", CALLER, "").replace("Max-Forwards: 70\r\n", "");
     uac.send(proxy.addr, &inv).await;
     let relayed = uas.recv().await;
     assert_eq!(header(&relayed, "Max-Forwards"), Some("70"));
@@ -126,10 +152,18 @@ async fn max_forwards_zero_gets_483_and_a_missing_one_is_added() {
 async fn a_request_that_comes_back_unchanged_is_a_loop_482() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, ""), |p| p).await;
-    uac.send(proxy.addr, &invite(uac.addr, "UDP", "z9hG4bKloop", CALLER, "")).await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKloop", CALLER, ""),
+    )
+    .await;
     let relayed = uas.recv().await;
     // The PBX sends it straight back, adding its own Via.
-    let looped = relayed.replacen("Via: ", &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKpbx\r\nVia: ", uas.addr), 1);
+    let looped = relayed.replacen(
+        "Via: ",
+        &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKpbx\r\nVia: ", uas.addr),
+        1,
+    );
     uas.send(proxy.addr, &looped).await;
     let answer = uas.recv_starting("SIP/2.0").await;
     assert_eq!(status(&answer), 482, "{answer}");
@@ -140,7 +174,11 @@ async fn a_request_that_comes_back_unchanged_is_a_loop_482() {
 async fn sources_outside_accept_from_get_403() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, "accept_from = [\"10.0.0.0/8\"]\n"), |p| p).await;
-    uac.send(proxy.addr, &invite(uac.addr, "UDP", "z9hG4bKforbid", CALLER, "")).await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKforbid", CALLER, ""),
+    )
+    .await;
     assert_eq!(status(&uac.recv().await), 403);
     assert!(uas.silent_for(Duration::from_millis(200)).await.is_none());
     proxy.stop().await;
@@ -168,14 +206,20 @@ async fn received_and_rport_are_added_and_responses_go_to_the_real_source() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, ""), |p| p).await;
     // The UAC claims an address it is not sending from (NAT) and asks for rport.
-    let inv = invite(uac.addr, "UDP", "z9hG4bKnat", CALLER, "")
-        .replace(&format!("{};branch=z9hG4bKnat", uac.addr), "192.0.2.99:5060;rport;branch=z9hG4bKnat");
+    let inv = invite(uac.addr, "UDP", "z9hG4bKnat", CALLER, "").replace(
+        &format!("{};branch=z9hG4bKnat", uac.addr),
+        "192.0.2.99:5060;rport;branch=z9hG4bKnat",
+    );
     uac.send(proxy.addr, &inv).await;
     assert_eq!(status(&uac.recv().await), 100);
     let relayed = uas.recv().await;
-    let want = format!("192.0.2.99:5060;rport={};branch=z9hG4bKnat;received=127.0.0.1", uac.addr.port());
+    let want = format!(
+        "192.0.2.99:5060;rport={};branch=z9hG4bKnat;received=127.0.0.1",
+        uac.addr.port()
+    );
     assert!(relayed.contains(&want), "{relayed}");
-    uas.send(proxy.addr, &response_to(&relayed, 180, "Ringing", "n1")).await;
+    uas.send(proxy.addr, &response_to(&relayed, 180, "Ringing", "n1"))
+        .await;
     assert_eq!(status(&uac.recv().await), 180);
     proxy.stop().await;
 }
@@ -184,7 +228,11 @@ async fn received_and_rport_are_added_and_responses_go_to_the_real_source() {
 async fn record_route_then_in_dialog_requests_are_loose_routed() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, "record_route = true\n"), |p| p).await;
-    uac.send(proxy.addr, &invite(uac.addr, "UDP", "z9hG4bKrr", CALLER, "")).await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKrr", CALLER, ""),
+    )
+    .await;
     let relayed = uas.recv().await;
     let rr = format!("<sip:{};lr>", proxy.addr);
     assert_eq!(header(&relayed, "Record-Route"), Some(rr.as_str()));
@@ -199,7 +247,11 @@ async fn record_route_then_in_dialog_requests_are_loose_routed() {
     uas.send(proxy.addr, &bye).await;
     let got = uac.recv_starting("BYE").await;
     let (_, rest) = split_proxy_via(&got);
-    assert_eq!(rest, bye.replace(&format!("Route: {rr}\r\n"), "").replace("Max-Forwards: 70", "Max-Forwards: 69"));
+    assert_eq!(
+        rest,
+        bye.replace(&format!("Route: {rr}\r\n"), "")
+            .replace("Max-Forwards: 70", "Max-Forwards: 69")
+    );
     proxy.stop().await;
 }
 
@@ -209,16 +261,28 @@ async fn a_ipv6_next_hop_is_reached() {
         return assert!(std::env::var("CI").is_err(), "CI must have IPv6 loopback");
     };
     let uas_addr = uas.local_addr().unwrap();
-    let text = format!("[sip]\nlisten = \"[::1]:0\"\nnext_hop = \"sip:[::1]:{}\"\n\
-         accept_from = [\"::/0\"]\n", uas_addr.port());
+    let text = format!(
+        "[sip]\nlisten = \"[::1]:0\"\nnext_hop = \"sip:[::1]:{}\"\n\
+         accept_from = [\"::/0\"]\n",
+        uas_addr.port()
+    );
     let proxy = start(sipsentry::config::Config::from_toml(&text).unwrap(), |p| p).await;
     let uac = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
     let uac_addr = uac.local_addr().unwrap();
     let inv = invite(uac_addr, "UDP", "z9hG4bKv6", CALLER, "");
     uac.send_to(inv.as_bytes(), proxy.addr).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(WAIT, uas.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, _) = tokio::time::timeout(WAIT, uas.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let got = String::from_utf8_lossy(&buf[..n]).into_owned();
-    assert!(got.contains(&format!("Via: SIP/2.0/UDP [::1]:{};branch=z9hG4bK-ss-", proxy.addr.port())), "{got}");
+    assert!(
+        got.contains(&format!(
+            "Via: SIP/2.0/UDP [::1]:{};branch=z9hG4bK-ss-",
+            proxy.addr.port()
+        )),
+        "{got}"
+    );
     proxy.stop().await;
 }

@@ -75,7 +75,8 @@ pub trait LocalSource: Send + Sync {
     fn lookup(&self, e164: &str) -> Option<Evidence>;
 }
 
-pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<Evidence>, SourceError>> + Send + 'a>>;
+pub type LookupFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Evidence>, SourceError>> + Send + 'a>>;
 
 /// A source that has to ask somebody (an HTTP API). Runs under the lookup budget.
 pub trait LiveSource: Send + Sync {

@@ -80,8 +80,9 @@ pub fn identify(msg: &Message, trusted: bool, country: &Country) -> CallerId {
     if caller.verstat.is_none() && trust != Trust::From {
         caller.verstat = from.as_deref().and_then(verstat_of);
     }
-    if trust == Trust::Rpid && header::param(NameAddr::parse(&value).map_or("", |n| n.params), "privacy")
-        .is_some_and(|p| p.eq_ignore_ascii_case("full"))
+    if trust == Trust::Rpid
+        && header::param(NameAddr::parse(&value).map_or("", |n| n.params), "privacy")
+            .is_some_and(|p| p.eq_ignore_ascii_case("full"))
     {
         caller.anonymous = true;
     }
@@ -115,13 +116,16 @@ fn describe(trust: Trust, value: &str, country: &Country) -> CallerId {
         .map(|s| s.into_owned())
         .unwrap_or_default();
     let display = na.as_ref().and_then(|n| n.display_text());
-    let host_anonymous = uri
-        .as_ref()
-        .is_some_and(|u| u.scheme != Scheme::Tel && u.host.eq_ignore_ascii_case("anonymous.invalid"));
-    let user_withheld = raw.is_empty() || WITHHELD_USERS.iter().any(|w| raw.eq_ignore_ascii_case(w));
-    let display_withheld = display
-        .as_deref()
-        .is_some_and(|d| WITHHELD_USERS.iter().any(|w| d.trim().eq_ignore_ascii_case(w)));
+    let host_anonymous = uri.as_ref().is_some_and(|u| {
+        u.scheme != Scheme::Tel && u.host.eq_ignore_ascii_case("anonymous.invalid")
+    });
+    let user_withheld =
+        raw.is_empty() || WITHHELD_USERS.iter().any(|w| raw.eq_ignore_ascii_case(w));
+    let display_withheld = display.as_deref().is_some_and(|d| {
+        WITHHELD_USERS
+            .iter()
+            .any(|w| d.trim().eq_ignore_ascii_case(w))
+    });
     let e164 = if user_withheld {
         None
     } else {
@@ -185,9 +189,15 @@ mod tests {
             "<sip:+15557654321@carrier>;tag=1",
         );
         let trusted = identify(&m, true, &us());
-        assert_eq!((trusted.trust, trusted.e164.as_deref()), (Trust::Pai, Some("+15550001111")));
+        assert_eq!(
+            (trusted.trust, trusted.e164.as_deref()),
+            (Trust::Pai, Some("+15550001111"))
+        );
         let untrusted = identify(&m, false, &us());
-        assert_eq!((untrusted.trust, untrusted.e164.as_deref()), (Trust::From, Some("+15557654321")));
+        assert_eq!(
+            (untrusted.trust, untrusted.e164.as_deref()),
+            (Trust::From, Some("+15557654321"))
+        );
     }
 
     #[test]
@@ -209,7 +219,10 @@ mod tests {
             "<sip:restricted@carrier>;tag=1",
             "\"Withheld\" <sip:carrier.example>;tag=1",
         ] {
-            assert!(identify(&invite("", from), false, &us()).anonymous, "{from}");
+            assert!(
+                identify(&invite("", from), false, &us()).anonymous,
+                "{from}"
+            );
         }
         assert!(!identify(&invite("", "<sip:alice@example.com>;tag=1"), false, &us()).anonymous);
     }
@@ -220,7 +233,9 @@ mod tests {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(br#"{"attest":"A","orig":{"tn":"15557654321"}}"#);
         let m = invite(
-            &format!("Identity: eyJhbGciOiJFUzI1NiJ9.{payload}.c2ln;info=<https://cert.example/c.pem>;ppt=shaken\r\n"),
+            &format!(
+                "Identity: eyJhbGciOiJFUzI1NiJ9.{payload}.c2ln;info=<https://cert.example/c.pem>;ppt=shaken\r\n"
+            ),
             "<tel:+1-555-765-4321;verstat=TN-Validation-Passed>;tag=9",
         );
         let c = identify(&m, false, &us());

@@ -64,7 +64,11 @@ pub fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         if k.trim().eq_ignore_ascii_case(name) {
             let v = v.trim();
-            return Some(v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v));
+            return Some(
+                v.strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v),
+            );
         }
     }
     None
@@ -243,22 +247,33 @@ mod tests {
 
     #[test]
     fn via_with_lws_received_and_rport() {
-        let v = Via::parse("SIP / 2.0 / UDP 192.0.2.1 : 5070 ;branch=z9hG4bK1;received=198.51.100.7;rport=6000")
-            .unwrap();
+        let v = Via::parse(
+            "SIP / 2.0 / UDP 192.0.2.1 : 5070 ;branch=z9hG4bK1;received=198.51.100.7;rport=6000",
+        )
+        .unwrap();
         assert_eq!(v.host, "192.0.2.1");
         assert_eq!(v.port, Some(5070));
         assert_eq!(v.branch(), Some("z9hG4bK1"));
-        assert_eq!(v.response_target().unwrap().to_string(), "198.51.100.7:6000");
+        assert_eq!(
+            v.response_target().unwrap().to_string(),
+            "198.51.100.7:6000"
+        );
         let v6 = Via::parse("SIP/2.0/TCP [2001:db8::9]:5061;branch=z9hG4bK2;rport").unwrap();
         assert!(v6.is_tcp());
-        assert_eq!(v6.response_target().unwrap().to_string(), "[2001:db8::9]:5061");
+        assert_eq!(
+            v6.response_target().unwrap().to_string(),
+            "[2001:db8::9]:5061"
+        );
     }
 
     #[test]
     fn commas_split_outside_quotes_and_angles() {
         let s = br#""a, b" <sip:x@y;p=1,2>;tag=1, <sip:z@w>"#;
         let parts: Vec<_> = split_commas(s).into_iter().map(|r| &s[r]).collect();
-        assert_eq!(parts, [&br#""a, b" <sip:x@y;p=1,2>;tag=1"#[..], b"<sip:z@w>"]);
+        assert_eq!(
+            parts,
+            [&br#""a, b" <sip:x@y;p=1,2>;tag=1"#[..], b"<sip:z@w>"]
+        );
     }
 
     #[test]
@@ -268,7 +283,10 @@ mod tests {
         assert_eq!(n.uri, "sip:+1555@h;user=phone");
         assert_eq!(n.tag(), Some("19"));
         let a = NameAddr::parse("sip:+1555@h;tag=77").unwrap();
-        assert_eq!((a.uri, a.tag(), a.angle), ("sip:+1555@h", Some("77"), false));
+        assert_eq!(
+            (a.uri, a.tag(), a.angle),
+            ("sip:+1555@h", Some("77"), false)
+        );
         let t = NameAddr::parse("Anonymous <sip:anonymous@anonymous.invalid>").unwrap();
         assert_eq!(t.display, Some("Anonymous"));
     }

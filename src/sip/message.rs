@@ -107,7 +107,9 @@ impl HeaderName {
             7 if eq("privacy") => HeaderName::Privacy,
             8 if eq("identity") => HeaderName::Identity,
             9 if eq("call-info") => HeaderName::CallInfo,
-            n if n > 12 && name[..12].eq_ignore_ascii_case(b"x-sipsentry-") => HeaderName::XSipsentry,
+            n if n > 12 && name[..12].eq_ignore_ascii_case(b"x-sipsentry-") => {
+                HeaderName::XSipsentry
+            }
             _ => HeaderName::Other,
         }
     }
@@ -194,7 +196,11 @@ pub struct Message {
 /// Finds the end of the line starting at `from`: (end of content, start of next line).
 fn line_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     let nl = memchr(b'\n', &buf[from..])? + from;
-    let end = if nl > from && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let end = if nl > from && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     Some((end, nl + 1))
 }
 
@@ -220,7 +226,10 @@ pub(crate) fn trim(buf: &[u8], mut r: Range<usize>) -> Range<usize> {
 /// its headers are complete. `Ok(None)` means "read more". Leading CRLFs
 /// (keep-alives) are part of the returned length.
 pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
-    let lead = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    let lead = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
     let rest = &buf[lead..];
     let Some(end) = find_headers_end(rest) else {
         return if rest.len() > MAX_MESSAGE_BYTES {
@@ -237,7 +246,8 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
         if let Some(colon) = memchr(b':', line) {
             let name = trim_bytes(&line[..colon]);
             if HeaderName::from_bytes(name) == HeaderName::ContentLength {
-                content_length = parse_uint(trim_bytes(&line[colon + 1..])).ok_or(ParseError::ContentLength)?;
+                content_length =
+                    parse_uint(trim_bytes(&line[colon + 1..])).ok_or(ParseError::ContentLength)?;
             }
         }
         pos = next;
@@ -246,7 +256,11 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
     if total > MAX_MESSAGE_BYTES {
         return Err(ParseError::TooLarge);
     }
-    Ok(if buf.len() >= total { Some(total) } else { None })
+    Ok(if buf.len() >= total {
+        Some(total)
+    } else {
+        None
+    })
 }
 
 /// Index just past the blank line ending the headers (CRLFCRLF or LFLF).
@@ -266,8 +280,14 @@ fn find_headers_end(buf: &[u8]) -> Option<usize> {
 }
 
 fn trim_bytes(b: &[u8]) -> &[u8] {
-    let s = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let e = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(s, |e| e + 1);
+    let s = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let e = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(s, |e| e + 1);
     &b[s..e]
 }
 
@@ -328,7 +348,10 @@ impl Message {
         }
 
         let mut content_length: Option<usize> = None;
-        for h in headers.iter().filter(|h| h.name == HeaderName::ContentLength) {
+        for h in headers
+            .iter()
+            .filter(|h| h.name == HeaderName::ContentLength)
+        {
             let n = parse_uint(&b[h.value.clone()]).ok_or(ParseError::ContentLength)?;
             if content_length.is_some_and(|c| c != n) {
                 return Err(ParseError::ContentLength);
@@ -345,7 +368,11 @@ impl Message {
         let body = pos..pos + body_len;
         // Bytes after the body (RFC 4475 "dblreq") are not part of this
         // message and must not be relayed with it.
-        let buf = if body.end < buf.len() { buf.slice(..body.end) } else { buf };
+        let buf = if body.end < buf.len() {
+            buf.slice(..body.end)
+        } else {
+            buf
+        };
 
         let mut msg = Message {
             buf,
@@ -375,7 +402,9 @@ impl Message {
         }
         let (num, method) = {
             let cseq = self.header(HeaderName::CSeq).unwrap_or_default();
-            let mut parts = cseq.split(|c: &u8| c.is_ascii_whitespace()).filter(|p| !p.is_empty());
+            let mut parts = cseq
+                .split(|c: &u8| c.is_ascii_whitespace())
+                .filter(|p| !p.is_empty());
             let num = parts.next().and_then(parse_uint).ok_or(ParseError::CSeq)?;
             let method_bytes = parts.next().ok_or(ParseError::CSeq)?;
             if num >= 1 << 31 || parts.next().is_some() {
@@ -392,7 +421,9 @@ impl Message {
         self.cseq_method = method;
         if let StartLine::Request { .. } = &self.start {
             if let Some(mf) = self.header(HeaderName::MaxForwards) {
-                parse_uint(mf).filter(|&n| n <= 255).ok_or(ParseError::MaxForwards)?;
+                parse_uint(mf)
+                    .filter(|&n| n <= 255)
+                    .ok_or(ParseError::MaxForwards)?;
             }
         }
         Ok(())
@@ -473,7 +504,9 @@ fn parse_start_line(b: &[u8], r: Range<usize>) -> Result<StartLine, ParseError> 
             return Err(ParseError::Version);
         }
         let code_bytes = line.get(sp + 1..sp + 4).ok_or(ParseError::StartLine)?;
-        let code = parse_uint(code_bytes).filter(|c| (100..700).contains(c)).ok_or(ParseError::StartLine)?;
+        let code = parse_uint(code_bytes)
+            .filter(|c| (100..700).contains(c))
+            .ok_or(ParseError::StartLine)?;
         if line.get(sp + 4).is_some_and(|&c| c != b' ') {
             return Err(ParseError::StartLine);
         }
@@ -507,14 +540,23 @@ fn parse_start_line(b: &[u8], r: Range<usize>) -> Result<StartLine, ParseError> 
 }
 
 /// A Request-URI starts with `scheme ":"` (RFC 3986 §3.1), and a SIP URI
-/// there carries no `?headers` (RFC 3261 §19.1.5; RFC 4475 "escruri").
+/// there carries no `?headers` after its host (RFC 3261 §19.1.5; RFC 4475
+/// "escruri"). A `?` in the user part is legal (RFC 4475 "intmeth").
 fn valid_scheme(uri: &[u8]) -> bool {
-    let Some(colon) = memchr(b':', uri) else { return false };
+    let Some(colon) = memchr(b':', uri) else {
+        return false;
+    };
     let scheme = &uri[..colon];
     let ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
-        && scheme.iter().all(|&c| c.is_ascii_alphanumeric() || b"+-.".contains(&c));
+        && scheme
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"+-.".contains(&c));
     let sip = scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips");
-    ok && !(sip && memchr(b'?', uri).is_some())
+    let host_part = uri
+        .iter()
+        .rposition(|&c| c == b'@')
+        .map_or(&uri[colon..], |at| &uri[at..]);
+    ok && !(sip && memchr(b'?', host_part).is_some())
 }
 
 #[cfg(test)]
@@ -541,7 +583,11 @@ v=0\n";
         assert_eq!(m.call_id(), b"a84b4c76e66710@pc33.example");
         assert_eq!(m.cseq, 314159);
         assert_eq!(m.body(), b"v=0\n");
-        let subject = m.headers.iter().find(|h| m.buf[h.line.clone()].starts_with(b"Subject")).unwrap();
+        let subject = m
+            .headers
+            .iter()
+            .find(|h| m.buf[h.line.clone()].starts_with(b"Subject"))
+            .unwrap();
         assert_eq!(m.value(subject), b"folded\r\n  continues here");
     }
 
@@ -557,11 +603,23 @@ v=0\n";
     #[test]
     fn bad_messages_have_reasons() {
         let cases = [
-            (INVITE.replace("SIP/2.0\r\nv:", "SIP/7.0\r\nv:"), ParseError::Version),
-            (INVITE.replace("CSeq: 314159 INVITE", "CSeq: 314159 ACK"), ParseError::CSeqMethod),
+            (
+                INVITE.replace("SIP/2.0\r\nv:", "SIP/7.0\r\nv:"),
+                ParseError::Version,
+            ),
+            (
+                INVITE.replace("CSeq: 314159 INVITE", "CSeq: 314159 ACK"),
+                ParseError::CSeqMethod,
+            ),
             (INVITE.replace("l: 4", "l: 40"), ParseError::ShortBody),
-            (INVITE.replace("i: a84b4c76e66710@pc33.example\r\n", ""), ParseError::Missing("Call-ID")),
-            (INVITE.replace("Max-Forwards: 70", "Max-Forwards: 70000"), ParseError::MaxForwards),
+            (
+                INVITE.replace("i: a84b4c76e66710@pc33.example\r\n", ""),
+                ParseError::Missing("Call-ID"),
+            ),
+            (
+                INVITE.replace("Max-Forwards: 70", "Max-Forwards: 70000"),
+                ParseError::MaxForwards,
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(Message::parse(Bytes::from(text)).unwrap_err(), want);

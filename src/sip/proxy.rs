@@ -144,7 +144,11 @@ impl Proxy {
             None => {
                 h.update(msg.call_id());
                 h.update(msg.cseq.to_le_bytes());
-                h.update(header::text(msg.header(HeaderName::From).unwrap_or_default()).unwrap_or_default().as_bytes());
+                h.update(
+                    header::text(msg.header(HeaderName::From).unwrap_or_default())
+                        .unwrap_or_default()
+                        .as_bytes(),
+                );
             }
         }
         let (host, port) = top.sent_by();
@@ -173,12 +177,21 @@ impl Proxy {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         port_ok
             && (host.parse::<std::net::IpAddr>().ok() == Some(self.local.addr.ip())
-                || host == self.local.host.trim_start_matches('[').trim_end_matches(']')
+                || host
+                    == self
+                        .local
+                        .host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
                 || (self.local.addr.ip().is_loopback() && host.eq_ignore_ascii_case("localhost")))
     }
 
     fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
-        self.config.sip.trusted_peers.iter().any(|n| n.contains(&ip))
+        self.config
+            .sip
+            .trusted_peers
+            .iter()
+            .any(|n| n.contains(&ip))
     }
 
     fn is_accepted(&self, ip: std::net::IpAddr) -> bool {
@@ -219,7 +232,14 @@ impl Proxy {
         }
     }
 
-    async fn reply(self: &Arc<Self>, msg: &Message, top: &Via<'_>, from: Peer, code: u16, extra: &[String]) {
+    async fn reply(
+        self: &Arc<Self>,
+        msg: &Message,
+        top: &Via<'_>,
+        from: Peer,
+        code: u16,
+        extra: &[String],
+    ) {
         let tag = self.to_tag(top);
         let resp = respond::build(msg, code, Some(&tag), extra);
         self.send(self.reply_peer(top, from), resp).await;
@@ -235,7 +255,8 @@ impl Proxy {
 
     async fn on_request(self: &Arc<Self>, msg: Message, from: Peer) {
         let method = msg.method().unwrap_or(Method::Other);
-        let Some(top_text) = relay::top_via(&msg).and_then(|r| std::str::from_utf8(&msg.buf[r]).ok().map(str::to_owned))
+        let Some(top_text) = relay::top_via(&msg)
+            .and_then(|r| std::str::from_utf8(&msg.buf[r]).ok().map(str::to_owned))
         else {
             return self.drop_msg("request without a readable Via");
         };
@@ -280,8 +301,20 @@ impl Proxy {
         let ruri_str = String::from_utf8_lossy(&ruri);
         let to_self = Uri::parse(&ruri_str).is_some_and(|u| self.is_self(u.host, u.port));
         let own_route = self.own_route(&msg);
-        if method == Method::Options && to_self && own_route.is_none() && msg.header(HeaderName::Route).is_none() {
-            return self.reply(&msg, &top, from, 200, &["Allow: INVITE, ACK, CANCEL, BYE, OPTIONS".into()]).await;
+        if method == Method::Options
+            && to_self
+            && own_route.is_none()
+            && msg.header(HeaderName::Route).is_none()
+        {
+            return self
+                .reply(
+                    &msg,
+                    &top,
+                    from,
+                    200,
+                    &["Allow: INVITE, ACK, CANCEL, BYE, OPTIONS".into()],
+                )
+                .await;
         }
         if msg.max_forwards() == Some(0) {
             return self.reply(&msg, &top, from, 483, &[]).await;
@@ -290,7 +323,9 @@ impl Proxy {
             return self.reply(&msg, &top, from, 482, &[]).await;
         }
         if method == Method::Invite && !in_dialog {
-            return self.on_initial_invite(msg, top_text.clone(), from, key).await;
+            return self
+                .on_initial_invite(msg, top_text.clone(), from, key)
+                .await;
         }
         // Everything else is relayed statelessly.
         let dest = self.route(&msg, own_route.as_ref(), in_dialog, to_self);
@@ -335,15 +370,25 @@ impl Proxy {
 
     /// Next hop of a relayed request: the Route set (loose routing), else the
     /// Request-URI for in-dialog requests, else `sip.next_hop`.
-    fn route(&self, msg: &Message, own: Option<&(std::ops::Range<usize>, Option<String>)>, in_dialog: bool, to_self: bool) -> Peer {
+    fn route(
+        &self,
+        msg: &Message,
+        own: Option<&(std::ops::Range<usize>, Option<String>)>,
+        in_dialog: bool,
+        to_self: bool,
+    ) -> Peer {
         let route_uri = match own {
             Some((_, next)) => next.clone(),
-            None => msg
-                .header(HeaderName::Route)
-                .and_then(|v| header::split_commas(v).first().and_then(|r| header::text(&v[r.clone()]).map(|t| t.into_owned()))),
+            None => msg.header(HeaderName::Route).and_then(|v| {
+                header::split_commas(v)
+                    .first()
+                    .and_then(|r| header::text(&v[r.clone()]).map(|t| t.into_owned()))
+            }),
         };
         if let Some(route) = route_uri {
-            if let Some(peer) = NameAddr::parse(&route).and_then(|n| Uri::parse(n.uri).and_then(|u| peer_of(&u))) {
+            if let Some(peer) =
+                NameAddr::parse(&route).and_then(|n| Uri::parse(n.uri).and_then(|u| peer_of(&u)))
+            {
                 return peer;
             }
         }
@@ -362,7 +407,9 @@ impl Proxy {
     }
 
     async fn on_retransmission(self: &Arc<Self>, tx: &TxRef) {
-        self.stats.retransmissions_absorbed.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .retransmissions_absorbed
+            .fetch_add(1, Ordering::Relaxed);
         let (resend, peer) = {
             let tx = tx.lock();
             (tx.last_response.clone(), tx.reply_to)
@@ -372,11 +419,19 @@ impl Proxy {
         }
     }
 
-    async fn on_initial_invite(self: &Arc<Self>, msg: Message, top_text: String, from: Peer, key: String) {
+    async fn on_initial_invite(
+        self: &Arc<Self>,
+        msg: Message,
+        top_text: String,
+        from: Peer,
+        key: String,
+    ) {
         let top = Via::parse(&top_text).expect("parsed by caller");
         let reply_to = self.reply_peer(&top, from);
         if self.draining.load(Ordering::Relaxed) {
-            return self.reply(&msg, &top, from, 503, &["Retry-After: 5".into()]).await;
+            return self
+                .reply(&msg, &top, from, 503, &["Retry-After: 5".into()])
+                .await;
         }
         let trying = respond::build(&msg, 100, None, &[]);
         let mut tx = ServerTx::new(msg.clone(), reply_to);
@@ -403,11 +458,17 @@ impl Proxy {
         let mut ctx = CallCtx::new(call_id, from.addr(), caller, called);
         if let Some(decision) = span.in_scope(|| self.pipeline.screen_now(&mut ctx)) {
             span.record("decision", decision.action.as_str());
-            return self.apply(&tx, &msg, &key, from, decision).instrument(span).await;
+            return self
+                .apply(&tx, &msg, &key, from, decision)
+                .instrument(span)
+                .await;
         }
         let Ok(permit) = Arc::clone(&self.screening).try_acquire_owned() else {
             let decision = self.pipeline.overload(&mut ctx);
-            return self.apply(&tx, &msg, &key, from, decision).instrument(span).await;
+            return self
+                .apply(&tx, &msg, &key, from, decision)
+                .instrument(span)
+                .await;
         };
         let guard = self.drain_guard.lock().clone();
         let proxy = Arc::clone(self);
@@ -423,7 +484,14 @@ impl Proxy {
     }
 
     /// Carries out a decision on a screened INVITE.
-    async fn apply(self: &Arc<Self>, tx: &TxRef, msg: &Message, key: &str, from: Peer, d: Decision) {
+    async fn apply(
+        self: &Arc<Self>,
+        tx: &TxRef,
+        msg: &Message,
+        key: &str,
+        from: Peer,
+        d: Decision,
+    ) {
         let policy = &self.pipeline.policy;
         if tx.lock().state != TxState::Screening {
             // Cancelled while screening: the 487 has gone already.
@@ -436,13 +504,19 @@ impl Proxy {
                 let url = &policy.config.redress_url;
                 match code {
                     603 => {
-                        let url_part = if url.is_empty() { String::new() } else { format!("url={url};") };
+                        let url_part = if url.is_empty() {
+                            String::new()
+                        } else {
+                            format!("url={url};")
+                        };
                         extra.push(format!(
                             "Reason: SIP;cause=603;text=\"v=analytics1;{url_part}id={}\";location=LN",
                             d.id
                         ));
                     }
-                    608 if !url.is_empty() => extra.push(format!("Call-Info: <{url}>;purpose=jwscard")),
+                    608 if !url.is_empty() => {
+                        extra.push(format!("Call-Info: <{url}>;purpose=jwscard"))
+                    }
                     _ => {}
                 }
                 self.final_response(tx, code, &extra).await;
@@ -459,7 +533,11 @@ impl Proxy {
                 let via = self.via_line(key, dest);
                 let rr = self.config.sip.record_route.then(|| {
                     let t = if from.is_tcp() { ";transport=tcp" } else { "" };
-                    format!("Record-Route: <sip:{}:{};lr{t}>\r\n", self.local.host, self.local.addr.port())
+                    format!(
+                        "Record-Route: <sip:{}:{};lr{t}>\r\n",
+                        self.local.host,
+                        self.local.addr.port()
+                    )
                 });
                 let out = relay::forward_request(
                     msg,
@@ -479,7 +557,8 @@ impl Proxy {
                     t.touched = Instant::now();
                     t.forwarded = Some(Forwarded { dest, new_ruri });
                     if !dest.is_tcp() {
-                        t.timer = Some(self.retransmit(dest, out.clone(), None, Some(key.to_string())));
+                        t.timer =
+                            Some(self.retransmit(dest, out.clone(), None, Some(key.to_string())));
                     }
                 }
                 self.send(dest, out).await;
@@ -492,8 +571,12 @@ impl Proxy {
     async fn final_response(self: &Arc<Self>, tx: &TxRef, code: u16, extra: &[String]) {
         let (resp, peer) = {
             let mut t = tx.lock();
-            let top_text = relay::top_via(&t.invite).map(|r| String::from_utf8_lossy(&t.invite.buf[r]).into_owned());
-            let tag = top_text.as_deref().and_then(Via::parse).map(|v| self.to_tag(&v));
+            let top_text = relay::top_via(&t.invite)
+                .map(|r| String::from_utf8_lossy(&t.invite.buf[r]).into_owned());
+            let tag = top_text
+                .as_deref()
+                .and_then(Via::parse)
+                .map(|v| self.to_tag(&v));
             let resp = respond::build(&t.invite, code, tag.as_deref(), extra);
             t.state = TxState::Completed;
             t.local_final = true;
@@ -510,7 +593,13 @@ impl Proxy {
 
     /// Retransmits `bytes` at T1, 2·T1, 4·T1… (capped at `cap`) until stopped or
     /// 64·T1 has passed. With `timeout_tx`, Timer B expiring answers 408.
-    fn retransmit(self: &Arc<Self>, peer: Peer, bytes: Bytes, cap: Option<Duration>, timeout_tx: Option<String>) -> tokio::sync::oneshot::Sender<()> {
+    fn retransmit(
+        self: &Arc<Self>,
+        peer: Peer,
+        bytes: Bytes,
+        cap: Option<Duration>,
+        timeout_tx: Option<String>,
+    ) -> tokio::sync::oneshot::Sender<()> {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let proxy = Arc::clone(self);
         tokio::spawn(async move {
@@ -562,14 +651,22 @@ impl Proxy {
             }
             (TxState::Forwarded, Some(fwd)) => {
                 let via = self.via_line(&key, fwd.dest);
-                let out = relay::forward_request(&msg, &self.plain_edit(&via, from, fwd.new_ruri.as_deref()));
+                let out = relay::forward_request(
+                    &msg,
+                    &self.plain_edit(&via, from, fwd.new_ruri.as_deref()),
+                );
                 self.send(fwd.dest, out).await;
             }
             _ => self.reply(&msg, top, from, 200, &[]).await,
         }
     }
 
-    fn plain_edit<'a>(&self, via: &'a str, from: Peer, new_ruri: Option<&'a str>) -> RequestEdit<'a> {
+    fn plain_edit<'a>(
+        &self,
+        via: &'a str,
+        from: Peer,
+        new_ruri: Option<&'a str>,
+    ) -> RequestEdit<'a> {
         RequestEdit {
             via_line: via,
             source: from.addr(),
@@ -596,7 +693,10 @@ impl Proxy {
             };
             if let Some(fwd) = forwarded {
                 let via = self.via_line(&key, fwd.dest);
-                let out = relay::forward_request(&msg, &self.plain_edit(&via, from, fwd.new_ruri.as_deref()));
+                let out = relay::forward_request(
+                    &msg,
+                    &self.plain_edit(&via, from, fwd.new_ruri.as_deref()),
+                );
                 return self.send(fwd.dest, out).await;
             }
         }
@@ -625,7 +725,9 @@ impl Proxy {
             return self.drop_msg("response whose top Via is not ours");
         }
         let code = msg.status().unwrap_or(0);
-        let tx = (msg.cseq_method == Method::Invite).then(|| self.txs.get(branch)).flatten();
+        let tx = (msg.cseq_method == Method::Invite)
+            .then(|| self.txs.get(branch))
+            .flatten();
         if code == 100 {
             // Stops Timer A; never forwarded (RFC 3261 §16.7 step 3).
             if let Some(tx) = tx {
@@ -655,7 +757,11 @@ impl Proxy {
             let text = String::from_utf8_lossy(&m.buf[r]).into_owned();
             let via = Via::parse(&text)?;
             let addr = via.response_target()?;
-            Some(if via.is_tcp() { Peer::Tcp(addr) } else { Peer::Udp(addr) })
+            Some(if via.is_tcp() {
+                Peer::Tcp(addr)
+            } else {
+                Peer::Udp(addr)
+            })
         });
         match next {
             Some(peer) => self.send(peer, out).await,
@@ -678,7 +784,10 @@ fn check_request(msg: &Message) -> Result<(), &'static str> {
             Via::parse(&text).ok_or("malformed Via")?;
         }
     }
-    for (name, what) in [(HeaderName::From, "malformed From"), (HeaderName::To, "malformed To")] {
+    for (name, what) in [
+        (HeaderName::From, "malformed From"),
+        (HeaderName::To, "malformed To"),
+    ] {
         let v = msg.header(name).unwrap_or_default();
         if header::split_commas(v).len() != 1 {
             return Err(what);
@@ -696,6 +805,12 @@ fn check_request(msg: &Message) -> Result<(), &'static str> {
 fn peer_of(uri: &Uri<'_>) -> Option<Peer> {
     let ip: std::net::IpAddr = uri.host.parse().ok()?;
     let addr = SocketAddr::new(ip, uri.port.unwrap_or(super::uri::DEFAULT_SIP_PORT));
-    let tcp = uri.param("transport").is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
-    Some(if tcp { Peer::Tcp(addr) } else { Peer::Udp(addr) })
+    let tcp = uri
+        .param("transport")
+        .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
+    Some(if tcp {
+        Peer::Tcp(addr)
+    } else {
+        Peer::Udp(addr)
+    })
 }

@@ -79,7 +79,10 @@ pub fn forward_request(msg: &Message, edit: &RequestEdit<'_>) -> Bytes {
             let n = msg.max_forwards().unwrap_or(DEFAULT_MAX_FORWARDS);
             s.replace(h.value.clone(), n.saturating_sub(1).to_string());
         }
-        None => s.insert(first_via, format!("Max-Forwards: {DEFAULT_MAX_FORWARDS}\r\n")),
+        None => s.insert(
+            first_via,
+            format!("Max-Forwards: {DEFAULT_MAX_FORWARDS}\r\n"),
+        ),
     }
 
     if let (Some(uri), Some(range)) = (edit.new_ruri, msg.request_uri_range()) {
@@ -146,7 +149,9 @@ fn param_span(elem: &str, name: &str) -> Option<(usize, usize, bool)> {
             None => (p, false),
         };
         if k.trim().eq_ignore_ascii_case(name) {
-            let key_end = start + p.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(p.len());
+            let key_end = start
+                + p.find(|c: char| c == '=' || c.is_whitespace())
+                    .unwrap_or(p.len());
             return Some((start, key_end, has_value));
         }
         pos = end;
@@ -168,7 +173,10 @@ fn remove_element(msg: &Message, name: HeaderName, elem: Range<usize>, s: &mut S
         s.delete(h.line.clone());
         return;
     }
-    let abs: Vec<Range<usize>> = elems.iter().map(|r| h.value.start + r.start..h.value.start + r.end).collect();
+    let abs: Vec<Range<usize>> = elems
+        .iter()
+        .map(|r| h.value.start + r.start..h.value.start + r.end)
+        .collect();
     match abs.iter().position(|r| *r == elem) {
         Some(i) if i + 1 < abs.len() => s.delete(abs[i].start..abs[i + 1].start),
         Some(i) => s.delete(abs[i - 1].end..abs[i].end),
@@ -178,7 +186,9 @@ fn remove_element(msg: &Message, name: HeaderName, elem: Range<usize>, s: &mut S
 
 /// Keeps only characters safe inside a quoted SIP parameter.
 fn quoted_safe(s: &str) -> String {
-    s.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
 }
 
 /// The label header lines of a tag decision (DESIGN.md §3), each switchable.
@@ -193,8 +203,16 @@ pub fn label_lines(d: &Decision, cfg: &LabelsConfig) -> String {
         );
     }
     if cfg.x_headers {
-        let verdict = if d.rule == Rule::Anonymous { "anonymous" } else { "spam" };
-        let _ = write!(out, "X-Sipsentry-Score: {}\r\nX-Sipsentry-Verdict: {verdict}", d.score);
+        let verdict = if d.rule == Rule::Anonymous {
+            "anonymous"
+        } else {
+            "spam"
+        };
+        let _ = write!(
+            out,
+            "X-Sipsentry-Score: {}\r\nX-Sipsentry-Verdict: {verdict}",
+            d.score
+        );
         if let Some(cat) = &d.category {
             let _ = write!(out, "; category=\"{}\"", quoted_safe(cat));
         }
@@ -216,19 +234,29 @@ fn prefix_display(msg: &Message, value: Range<usize>, prefix: &str, s: &mut Spli
     }
     for r in header::split_commas(bytes) {
         let base = value.start + r.start;
-        let Ok(text) = std::str::from_utf8(&bytes[r]) else { return };
-        let Some(na) = NameAddr::parse(text) else { continue };
+        let Ok(text) = std::str::from_utf8(&bytes[r]) else {
+            return;
+        };
+        let Some(na) = NameAddr::parse(text) else {
+            continue;
+        };
         let offset = |part: &str| base + (part.as_ptr() as usize - text.as_ptr() as usize);
         match na.display {
             Some(d) if d.starts_with('"') => s.insert(offset(d) + 1, prefix.as_bytes()),
             Some(d) => {
                 let start = offset(d);
-                s.replace(start..start + d.len(), format!("\"{prefix}{}\"", quoted_safe(d)));
+                s.replace(
+                    start..start + d.len(),
+                    format!("\"{prefix}{}\"", quoted_safe(d)),
+                );
             }
             None if na.angle => s.insert(base, format!("\"{}\" ", prefix.trim_end())),
             None => {
                 let start = offset(na.uri);
-                s.replace(start..start + na.uri.len(), format!("\"{}\" <{}>", prefix.trim_end(), na.uri));
+                s.replace(
+                    start..start + na.uri.len(),
+                    format!("\"{}\" <{}>", prefix.trim_end(), na.uri),
+                );
             }
         }
     }

@@ -72,8 +72,9 @@ pub fn build(req: &Message, code: u16, to_tag: Option<&str>, extra: &[String]) -
     out.freeze()
 }
 
-/// A stateless response to a request that could not be fully parsed: only
-/// possible when the Via, From, To, Call-ID and CSeq lines can be found.
+/// A stateless response to a request that could not be fully parsed. Needs at
+/// least the Via (to be routed) and CSeq (to be matched); From, To and Call-ID
+/// are copied when present (RFC 4475 "insuf" still expects a 400).
 pub fn build_minimal(raw: &[u8], code: u16) -> Option<Bytes> {
     let text = std::str::from_utf8(raw).ok()?;
     let mut lines = Vec::new();
@@ -94,7 +95,7 @@ pub fn build_minimal(raw: &[u8], code: u16) -> Option<Bytes> {
         have[idx] = true;
         lines.push(line);
     }
-    if !have.iter().all(|&h| h) {
+    if !(have[0] && have[4]) {
         return None;
     }
     let mut out = format!("SIP/2.0 {code} {}\r\n", reason(code));

@@ -117,7 +117,9 @@ impl TxTable {
             Entry::Vacant(v) => {
                 let tx = Arc::new(Mutex::new(tx));
                 v.insert(Arc::clone(&tx));
-                self.expiry.lock().push(Reverse((Instant::now() + TIMER_64T1, key)));
+                self.expiry
+                    .lock()
+                    .push(Reverse((Instant::now() + TIMER_64T1, key)));
                 (tx, true)
             }
         }
@@ -135,10 +137,11 @@ impl TxTable {
     pub fn sweep(&self, now: Instant) {
         let mut requeue = Vec::new();
         {
-
             let mut q = self.expiry.lock();
             while q.peek().is_some_and(|Reverse((t, _))| *t <= now) {
-                let Some(Reverse((_, key))) = q.pop() else { break };
+                let Some(Reverse((_, key))) = q.pop() else {
+                    break;
+                };
                 let Some(tx) = self.get(&key) else { continue };
                 let mut tx = tx.lock();
                 let age = now.duration_since(tx.touched);

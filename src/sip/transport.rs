@@ -73,7 +73,10 @@ impl Proxy {
         let proxy = Arc::clone(self);
         tokio::spawn(async move {
             let permit = Arc::clone(&proxy.tcp_slots).try_acquire_owned();
-            let stream = match (permit, tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(addr)).await) {
+            let stream = match (
+                permit,
+                tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(addr)).await,
+            ) {
                 (Ok(permit), Ok(Ok(stream))) => (permit, stream),
                 (Err(_), _) => {
                     tracing::warn!(%addr, "too many TCP connections; not connecting");
@@ -149,7 +152,11 @@ impl Proxy {
     }
 
     /// Accepts TCP connections until `stop` fires.
-    pub(crate) async fn accept_loop(self: Arc<Self>, listener: TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
             let permit = tokio::select! {
                 p = Arc::clone(&self.tcp_slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },

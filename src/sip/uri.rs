@@ -222,7 +222,10 @@ mod tests {
 
     #[test]
     fn sip_uri_parts() {
-        let u = Uri::parse("sip:+15557654321;verstat=TN-Validation-Passed@carrier.example:5070;user=phone").unwrap();
+        let u = Uri::parse(
+            "sip:+15557654321;verstat=TN-Validation-Passed@carrier.example:5070;user=phone",
+        )
+        .unwrap();
         assert_eq!(u.scheme, Scheme::Sip);
         assert_eq!(u.user_base().unwrap(), "+15557654321");
         assert_eq!(u.user_param("verstat"), Some("TN-Validation-Passed"));
@@ -241,14 +244,24 @@ mod tests {
         assert_eq!(t.scheme, Scheme::Tel);
         assert_eq!(t.user_base().unwrap(), "+1-555-765-4321");
         assert_eq!(t.param("verstat"), Some("No-TN-Validation"));
-        assert_eq!(Uri::parse("sip:%2B15551234567@h").unwrap().user_base().unwrap(), "+15551234567");
+        assert_eq!(
+            Uri::parse("sip:%2B15551234567@h")
+                .unwrap()
+                .user_base()
+                .unwrap(),
+            "+15551234567"
+        );
     }
 
     #[test]
     fn config_uris_go_through_rsip() {
         let u = SipUri::parse_config("sip:127.0.0.1:5080").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.tcp), ("127.0.0.1", 5080, false));
-        assert!(SipUri::parse_config("sip:pbx.example;transport=tcp").unwrap().tcp);
+        assert!(
+            SipUri::parse_config("sip:pbx.example;transport=tcp")
+                .unwrap()
+                .tcp
+        );
         assert!(SipUri::parse_config("http://x").is_err());
         let v6 = SipUri::parse_config("sip:[::1]:5080;transport=tcp").unwrap();
         assert_eq!((v6.host.as_str(), v6.port, v6.tcp), ("::1", 5080, true));

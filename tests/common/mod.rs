@@ -48,14 +48,17 @@ pub struct StaticScores(pub Vec<(&'static str, u8, &'static str)>);
 
 impl LocalSource for StaticScores {
     fn lookup(&self, e164: &str) -> Option<Evidence> {
-        self.0.iter().find(|(n, _, _)| *n == e164).map(|(_, score, cat)| Evidence {
-            source: Source::HiyaCache,
-            score: *score,
-            category: Some(cat.to_string()),
-            cached: false,
-            latency_us: 1,
-            raw: serde_json::json!({ "level": "SPAM" }),
-        })
+        self.0
+            .iter()
+            .find(|(n, _, _)| *n == e164)
+            .map(|(_, score, cat)| Evidence {
+                source: Source::HiyaCache,
+                score: *score,
+                category: Some(cat.to_string()),
+                cached: false,
+                latency_us: 1,
+                raw: serde_json::json!({ "level": "SPAM" }),
+            })
     }
 }
 
@@ -63,6 +66,21 @@ impl LocalSource for StaticScores {
 pub struct SlowSource {
     pub delay: Duration,
     pub score: u8,
+    pub lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl SlowSource {
+    pub fn new(delay: Duration, score: u8) -> Arc<Self> {
+        Arc::new(SlowSource {
+            delay,
+            score,
+            lookups: Default::default(),
+        })
+    }
+
+    pub fn lookups(&self) -> usize {
+        self.lookups.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl LiveSource for SlowSource {
@@ -70,6 +88,8 @@ impl LiveSource for SlowSource {
         "slow"
     }
     fn lookup<'a>(&'a self, _e164: &'a str) -> LookupFuture<'a> {
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             tokio::time::sleep(self.delay).await;
             Ok(Some(Evidence {
@@ -92,7 +112,9 @@ pub fn config(uas: SocketAddr, extra: &str) -> Config {
 
 pub async fn start(config: Config, customize: impl FnOnce(Pipeline) -> Pipeline) -> Proxy {
     let pipeline = customize(Pipeline::new(Arc::new(Policy::new(&config).unwrap())));
-    let server = Server::bind(Arc::new(config), pipeline).await.expect("bind proxy");
+    let server = Server::bind(Arc::new(config), pipeline)
+        .await
+        .expect("bind proxy");
     let addr = server.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async {
@@ -132,7 +154,10 @@ impl Udp {
     }
 
     pub async fn recv(&self) -> String {
-        self.recv_within(WAIT).await.expect("expected a SIP message").0
+        self.recv_within(WAIT)
+            .await
+            .expect("expected a SIP message")
+            .0
     }
 
     /// The next message whose first line starts with `prefix`, skipping others.
@@ -220,7 +245,13 @@ pub fn invite(uac: SocketAddr, transport: &str, branch: &str, from: &str, extra:
 }
 
 /// The CANCEL or ACK matching an INVITE built by [`invite`].
-pub fn in_transaction(method: &str, uac: SocketAddr, transport: &str, branch: &str, to_tag: Option<&str>) -> String {
+pub fn in_transaction(
+    method: &str,
+    uac: SocketAddr,
+    transport: &str,
+    branch: &str,
+    to_tag: Option<&str>,
+) -> String {
     let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
     format!(
         "{method} sip:+15551234567@pbx.example SIP/2.0\r\n\
@@ -242,7 +273,11 @@ pub fn response_to(req: &str, code: u16, reason: &str, to_tag: &str) -> String {
             break;
         }
         let lower = line.to_ascii_lowercase();
-        if lower.starts_with("via:") || lower.starts_with("from:") || lower.starts_with("call-id:") || lower.starts_with("cseq:") {
+        if lower.starts_with("via:")
+            || lower.starts_with("from:")
+            || lower.starts_with("call-id:")
+            || lower.starts_with("cseq:")
+        {
             out.push_str(line);
             out.push_str("\r\n");
         } else if lower.starts_with("to:") {
@@ -274,5 +309,8 @@ pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 }
 
 pub fn status(msg: &str) -> u16 {
-    msg.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    msg.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }

@@ -1,0 +1,84 @@
+//! Running the real `sipsentry` binary as a child process.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sipsentry");
+
+/// A port free on both UDP and TCP right now.
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// `sipsentry serve` in `dir`, killed with SIGTERM when dropped.
+pub struct Serve {
+    pub child: Child,
+}
+
+impl Serve {
+    pub fn start(dir: &Path, args: &[&str], listen: SocketAddr) -> Serve {
+        let child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sipsentry");
+        let serve = Serve { child };
+        wait_until_answering(listen);
+        serve
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Waits until OPTIONS to `addr` gets a 200.
+pub fn wait_until_answering(addr: SocketAddr) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let me = sock.local_addr().unwrap();
+    let opts = format!(
+        "OPTIONS sip:{addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKready\r\nMax-Forwards: 70\r\n\
+         From: <sip:probe@{me}>;tag=1\r\nTo: <sip:{addr}>\r\nCall-ID: ready@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        let _ = sock.send_to(opts.as_bytes(), addr);
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            if buf[..n].starts_with(b"SIP/2.0 200") {
+                return;
+            }
+        }
+    }
+    panic!("sipsentry did not answer OPTIONS on {addr}");
+}

@@ -1,0 +1,277 @@
+//! INVITE transactions while screening (DESIGN.md §2, RFC 3261 §16–17),
+//! with a deliberately slow live source so "during screening" lasts long
+//! enough to act in.
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+const CALLER: &str = "<sip:+15557654321@carrier.example;user=phone>";
+const SCREENING: Duration = Duration::from_millis(600);
+
+async fn slow_proxy_with(uas: &Udp, source: Arc<SlowSource>, extra: &str) -> Proxy {
+    let cfg = config(
+        uas.addr,
+        &format!("[policy]\nlookup_budget_ms = 3000\n{extra}"),
+    );
+    start(cfg, |p| p.with_live(source)).await
+}
+
+async fn slow_proxy(uas: &Udp, score: u8, extra: &str) -> Proxy {
+    slow_proxy_with(uas, SlowSource::new(SCREENING, score), extra).await
+}
+
+#[tokio::test]
+async fn retransmissions_during_screening_are_absorbed_one_lookup_one_forward() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let source = SlowSource::new(SCREENING, 0);
+    let proxy = slow_proxy_with(&uas, Arc::clone(&source), "").await;
+    let inv = invite(uac.addr, "UDP", "z9hG4bKrtx", CALLER, "");
+    uac.send(proxy.addr, &inv).await;
+    assert_eq!(status(&uac.recv().await), 100);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        uac.send(proxy.addr, &inv).await;
+        // Each retransmission is answered with the last response (100).
+        assert_eq!(status(&uac.recv().await), 100);
+    }
+    let forwarded = uas.recv().await;
+    assert!(forwarded.starts_with("INVITE "));
+    // Answer so Timer A stops, then make sure no second INVITE arrived.
+    uas.send(proxy.addr, &response_to(&forwarded, 180, "Ringing", "r1"))
+        .await;
+    assert!(
+        uas.silent_for(Duration::from_millis(300)).await.is_none(),
+        "only one forward"
+    );
+    // A retransmission after forwarding gets the latest provisional back.
+    uac.send(proxy.addr, &inv).await;
+    assert_eq!(status(&uac.recv_starting("SIP/2.0 180").await), 180);
+    assert!(uas.silent_for(Duration::from_millis(200)).await.is_none());
+    assert_eq!(source.lookups(), 1, "one lookup for all retransmissions");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_during_screening_gets_200_and_the_invite_487_and_nothing_reaches_the_pbx() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = slow_proxy(&uas, 0, "").await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKcs", CALLER, ""),
+    )
+    .await;
+    assert_eq!(status(&uac.recv().await), 100);
+    uac.send(
+        proxy.addr,
+        &in_transaction("CANCEL", uac.addr, "UDP", "z9hG4bKcs", None),
+    )
+    .await;
+    let mut got = vec![uac.recv().await, uac.recv().await];
+    got.sort_by_key(|m| status(m));
+    assert_eq!(status(&got[0]), 200);
+    assert!(got[0].contains("CSeq: 314159 CANCEL"));
+    assert_eq!(status(&got[1]), 487);
+    assert!(got[1].contains("CSeq: 314159 INVITE"));
+    let tag = header(&got[1], "To")
+        .unwrap()
+        .split("tag=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    uac.send(
+        proxy.addr,
+        &in_transaction("ACK", uac.addr, "UDP", "z9hG4bKcs", Some(&tag)),
+    )
+    .await;
+    // Screening finishes later: the call must still not be forwarded.
+    assert!(
+        uas.silent_for(SCREENING + Duration::from_millis(400))
+            .await
+            .is_none()
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_after_forwarding_is_forwarded_with_the_invites_branch() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = start(config(uas.addr, ""), |p| p).await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKcf", CALLER, ""),
+    )
+    .await;
+    let fwd_invite = uas.recv().await;
+    uas.send(proxy.addr, &response_to(&fwd_invite, 180, "Ringing", "c1"))
+        .await;
+    uac.send(
+        proxy.addr,
+        &in_transaction("CANCEL", uac.addr, "UDP", "z9hG4bKcf", None),
+    )
+    .await;
+    let fwd_cancel = uas.recv_starting("CANCEL").await;
+    assert_eq!(
+        split_proxy_via(&fwd_cancel).0,
+        split_proxy_via(&fwd_invite).0,
+        "same branch"
+    );
+    // The PBX answers the CANCEL and the INVITE; both reach the caller.
+    uas.send(proxy.addr, &response_to(&fwd_cancel, 200, "OK", "c1"))
+        .await;
+    uas.send(
+        proxy.addr,
+        &response_to(&fwd_invite, 487, "Request Terminated", "c1"),
+    )
+    .await;
+    let mut codes = Vec::new();
+    while codes.len() < 4 {
+        codes.push(status(&uac.recv().await));
+    }
+    codes.sort();
+    assert_eq!(codes, [100, 180, 200, 487]);
+    // The caller's ACK for the 487 goes to the PBX with the INVITE's branch.
+    uac.send(
+        proxy.addr,
+        &in_transaction("ACK", uac.addr, "UDP", "z9hG4bKcf", Some("c1")),
+    )
+    .await;
+    let fwd_ack = uas.recv_starting("ACK").await;
+    assert_eq!(split_proxy_via(&fwd_ack).0, split_proxy_via(&fwd_invite).0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_of_a_retargeted_call_follows_the_new_request_uri() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let extra = "divert_at = 50\ndivert_to = \"sip:vm@127.0.0.1:5999\"\n";
+    let proxy = slow_proxy(&uas, 60, extra).await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKrc", CALLER, ""),
+    )
+    .await;
+    let fwd = uas.recv().await;
+    assert!(
+        fwd.starts_with("INVITE sip:vm@127.0.0.1:5999 SIP/2.0\r\n"),
+        "{fwd}"
+    );
+    uac.send(
+        proxy.addr,
+        &in_transaction("CANCEL", uac.addr, "UDP", "z9hG4bKrc", None),
+    )
+    .await;
+    let cancel = uas.recv_starting("CANCEL").await;
+    assert!(
+        cancel.starts_with("CANCEL sip:vm@127.0.0.1:5999 SIP/2.0\r\n"),
+        "{cancel}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn timer_a_retransmits_a_forwarded_invite_until_the_pbx_answers() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = start(config(uas.addr, ""), |p| p).await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKta", CALLER, ""),
+    )
+    .await;
+    let first = uas.recv().await;
+    let second = uas
+        .recv_within(Duration::from_millis(800))
+        .await
+        .expect("retransmission after T1")
+        .0;
+    assert_eq!(first, second);
+    uas.send(proxy.addr, &response_to(&first, 100, "Trying", "x"))
+        .await;
+    assert!(
+        uas.silent_for(Duration::from_millis(1200)).await.is_none(),
+        "Timer A must stop on a response"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_retransmission_gets_the_remembered_decision() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = start(
+        config(uas.addr, "[policy]\ndeny = [\"+15557654321\"]\n"),
+        |p| p,
+    )
+    .await;
+    let inv = invite(uac.addr, "UDP", "z9hG4bKlate", CALLER, "");
+    uac.send(proxy.addr, &inv).await;
+    assert_eq!(status(&uac.recv().await), 100);
+    let reject = uac.recv().await;
+    assert_eq!(status(&reject), 603);
+    let tag = header(&reject, "To")
+        .unwrap()
+        .split("tag=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    uac.send(
+        proxy.addr,
+        &in_transaction("ACK", uac.addr, "UDP", "z9hG4bKlate", Some(&tag)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    uac.send(proxy.addr, &inv).await;
+    let again = uac.recv().await;
+    assert_eq!(
+        again, reject,
+        "same response, same To tag, same decision id"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_slower_than_the_budget_fails_open() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let cfg = config(
+        uas.addr,
+        "[policy]\nlookup_budget_ms = 100\nreject_at = 50\n",
+    );
+    let proxy = start(cfg, |p| {
+        p.with_live(SlowSource::new(Duration::from_secs(5), 100))
+    })
+    .await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKfo", CALLER, ""),
+    )
+    .await;
+    assert_eq!(status(&uac.recv().await), 100);
+    assert!(
+        uas.recv().await.starts_with("INVITE "),
+        "on_lookup_failure = pass forwards the call"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_calls_under_screening() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = slow_proxy(&uas, 0, "").await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKsd", CALLER, ""),
+    )
+    .await;
+    assert_eq!(status(&uac.recv().await), 100);
+    let addr = proxy.addr;
+    let stopping = tokio::spawn(proxy.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // New calls are refused while draining...
+    uac.send(addr, &invite(uac.addr, "UDP", "z9hG4bKsd2", CALLER, ""))
+        .await;
+    assert_eq!(status(&uac.recv().await), 503);
+    // ...and the call under screening is still forwarded.
+    assert!(uas.recv().await.starts_with("INVITE "));
+    stopping.await.unwrap();
+}
