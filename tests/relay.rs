@@ -90,7 +90,7 @@ async fn tcp_calls_are_framed_by_content_length_and_answered_on_the_same_connect
         stream,
         buf: Vec::new(),
     };
-    let mut got = vec![uas.recv().await, uas.recv().await];
+    let mut got = [uas.recv().await, uas.recv().await];
     got.sort_by_key(|m| split_proxy_via(m).1);
     for (g, w) in got.iter().zip([&a, &b]) {
         let (via, rest) = split_proxy_via(g);

@@ -40,8 +40,7 @@ fn counts(out: &Output) -> (u64, u64) {
     let text = String::from_utf8_lossy(&out.stdout);
     let cumulative = |label: &str| {
         text.lines()
-            .filter(|l| l.trim_start().starts_with(label))
-            .last()
+            .rfind(|l| l.trim_start().starts_with(label))
             .and_then(|l| l.split('|').nth(2))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {label:?} line in SIPp output:\n{text}"))
@@ -102,6 +101,7 @@ fn sipp_call_flow_at_300_calls_per_second_has_no_failed_calls() {
         "60s",
     ]);
     let _ = uas_child.kill();
+    let _ = uas_child.wait();
     assert_eq!(
         counts(&out),
         (1500, 0),

@@ -69,7 +69,7 @@ async fn cancel_during_screening_gets_200_and_the_invite_487_and_nothing_reaches
         &in_transaction("CANCEL", uac.addr, "UDP", "z9hG4bKcs", None),
     )
     .await;
-    let mut got = vec![uac.recv().await, uac.recv().await];
+    let mut got = [uac.recv().await, uac.recv().await];
     got.sort_by_key(|m| status(m));
     assert_eq!(status(&got[0]), 200);
     assert!(got[0].contains("CSeq: 314159 CANCEL"));

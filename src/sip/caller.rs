@@ -6,6 +6,8 @@
 //! STIR/SHAKEN hints (`verstat`, the PASSporT `attest`) are captured as
 //! evidence, not acted on here.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 
 use super::header::{self, NameAddr};
@@ -65,7 +67,7 @@ const WITHHELD_USERS: [&str; 7] = [
 /// `sip.trusted_peers`.
 pub fn identify(msg: &Message, trusted: bool, country: &Country) -> CallerId {
     let from = msg.header(HeaderName::From).and_then(header::text);
-    let mut chosen: Option<(Trust, String)> = None;
+    let mut chosen: Option<(Trust, Cow<'_, str>)> = None;
     if trusted {
         chosen = first_identity(msg, HeaderName::PAssertedIdentity).map(|v| (Trust::Pai, v));
         if chosen.is_none() {
@@ -74,7 +76,7 @@ pub fn identify(msg: &Message, trusted: bool, country: &Country) -> CallerId {
     }
     let (trust, value) = match chosen {
         Some(c) => c,
-        None => (Trust::From, from.as_deref().unwrap_or_default().to_string()),
+        None => (Trust::From, from.clone().unwrap_or_default()),
     };
     let mut caller = describe(trust, &value, country);
     if caller.verstat.is_none() && trust != Trust::From {
@@ -91,7 +93,7 @@ pub fn identify(msg: &Message, trusted: bool, country: &Country) -> CallerId {
 }
 
 /// The first element of the first header of `name` that carries a number or user.
-fn first_identity(msg: &Message, name: HeaderName) -> Option<String> {
+fn first_identity(msg: &Message, name: HeaderName) -> Option<Cow<'_, str>> {
     for h in msg.headers_named(name) {
         let value = msg.value(h);
         for r in header::split_commas(value) {
@@ -100,7 +102,7 @@ fn first_identity(msg: &Message, name: HeaderName) -> Option<String> {
                 .and_then(|n| Uri::parse(n.uri).and_then(|u| u.user_base().map(|s| !s.is_empty())))
                 .unwrap_or(false);
             if has_user {
-                return Some(text.into_owned());
+                return Some(text);
             }
         }
     }
@@ -137,7 +139,10 @@ fn describe(trust: Trust, value: &str, country: &Country) -> CallerId {
         raw,
         display,
         e164,
-        verstat: verstat_of(value),
+        verstat: uri
+            .as_ref()
+            .and_then(|u| u.user_param("verstat").or_else(|| u.param("verstat")))
+            .map(str::to_string),
         attest: None,
     }
 }

@@ -29,10 +29,21 @@ pub fn text(value: &[u8]) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(out))
 }
 
+/// Element ranges of a header value; two fit without allocating.
+pub type Elements = smallvec::SmallVec<[Range<usize>; 2]>;
+
 /// Byte ranges of the comma-separated elements of a header value, each trimmed.
 /// Commas inside quoted strings and `<...>` do not split.
-pub fn split_commas(s: &[u8]) -> Vec<Range<usize>> {
-    let mut out = Vec::with_capacity(2);
+pub fn split_commas(s: &[u8]) -> Elements {
+    let mut out = Elements::new();
+    if memchr::memchr(b',', s).is_none() {
+        // The common case: one element, no state machine, no allocation.
+        let r = super::message::trim(s, 0..s.len());
+        if !r.is_empty() {
+            out.push(r);
+        }
+        return out;
+    }
     let (mut quoted, mut angle, mut escaped) = (false, false, false);
     let mut start = 0;
     for (i, &c) in s.iter().enumerate() {
@@ -53,7 +64,7 @@ pub fn split_commas(s: &[u8]) -> Vec<Range<usize>> {
         }
     }
     out.push(super::message::trim(s, start..s.len()));
-    out.retain(|r| !r.is_empty());
+    out.retain(|r| r.start < r.end);
     out
 }
 

@@ -205,7 +205,7 @@ fn line_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 fn is_token(b: u8) -> bool {
@@ -410,21 +410,21 @@ impl Message {
             if num >= 1 << 31 || parts.next().is_some() {
                 return Err(ParseError::CSeq);
             }
-            if let StartLine::Request { method_text, .. } = &self.start {
-                if &self.buf[method_text.clone()] != method_bytes {
-                    return Err(ParseError::CSeqMethod);
-                }
+            if let StartLine::Request { method_text, .. } = &self.start
+                && &self.buf[method_text.clone()] != method_bytes
+            {
+                return Err(ParseError::CSeqMethod);
             }
             (num as u32, Method::from_bytes(method_bytes))
         };
         self.cseq = num;
         self.cseq_method = method;
-        if let StartLine::Request { .. } = &self.start {
-            if let Some(mf) = self.header(HeaderName::MaxForwards) {
-                parse_uint(mf)
-                    .filter(|&n| n <= 255)
-                    .ok_or(ParseError::MaxForwards)?;
-            }
+        if let StartLine::Request { .. } = &self.start
+            && let Some(mf) = self.header(HeaderName::MaxForwards)
+        {
+            parse_uint(mf)
+                .filter(|&n| n <= 255)
+                .ok_or(ParseError::MaxForwards)?;
         }
         Ok(())
     }

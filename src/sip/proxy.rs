@@ -125,10 +125,8 @@ impl Proxy {
         self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(peer = %from.addr(), error = %e, "unparseable SIP message");
         let is_request = !buf.starts_with(b"SIP/") && !buf.starts_with(b"ACK ");
-        if is_request {
-            if let Some(resp) = respond::build_minimal(buf, e.status()) {
-                self.send(from, resp).await;
-            }
+        if is_request && let Some(resp) = respond::build_minimal(buf, e.status()) {
+            self.send(from, resp).await;
         }
     }
 
@@ -385,12 +383,11 @@ impl Proxy {
                     .and_then(|r| header::text(&v[r.clone()]).map(|t| t.into_owned()))
             }),
         };
-        if let Some(route) = route_uri {
-            if let Some(peer) =
+        if let Some(route) = route_uri
+            && let Some(peer) =
                 NameAddr::parse(&route).and_then(|n| Uri::parse(n.uri).and_then(|u| peer_of(&u)))
-            {
-                return peer;
-            }
+        {
+            return peer;
         }
         if in_dialog && !to_self {
             let ruri = String::from_utf8_lossy(msg.request_uri());
@@ -616,16 +613,16 @@ impl Proxy {
                 proxy.send(peer, bytes.clone()).await;
                 interval = cap.map_or(interval * 2, |c| (interval * 2).min(c));
             }
-            if let Some(key) = timeout_tx {
-                if let Some(tx) = proxy.txs.get(&key) {
-                    let waiting = {
-                        let mut t = tx.lock();
-                        t.timer = None;
-                        t.state == TxState::Forwarded
-                    };
-                    if waiting {
-                        proxy.final_response(&tx, 408, &[]).await;
-                    }
+            if let Some(key) = timeout_tx
+                && let Some(tx) = proxy.txs.get(&key)
+            {
+                let waiting = {
+                    let mut t = tx.lock();
+                    t.timer = None;
+                    t.state == TxState::Forwarded
+                };
+                if waiting {
+                    proxy.final_response(&tx, 408, &[]).await;
                 }
             }
         });

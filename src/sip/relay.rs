@@ -7,7 +7,6 @@
 //! optional Record-Route, stripped untrusted labels, and the labels of a tag.
 //! A relayed response differs only by the proxy's Via being gone.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::ops::Range;
 
@@ -21,6 +20,8 @@ use crate::policy::{Decision, Rule};
 
 /// Max-Forwards added to a request that has none (RFC 3261 §16.6 step 3).
 pub const DEFAULT_MAX_FORWARDS: usize = 70;
+/// The header line added when a request has no Max-Forwards.
+const ADDED_MAX_FORWARDS: &[u8] = b"Max-Forwards: 70\r\n";
 
 /// The edits to make to a request being forwarded.
 pub struct RequestEdit<'a> {
@@ -77,12 +78,13 @@ pub fn forward_request(msg: &Message, edit: &RequestEdit<'_>) -> Bytes {
     match msg.headers_named(HeaderName::MaxForwards).next() {
         Some(h) => {
             let n = msg.max_forwards().unwrap_or(DEFAULT_MAX_FORWARDS);
-            s.replace(h.value.clone(), n.saturating_sub(1).to_string());
+            let digits = itoa::Buffer::new()
+                .format(n.saturating_sub(1))
+                .as_bytes()
+                .to_vec();
+            s.replace(h.value.clone(), digits);
         }
-        None => s.insert(
-            first_via,
-            format!("Max-Forwards: {DEFAULT_MAX_FORWARDS}\r\n"),
-        ),
+        None => s.insert(first_via, ADDED_MAX_FORWARDS),
     }
 
     if let (Some(uri), Some(range)) = (edit.new_ruri, msg.request_uri_range()) {
@@ -108,7 +110,7 @@ pub fn forward_request(msg: &Message, edit: &RequestEdit<'_>) -> Bytes {
     }
 
     if let Some((decision, cfg)) = edit.labels {
-        s.insert(msg.headers_end, label_lines(decision, cfg));
+        s.insert(msg.headers_end, label_lines(decision, cfg).into_bytes());
         if !cfg.display_prefix.is_empty() {
             for name in [HeaderName::From, HeaderName::PAssertedIdentity] {
                 for h in msg.headers_named(name) {
@@ -122,7 +124,7 @@ pub fn forward_request(msg: &Message, edit: &RequestEdit<'_>) -> Bytes {
 
 /// Adds `received` (when the sent-by host is not the source address, or when
 /// the sender asked for `rport`) and fills a valueless `rport`.
-fn received_rport(buf: &[u8], top: Range<usize>, source: SocketAddr, s: &mut Splice) {
+fn received_rport(buf: &[u8], top: Range<usize>, source: SocketAddr, s: &mut Splice<'_>) {
     let Ok(text) = std::str::from_utf8(&buf[top.clone()]) else {
         return;
     };
@@ -130,10 +132,12 @@ fn received_rport(buf: &[u8], top: Range<usize>, source: SocketAddr, s: &mut Spl
     let rport_flag = param_span(text, "rport").filter(|&(_, _, valued)| !valued);
     let host_differs = via.host.parse::<std::net::IpAddr>().ok() != Some(source.ip());
     if let Some((_, end, _)) = rport_flag {
-        s.insert(top.start + end, format!("={}", source.port()));
+        let mut port = b"=".to_vec();
+        port.extend_from_slice(itoa::Buffer::new().format(source.port()).as_bytes());
+        s.insert(top.start + end, port);
     }
     if (host_differs || rport_flag.is_some()) && header::param(via.params, "received").is_none() {
-        s.insert(top.end, format!(";received={}", source.ip()));
+        s.insert(top.end, format!(";received={}", source.ip()).into_bytes());
     }
 }
 
@@ -161,7 +165,7 @@ fn param_span(elem: &str, name: &str) -> Option<(usize, usize, bool)> {
 
 /// Removes one element of a comma-separated header; the whole line if it is
 /// the only one.
-fn remove_element(msg: &Message, name: HeaderName, elem: Range<usize>, s: &mut Splice) {
+fn remove_element(msg: &Message, name: HeaderName, elem: Range<usize>, s: &mut Splice<'_>) {
     let Some(h) = msg
         .headers_named(name)
         .find(|h| h.value.start <= elem.start && elem.end <= h.value.end)
@@ -184,23 +188,30 @@ fn remove_element(msg: &Message, name: HeaderName, elem: Range<usize>, s: &mut S
     }
 }
 
-/// Keeps only characters safe inside a quoted SIP parameter.
-fn quoted_safe(s: &str) -> String {
-    s.chars()
-        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-        .collect()
+/// Appends the characters of `s` that are safe inside a quoted SIP parameter.
+fn push_quoted_safe(out: &mut String, s: &str) {
+    if !s.contains(|c: char| c == '"' || c == '\\' || c.is_control()) {
+        out.push_str(s);
+    } else {
+        out.extend(
+            s.chars()
+                .filter(|c| *c != '"' && *c != '\\' && !c.is_control()),
+        );
+    }
 }
 
 /// The label header lines of a tag decision (DESIGN.md §3), each switchable.
+/// Built with `push_str` rather than `format!`: this runs for every tagged call.
 pub fn label_lines(d: &Decision, cfg: &LabelsConfig) -> String {
     let mut out = String::with_capacity(256);
-    let origin = d.origin();
+    let mut digits = itoa::Buffer::new();
+    let score = digits.format(d.score);
     if cfg.call_info {
-        let _ = write!(
-            out,
-            "Call-Info: <data:,>;purpose=info;type=spam;confidence={};source=sipsentry;origin=\"{origin}\"\r\n",
-            d.score
-        );
+        out.push_str("Call-Info: <data:,>;purpose=info;type=spam;confidence=");
+        out.push_str(score);
+        out.push_str(";source=sipsentry;origin=\"");
+        out.push_str(d.origin());
+        out.push_str("\"\r\n");
     }
     if cfg.x_headers {
         let verdict = if d.rule == Rule::Anonymous {
@@ -208,17 +219,27 @@ pub fn label_lines(d: &Decision, cfg: &LabelsConfig) -> String {
         } else {
             "spam"
         };
-        let _ = write!(
-            out,
-            "X-Sipsentry-Score: {}\r\nX-Sipsentry-Verdict: {verdict}",
-            d.score
-        );
+        out.push_str("X-Sipsentry-Score: ");
+        out.push_str(score);
+        out.push_str("\r\nX-Sipsentry-Verdict: ");
+        out.push_str(verdict);
         if let Some(cat) = &d.category {
-            let _ = write!(out, "; category=\"{}\"", quoted_safe(cat));
+            out.push_str("; category=\"");
+            push_quoted_safe(&mut out, cat);
+            out.push('"');
         }
-        let sources = d.sources();
-        if !sources.is_empty() {
-            let _ = write!(out, "; sources=\"{sources}\"");
+        let mut first = true;
+        for (i, e) in d.evidence.iter().enumerate() {
+            let name = e.source.as_str();
+            if d.evidence[..i].iter().any(|p| p.source == e.source) {
+                continue;
+            }
+            out.push_str(if first { "; sources=\"" } else { "," });
+            out.push_str(name);
+            first = false;
+        }
+        if !first {
+            out.push('"');
         }
         out.push_str("\r\n");
     }
@@ -227,7 +248,7 @@ pub fn label_lines(d: &Decision, cfg: &LabelsConfig) -> String {
 
 /// Prefixes the display name of each element of a From/PAI value, keeping the
 /// URI and parameters intact. Folded values are left alone.
-fn prefix_display(msg: &Message, value: Range<usize>, prefix: &str, s: &mut Splice) {
+fn prefix_display<'a>(msg: &Message, value: Range<usize>, prefix: &'a str, s: &mut Splice<'a>) {
     let bytes = &msg.buf[value.clone()];
     if bytes.contains(&b'\n') {
         return;
@@ -245,18 +266,16 @@ fn prefix_display(msg: &Message, value: Range<usize>, prefix: &str, s: &mut Spli
             Some(d) if d.starts_with('"') => s.insert(offset(d) + 1, prefix.as_bytes()),
             Some(d) => {
                 let start = offset(d);
-                s.replace(
-                    start..start + d.len(),
-                    format!("\"{prefix}{}\"", quoted_safe(d)),
-                );
+                let mut quoted = format!("\"{prefix}");
+                push_quoted_safe(&mut quoted, d);
+                quoted.push('"');
+                s.replace(start..start + d.len(), quoted.into_bytes());
             }
-            None if na.angle => s.insert(base, format!("\"{}\" ", prefix.trim_end())),
+            None if na.angle => s.insert(base, format!("\"{}\" ", prefix.trim_end()).into_bytes()),
             None => {
                 let start = offset(na.uri);
-                s.replace(
-                    start..start + na.uri.len(),
-                    format!("\"{}\" <{}>", prefix.trim_end(), na.uri),
-                );
+                let named = format!("\"{}\" <{}>", prefix.trim_end(), na.uri);
+                s.replace(start..start + na.uri.len(), named.into_bytes());
             }
         }
     }
@@ -273,6 +292,14 @@ pub fn forward_response(msg: &Message) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn added_max_forwards_line_matches_the_constant() {
+        assert_eq!(
+            ADDED_MAX_FORWARDS,
+            format!("Max-Forwards: {DEFAULT_MAX_FORWARDS}\r\n").as_bytes()
+        );
+    }
 
     #[test]
     fn param_span_finds_flag_and_valued() {

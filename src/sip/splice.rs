@@ -2,35 +2,38 @@
 //! ranges replaced, inserted or deleted. Everything not edited keeps its bytes
 //! and its order, which is the relay contract of DESIGN.md §2.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-/// A set of non-overlapping edits against one source buffer.
+/// A set of non-overlapping edits against one source buffer. Replacement
+/// bytes are borrowed when they can be (the proxy's Via line, the display
+/// prefix), so most edits cost no allocation.
 #[derive(Debug, Default)]
-pub struct Splice {
-    edits: Vec<(Range<usize>, Vec<u8>)>,
+pub struct Splice<'a> {
+    edits: Vec<(Range<usize>, Cow<'a, [u8]>)>,
 }
 
-impl Splice {
+impl<'a> Splice<'a> {
     pub fn new() -> Self {
         Splice {
-            edits: Vec::with_capacity(6),
+            edits: Vec::with_capacity(8),
         }
     }
 
     /// Inserts `bytes` before source offset `at`. Inserts at one offset keep
     /// the order they were added in.
-    pub fn insert(&mut self, at: usize, bytes: impl Into<Vec<u8>>) {
+    pub fn insert(&mut self, at: usize, bytes: impl Into<Cow<'a, [u8]>>) {
         self.edits.push((at..at, bytes.into()));
     }
 
-    pub fn replace(&mut self, range: Range<usize>, bytes: impl Into<Vec<u8>>) {
+    pub fn replace(&mut self, range: Range<usize>, bytes: impl Into<Cow<'a, [u8]>>) {
         self.edits.push((range, bytes.into()));
     }
 
     pub fn delete(&mut self, range: Range<usize>) {
-        self.edits.push((range, Vec::new()));
+        self.edits.push((range, Cow::Borrowed(&[])));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -66,9 +69,9 @@ mod tests {
     #[test]
     fn edits_apply_in_source_order() {
         let mut s = Splice::new();
-        s.replace(6..11, "there");
-        s.insert(0, "A:");
-        s.insert(0, "B:");
+        s.replace(6..11, &b"there"[..]);
+        s.insert(0, &b"A:"[..]);
+        s.insert(0, &b"B:"[..]);
         s.delete(11..12);
         assert_eq!(&s.apply(b"hello world!")[..], b"A:B:hello there");
     }

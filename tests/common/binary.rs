@@ -74,10 +74,10 @@ pub fn wait_until_answering(addr: SocketAddr) {
     let mut buf = [0u8; 2048];
     while Instant::now() < deadline {
         let _ = sock.send_to(opts.as_bytes(), addr);
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            if buf[..n].starts_with(b"SIP/2.0 200") {
-                return;
-            }
+        if let Ok((n, _)) = sock.recv_from(&mut buf)
+            && buf[..n].starts_with(b"SIP/2.0 200")
+        {
+            return;
         }
     }
     panic!("sipsentry did not answer OPTIONS on {addr}");
