@@ -14,6 +14,7 @@
 //! [`config`] is the TOML contract; [`server`] starts and drains it all;
 //! [`cli`] holds the command implementations behind the thin `main.rs`.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod number;

@@ -33,11 +33,67 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per-call latency load test in microseconds (trunk side), or with
+    /// --uas the PBX side that answers it.
+    Bench(BenchArgs),
     /// Configuration commands.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("role").required(true).args(["target", "uas"])))]
+struct BenchArgs {
+    /// Where to send calls (the proxy, or a UAS directly).
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
+    /// Run the answering side on this address instead.
+    #[arg(long, value_name = "LISTEN", conflicts_with_all = ["target", "compare"])]
+    uas: Option<std::net::SocketAddr>,
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: Transport,
+    /// INVITEs per second (open loop).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Number of calls.
+    #[arg(long, conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Seconds of load (count = rate × duration).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Caller numbers, one per line, used in turn (default: generated).
+    #[arg(long, value_name = "FILE")]
+    callers: Option<PathBuf>,
+    /// The called number.
+    #[arg(long, default_value = "+15551234567")]
+    called: String,
+    /// At most K calls in flight.
+    #[arg(long, value_name = "K")]
+    concurrency: Option<u64>,
+    /// Seconds without a final response before a call counts as a timeout.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// Alternate calls between --target and this target on one schedule, and
+    /// print the difference (e.g. through the proxy vs straight to the UAS).
+    #[arg(long, value_name = "TARGET2")]
+    compare: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// UAS: send 180 Ringing before answering.
+    #[arg(long)]
+    ring: bool,
+    /// UAS: wait this many milliseconds before the 200 OK.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    answer_delay: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Transport {
+    Udp,
+    Tcp,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench(args) => bench(args, &runtime),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {
@@ -105,4 +162,75 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn resolve(target: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    target
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {target:?}; use HOST:PORT"))?
+        .next()
+        .with_context(|| format!("{target:?} resolves to no address"))
+}
+
+fn bench(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    use sipsentry::bench::{uac, uas};
+    use std::time::Duration;
+    if let Some(listen) = args.uas {
+        let opts = uas::UasOptions {
+            listen,
+            ring: args.ring,
+            answer_delay: Duration::from_millis(args.answer_delay),
+        };
+        return runtime
+            .block_on(uas::run(opts, cli::shutdown_signal()))
+            .with_context(|| format!("cannot run the UAS on {listen}"));
+    }
+    let mut targets = vec![resolve(args.target.as_deref().unwrap_or_default())?];
+    if let Some(second) = &args.compare {
+        targets.push(resolve(second)?);
+    }
+    anyhow::ensure!(
+        args.rate > 0.0 && args.rate.is_finite(),
+        "--rate must be a positive number"
+    );
+    let count = match (args.count, args.duration) {
+        (Some(n), _) => n,
+        (None, Some(s)) => (s * args.rate).round() as u64,
+        (None, None) => (args.rate * 10.0).round() as u64,
+    };
+    let callers = match &args.callers {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read callers file {}", path.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
+        None => vec![],
+    };
+    let opts = uac::UacOptions {
+        targets,
+        tcp: matches!(args.transport, Transport::Tcp),
+        rate: args.rate,
+        count,
+        callers,
+        called: args.called,
+        concurrency: args.concurrency,
+        timeout: Duration::from_secs_f64(args.timeout),
+        progress: !args.json,
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = std::sync::Arc::clone(&stop);
+        ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::Relaxed))
+            .context("cannot install the Ctrl-C handler")?;
+    }
+    let report = uac::run(&opts, stop).context("bench run failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(())
 }

@@ -9,10 +9,10 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
@@ -20,6 +20,9 @@ use crate::pipeline::Pipeline;
 use crate::sip::proxy::{LocalAddr, Proxy};
 use crate::sip::transport::Peer;
 use crate::sip::uri::SipUri;
+
+/// Resolution of the retransmission timers.
+pub const TIMER_TICK: Duration = Duration::from_millis(10);
 
 /// How long shutdown waits for calls still being screened.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,6 +88,7 @@ impl Server {
             next_hop,
             Arc::new(udp),
             drain_tx,
+            tokio::runtime::Handle::current(),
         );
         Ok(Server {
             proxy: Arc::new(proxy),
@@ -110,21 +114,32 @@ impl Server {
             mut drain,
         } = self;
         let (stop_accept_tx, stop_accept) = watch::channel(false);
-        let (stop_udp_tx, stop_udp) = watch::channel(false);
+        let stop_udp = Arc::new(AtomicBool::new(false));
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(Arc::clone(&proxy).accept_loop(tcp, stop_accept));
-        // One receive task: datagrams are handled in arrival order, so a 180
-        // and the 200 behind it leave in that order too (two tasks reordered
-        // them under load). The per-message work is a few microseconds, far
-        // below what one core can do at the target call rates.
-        tasks.spawn(Arc::clone(&proxy).udp_loop(stop_udp));
+        let udp_thread = {
+            let (proxy, stop) = (Arc::clone(&proxy), Arc::clone(&stop_udp));
+            std::thread::Builder::new()
+                .name("sip-udp".into())
+                .spawn(move || proxy.udp_thread(stop))
+                .expect("spawn the SIP thread")
+        };
+        // One ticker for every transaction's retransmissions (10 ms is far
+        // finer than SIP timers need) and, every 500 ms, expiry.
         let sweeper = {
             let proxy = Arc::clone(&proxy);
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                let mut tick = tokio::time::interval(TIMER_TICK);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut n: u32 = 0;
                 loop {
                     tick.tick().await;
-                    proxy.txs.sweep(Instant::now());
+                    let now = Instant::now();
+                    proxy.fire_timers(now);
+                    n = n.wrapping_add(1);
+                    if n % 50 == 0 {
+                        proxy.txs.sweep(now);
+                    }
                 }
             })
         };
@@ -141,9 +156,10 @@ impl Server {
         {
             tracing::warn!("calls still under screening after {DRAIN_TIMEOUT:?}; stopping anyway");
         }
-        let _ = stop_udp_tx.send(true);
+        stop_udp.store(true, Ordering::Relaxed);
         sweeper.abort();
         while tasks.join_next().await.is_some() {}
+        let _ = tokio::task::spawn_blocking(move || udp_thread.join()).await;
         tracing::info!(
             received = proxy.stats.received.load(Ordering::Relaxed),
             screened = proxy.stats.invites_screened.load(Ordering::Relaxed),
@@ -152,17 +168,21 @@ impl Server {
     }
 }
 
-/// Binds UDP and TCP on the same port; with port 0, retries until a port is
-/// free on both.
-async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), ServerError> {
+/// How often the SIP thread wakes from a blocking read to check for shutdown.
+const UDP_READ_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Binds UDP (a blocking socket for the SIP thread) and TCP on the same port;
+/// with port 0, retries until a port is free on both.
+async fn bind_pair(listen: SocketAddr) -> Result<(StdUdpSocket, TcpListener), ServerError> {
     let mut last_err = None;
     for _ in 0..20 {
-        let udp = UdpSocket::bind(listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let bind_err = |source| ServerError::Bind {
+            addr: listen,
+            source,
+        };
+        let udp = StdUdpSocket::bind(listen).map_err(bind_err)?;
+        udp.set_read_timeout(Some(UDP_READ_TIMEOUT))
+            .map_err(bind_err)?;
         let addr = udp.local_addr().map_err(|source| ServerError::Bind {
             addr: listen,
             source,

@@ -8,12 +8,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
-use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
@@ -22,7 +21,9 @@ use super::header::{self, NameAddr, Via};
 use super::message::{HeaderName, Message, Method, ParseError};
 use super::relay::{self, RequestEdit};
 use super::respond;
-use super::transaction::{Forwarded, ServerTx, T1, T2, TIMER_64T1, TxRef, TxState, TxTable};
+use super::transaction::{
+    Forwarded, Retransmit, ServerTx, T2, TimerAction, TxRef, TxState, TxTable,
+};
 use super::transport::Peer;
 use super::uri::Uri;
 use crate::config::{Action, Config, DivertMode};
@@ -58,7 +59,10 @@ pub struct Proxy {
     pub(crate) pipeline: Arc<Pipeline>,
     pub(crate) local: LocalAddr,
     pub(crate) next_hop: Peer,
-    pub(crate) udp: Arc<UdpSocket>,
+    /// Blocking UDP socket: read by the SIP thread, written from anywhere.
+    pub(crate) udp: Arc<std::net::UdpSocket>,
+    /// Runtime for what does wait (live lookups, TCP connections).
+    pub(crate) rt: tokio::runtime::Handle,
     pub(crate) tcp: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
     pub(crate) tcp_slots: Arc<Semaphore>,
     pub(crate) txs: TxTable,
@@ -87,8 +91,9 @@ impl Proxy {
         pipeline: Arc<Pipeline>,
         local: LocalAddr,
         next_hop: Peer,
-        udp: Arc<UdpSocket>,
+        udp: Arc<std::net::UdpSocket>,
         drain_guard: mpsc::Sender<()>,
+        rt: tokio::runtime::Handle,
     ) -> Self {
         Proxy {
             config,
@@ -96,6 +101,7 @@ impl Proxy {
             local,
             next_hop,
             udp,
+            rt,
             tcp: DashMap::new(),
             tcp_slots: super::transport::tcp_slots(),
             txs: TxTable::default(),
@@ -112,21 +118,21 @@ impl Proxy {
     }
 
     /// Entry point for every received message.
-    pub async fn handle(self: &Arc<Self>, buf: Bytes, from: Peer) {
+    pub fn handle(self: &Arc<Self>, buf: Bytes, from: Peer) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         match Message::parse(buf.clone()) {
-            Ok(msg) if msg.method().is_some() => self.on_request(msg, from).await,
-            Ok(msg) => self.on_response(msg).await,
-            Err(e) => self.on_parse_error(&buf, e, from).await,
+            Ok(msg) if msg.method().is_some() => self.on_request(msg, from),
+            Ok(msg) => self.on_response(msg),
+            Err(e) => self.on_parse_error(&buf, e, from),
         }
     }
 
-    async fn on_parse_error(self: &Arc<Self>, buf: &[u8], e: ParseError, from: Peer) {
+    fn on_parse_error(self: &Arc<Self>, buf: &[u8], e: ParseError, from: Peer) {
         self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(peer = %from.addr(), error = %e, "unparseable SIP message");
         let is_request = !buf.starts_with(b"SIP/") && !buf.starts_with(b"ACK ");
         if is_request && let Some(resp) = respond::build_minimal(buf, e.status()) {
-            self.send(from, resp).await;
+            self.send(from, resp);
         }
     }
 
@@ -230,7 +236,7 @@ impl Proxy {
         }
     }
 
-    async fn reply(
+    fn reply(
         self: &Arc<Self>,
         msg: &Message,
         top: &Via<'_>,
@@ -240,7 +246,7 @@ impl Proxy {
     ) {
         let tag = self.to_tag(top);
         let resp = respond::build(msg, code, Some(&tag), extra);
-        self.send(self.reply_peer(top, from), resp).await;
+        self.send(self.reply_peer(top, from), resp);
     }
 
     /// A To tag that is the same for every retransmission of one transaction.
@@ -251,7 +257,7 @@ impl Proxy {
         hex::encode(&h.finalize()[..6])
     }
 
-    async fn on_request(self: &Arc<Self>, msg: Message, from: Peer) {
+    fn on_request(self: &Arc<Self>, msg: Message, from: Peer) {
         let method = msg.method().unwrap_or(Method::Other);
         let Some(top_text) = relay::top_via(&msg)
             .and_then(|r| std::str::from_utf8(&msg.buf[r]).ok().map(str::to_owned))
@@ -260,7 +266,7 @@ impl Proxy {
         };
         let Some(top) = Via::parse(&top_text) else {
             if let Some(resp) = respond::build_minimal(&msg.buf, 400) {
-                self.send(from, resp).await;
+                self.send(from, resp);
             }
             return self.drop_msg("bad top Via");
         };
@@ -269,7 +275,7 @@ impl Proxy {
             tracing::debug!(peer = %from.addr(), why, "malformed request");
             if method != Method::Ack {
                 let reason = format!("Warning: 399 sipsentry \"{why}\"");
-                self.reply(&msg, &top, from, 400, &[reason]).await;
+                self.reply(&msg, &top, from, 400, &[reason]);
             }
             return;
         }
@@ -281,11 +287,11 @@ impl Proxy {
             .is_some_and(|n| n.tag().is_some());
 
         match method {
-            Method::Ack => return self.on_ack(msg, from, key).await,
-            Method::Cancel => return self.on_cancel(msg, &top, from, key).await,
+            Method::Ack => return self.on_ack(msg, from, key),
+            Method::Cancel => return self.on_cancel(msg, &top, from, key),
             Method::Invite if !in_dialog => {
                 if let Some(tx) = self.txs.get(&key) {
-                    return self.on_retransmission(&tx).await;
+                    return self.on_retransmission(&tx);
                 }
             }
             _ => {}
@@ -294,7 +300,7 @@ impl Proxy {
         if !in_dialog && !self.is_accepted(from.addr().ip()) {
             self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(peer = %from.addr(), "initial request from a source outside sip.accept_from");
-            return self.reply(&msg, &top, from, 403, &[]).await;
+            return self.reply(&msg, &top, from, 403, &[]);
         }
         let ruri_str = String::from_utf8_lossy(&ruri);
         let to_self = Uri::parse(&ruri_str).is_some_and(|u| self.is_self(u.host, u.port));
@@ -304,26 +310,22 @@ impl Proxy {
             && own_route.is_none()
             && msg.header(HeaderName::Route).is_none()
         {
-            return self
-                .reply(
-                    &msg,
-                    &top,
-                    from,
-                    200,
-                    &["Allow: INVITE, ACK, CANCEL, BYE, OPTIONS".into()],
-                )
-                .await;
+            return self.reply(
+                &msg,
+                &top,
+                from,
+                200,
+                &["Allow: INVITE, ACK, CANCEL, BYE, OPTIONS".into()],
+            );
         }
         if msg.max_forwards() == Some(0) {
-            return self.reply(&msg, &top, from, 483, &[]).await;
+            return self.reply(&msg, &top, from, 483, &[]);
         }
         if self.is_loop(&msg, &ruri) {
-            return self.reply(&msg, &top, from, 482, &[]).await;
+            return self.reply(&msg, &top, from, 482, &[]);
         }
         if method == Method::Invite && !in_dialog {
-            return self
-                .on_initial_invite(msg, top_text.clone(), from, key)
-                .await;
+            return self.on_initial_invite(msg, top_text.clone(), from, key);
         }
         // Everything else is relayed statelessly.
         let dest = self.route(&msg, own_route.as_ref(), in_dialog, to_self);
@@ -340,7 +342,7 @@ impl Proxy {
                 labels: None,
             },
         );
-        self.send(dest, out).await;
+        self.send(dest, out);
     }
 
     /// The proxy's own Route element at the top of the Route set, and the next
@@ -403,7 +405,7 @@ impl Proxy {
         tracing::debug!(why, "dropped message");
     }
 
-    async fn on_retransmission(self: &Arc<Self>, tx: &TxRef) {
+    fn on_retransmission(self: &Arc<Self>, tx: &TxRef) {
         self.stats
             .retransmissions_absorbed
             .fetch_add(1, Ordering::Relaxed);
@@ -412,11 +414,11 @@ impl Proxy {
             (tx.last_response.clone(), tx.reply_to)
         };
         if let Some(resp) = resend {
-            self.send(peer, resp).await;
+            self.send(peer, resp);
         }
     }
 
-    async fn on_initial_invite(
+    fn on_initial_invite(
         self: &Arc<Self>,
         msg: Message,
         top_text: String,
@@ -426,18 +428,15 @@ impl Proxy {
         let top = Via::parse(&top_text).expect("parsed by caller");
         let reply_to = self.reply_peer(&top, from);
         if self.draining.load(Ordering::Relaxed) {
-            return self
-                .reply(&msg, &top, from, 503, &["Retry-After: 5".into()])
-                .await;
+            return self.reply(&msg, &top, from, 503, &["Retry-After: 5".into()]);
         }
         let trying = respond::build(&msg, 100, None, &[]);
-        let mut tx = ServerTx::new(msg.clone(), reply_to);
+        let mut tx = ServerTx::new(key.clone(), msg.clone(), reply_to);
         tx.last_response = Some(trying.clone());
-        let (tx, fresh) = self.txs.insert(key.clone(), tx);
+        let (tx, fresh) = self.txs.insert(tx);
         if !fresh {
-            return self.on_retransmission(&tx).await;
+            return self.on_retransmission(&tx);
         }
-        self.send(reply_to, trying).await;
         self.stats.invites_screened.fetch_add(1, Ordering::Relaxed);
 
         let trusted = self.is_trusted(from.addr().ip());
@@ -455,40 +454,50 @@ impl Proxy {
         let mut ctx = CallCtx::new(call_id, from.addr(), caller, called);
         if let Some(decision) = span.in_scope(|| self.pipeline.screen_now(&mut ctx)) {
             span.record("decision", decision.action.as_str());
-            return self
-                .apply(&tx, &msg, &key, from, decision)
-                .instrument(span)
-                .await;
+            // Decided at once: a forwarded INVITE goes out before the 100, so
+            // the call does not wait behind our own provisional. Over UDP the
+            // single SIP thread guarantees no response can overtake the 100;
+            // over TCP, responses arrive on another thread, so the 100 goes first.
+            let forwards = self.forwards(&decision);
+            if !forwards || from.is_tcp() {
+                self.send(reply_to, trying.clone());
+            }
+            span.in_scope(|| self.apply(&tx, &msg, &key, from, decision));
+            if forwards && !from.is_tcp() {
+                self.send(reply_to, trying);
+            }
+            return;
         }
+        self.send(reply_to, trying);
         let Ok(permit) = Arc::clone(&self.screening).try_acquire_owned() else {
             let decision = self.pipeline.overload(&mut ctx);
-            return self
-                .apply(&tx, &msg, &key, from, decision)
-                .instrument(span)
-                .await;
+            return span.in_scope(|| self.apply(&tx, &msg, &key, from, decision));
         };
+        // Only a call that needs a live provider leaves the SIP thread.
         let guard = self.drain_guard.lock().clone();
         let proxy = Arc::clone(self);
-        tokio::spawn(
+        self.rt.spawn(
             async move {
                 let decision = proxy.pipeline.screen_live(&mut ctx).await;
                 tracing::Span::current().record("decision", decision.action.as_str());
-                proxy.apply(&tx, &msg, &key, from, decision).await;
+                proxy.apply(&tx, &msg, &key, from, decision);
                 drop((permit, guard));
             }
             .instrument(span),
         );
     }
 
+    /// Whether a decision relays the INVITE (rather than answering it here).
+    fn forwards(&self, d: &Decision) -> bool {
+        match d.action {
+            Action::Reject => false,
+            Action::Divert => self.pipeline.policy.config.divert_mode == DivertMode::Retarget,
+            _ => true,
+        }
+    }
+
     /// Carries out a decision on a screened INVITE.
-    async fn apply(
-        self: &Arc<Self>,
-        tx: &TxRef,
-        msg: &Message,
-        key: &str,
-        from: Peer,
-        d: Decision,
-    ) {
+    fn apply(self: &Arc<Self>, tx: &TxRef, msg: &Message, key: &str, from: Peer, d: Decision) {
         let policy = &self.pipeline.policy;
         if tx.lock().state != TxState::Screening {
             // Cancelled while screening: the 487 has gone already.
@@ -516,11 +525,11 @@ impl Proxy {
                     }
                     _ => {}
                 }
-                self.final_response(tx, code, &extra).await;
+                self.final_response(tx, code, &extra);
             }
             Action::Divert if policy.config.divert_mode == DivertMode::Redirect => {
                 let contact = format!("Contact: <{}>", policy.divert_to.text);
-                self.final_response(tx, 302, &[contact]).await;
+                self.final_response(tx, 302, &[contact]);
             }
             action => {
                 let new_ruri = (action == Action::Divert).then(|| policy.divert_to.text.clone());
@@ -554,18 +563,18 @@ impl Proxy {
                     t.touched = Instant::now();
                     t.forwarded = Some(Forwarded { dest, new_ruri });
                     if !dest.is_tcp() {
-                        t.timer =
-                            Some(self.retransmit(dest, out.clone(), None, Some(key.to_string())));
+                        let r = Retransmit::new(dest, out.clone(), None, true);
+                        self.txs.start_retransmit(&mut t, r);
                     }
                 }
-                self.send(dest, out).await;
+                self.send(dest, out);
             }
         }
     }
 
     /// Sends a final response the proxy generated, retransmitted over UDP
     /// with Timer G until the ACK (RFC 3261 §17.2.1).
-    async fn final_response(self: &Arc<Self>, tx: &TxRef, code: u16, extra: &[String]) {
+    fn final_response(self: &Arc<Self>, tx: &TxRef, code: u16, extra: &[String]) {
         let (resp, peer) = {
             let mut t = tx.lock();
             let top_text = relay::top_via(&t.invite)
@@ -581,61 +590,31 @@ impl Proxy {
             t.last_response = Some(resp.clone());
             t.stop_timer();
             if !t.reply_to.is_tcp() {
-                t.timer = Some(self.retransmit(t.reply_to, resp.clone(), Some(T2), None));
+                let r = Retransmit::new(t.reply_to, resp.clone(), Some(T2), false);
+                self.txs.start_retransmit(&mut t, r);
             }
             (resp, t.reply_to)
         };
-        self.send(peer, resp).await;
+        self.send(peer, resp);
     }
 
-    /// Retransmits `bytes` at T1, 2·T1, 4·T1… (capped at `cap`) until stopped or
-    /// 64·T1 has passed. With `timeout_tx`, Timer B expiring answers 408.
-    fn retransmit(
-        self: &Arc<Self>,
-        peer: Peer,
-        bytes: Bytes,
-        cap: Option<Duration>,
-        timeout_tx: Option<String>,
-    ) -> tokio::sync::oneshot::Sender<()> {
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let proxy = Arc::clone(self);
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
-            let mut interval = T1;
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => return,
-                    _ = tokio::time::sleep(interval) => {}
-                }
-                if start.elapsed() >= TIMER_64T1 {
-                    break;
-                }
-                proxy.send(peer, bytes.clone()).await;
-                interval = cap.map_or(interval * 2, |c| (interval * 2).min(c));
+    /// Runs the retransmission timers that are due (called by the ticker).
+    pub(crate) fn fire_timers(self: &Arc<Self>, now: Instant) {
+        for action in self.txs.due_timers(now) {
+            match action {
+                TimerAction::Resend(peer, bytes) => self.send(peer, bytes),
+                TimerAction::Timeout408(tx) => self.final_response(&tx, 408, &[]),
             }
-            if let Some(key) = timeout_tx
-                && let Some(tx) = proxy.txs.get(&key)
-            {
-                let waiting = {
-                    let mut t = tx.lock();
-                    t.timer = None;
-                    t.state == TxState::Forwarded
-                };
-                if waiting {
-                    proxy.final_response(&tx, 408, &[]).await;
-                }
-            }
-        });
-        stop
+        }
     }
 
-    async fn on_cancel(self: &Arc<Self>, msg: Message, top: &Via<'_>, from: Peer, key: String) {
+    fn on_cancel(self: &Arc<Self>, msg: Message, top: &Via<'_>, from: Peer, key: String) {
         let Some(tx) = self.txs.get(&key) else {
             // No transaction: RFC 3261 §16.10 says forward statelessly.
             let dest = self.route(&msg, None, false, false);
             let via = self.via_line(&key, dest);
             let out = relay::forward_request(&msg, &self.plain_edit(&via, from, None));
-            return self.send(dest, out).await;
+            return self.send(dest, out);
         };
         let (state, forwarded) = {
             let t = tx.lock();
@@ -643,8 +622,8 @@ impl Proxy {
         };
         match (state, forwarded) {
             (TxState::Screening, _) => {
-                self.reply(&msg, top, from, 200, &[]).await;
-                self.final_response(&tx, 487, &[]).await;
+                self.reply(&msg, top, from, 200, &[]);
+                self.final_response(&tx, 487, &[]);
             }
             (TxState::Forwarded, Some(fwd)) => {
                 let via = self.via_line(&key, fwd.dest);
@@ -652,9 +631,9 @@ impl Proxy {
                     &msg,
                     &self.plain_edit(&via, from, fwd.new_ruri.as_deref()),
                 );
-                self.send(fwd.dest, out).await;
+                self.send(fwd.dest, out);
             }
-            _ => self.reply(&msg, top, from, 200, &[]).await,
+            _ => self.reply(&msg, top, from, 200, &[]),
         }
     }
 
@@ -675,7 +654,7 @@ impl Proxy {
         }
     }
 
-    async fn on_ack(self: &Arc<Self>, msg: Message, from: Peer, key: String) {
+    fn on_ack(self: &Arc<Self>, msg: Message, from: Peer, key: String) {
         if let Some(tx) = self.txs.get(&key) {
             let forwarded = {
                 let mut t = tx.lock();
@@ -694,7 +673,7 @@ impl Proxy {
                     &msg,
                     &self.plain_edit(&via, from, fwd.new_ruri.as_deref()),
                 );
-                return self.send(fwd.dest, out).await;
+                return self.send(fwd.dest, out);
             }
         }
         // ACK for a 2xx: a request of its own, routed like any in-dialog request.
@@ -706,10 +685,10 @@ impl Proxy {
         let mut edit = self.plain_edit(&via, from, None);
         edit.own_route = own.map(|(r, _)| r);
         let out = relay::forward_request(&msg, &edit);
-        self.send(dest, out).await;
+        self.send(dest, out);
     }
 
-    async fn on_response(self: &Arc<Self>, msg: Message) {
+    fn on_response(self: &Arc<Self>, msg: Message) {
         let Some(top_range) = relay::top_via(&msg) else {
             return self.drop_msg("response without Via");
         };
@@ -746,7 +725,7 @@ impl Proxy {
                 t.last_response = Some(out.clone());
                 t.reply_to
             };
-            return self.send(peer, out).await;
+            return self.send(peer, out);
         }
         // Stateless: the next Via says where (received/rport honoured).
         let next = Message::parse(out.clone()).ok().and_then(|m| {
@@ -761,7 +740,7 @@ impl Proxy {
             })
         });
         match next {
-            Some(peer) => self.send(peer, out).await,
+            Some(peer) => self.send(peer, out),
             None => self.drop_msg("response whose next Via is unreachable"),
         }
     }

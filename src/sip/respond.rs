@@ -37,7 +37,18 @@ pub fn reason(code: u16) -> &'static str {
 /// byte, To with `to_tag` added when it has none (every final response needs
 /// one), then `extra` header lines (each without line end), no body.
 pub fn build(req: &Message, code: u16, to_tag: Option<&str>, extra: &[String]) -> Bytes {
-    let mut out = BytesMut::with_capacity(req.headers_end + 128);
+    build_with_body(req, code, to_tag, extra, None)
+}
+
+/// [`build`] with a body: `(content type, bytes)`.
+pub fn build_with_body(
+    req: &Message,
+    code: u16,
+    to_tag: Option<&str>,
+    extra: &[String],
+    body: Option<(&str, &[u8])>,
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(req.headers_end + 128 + body.map_or(0, |b| b.1.len()));
     out.put_slice(format!("SIP/2.0 {code} {}\r\n", reason(code)).as_bytes());
     for h in &req.headers {
         match h.name {
@@ -68,7 +79,19 @@ pub fn build(req: &Message, code: u16, to_tag: Option<&str>, extra: &[String]) -
         out.put_slice(line.as_bytes());
         out.put_slice(b"\r\n");
     }
-    out.put_slice(b"Content-Length: 0\r\n\r\n");
+    match body {
+        Some((content_type, bytes)) => {
+            out.put_slice(
+                format!(
+                    "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                    bytes.len()
+                )
+                .as_bytes(),
+            );
+            out.put_slice(bytes);
+        }
+        None => out.put_slice(b"Content-Length: 0\r\n\r\n"),
+    }
     out.freeze()
 }
 

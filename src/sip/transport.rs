@@ -46,10 +46,10 @@ impl Peer {
 impl Proxy {
     /// Sends a message; never blocks on a slow TCP peer (a full queue drops
     /// the message, which SIP's retransmissions or the peer's timers recover).
-    pub(crate) async fn send(self: &Arc<Self>, to: Peer, bytes: Bytes) {
+    pub(crate) fn send(self: &Arc<Self>, to: Peer, bytes: Bytes) {
         match to {
             Peer::Udp(addr) => {
-                if let Err(e) = self.udp.send_to(&bytes, addr).await {
+                if let Err(e) = self.udp.send_to(&bytes, addr) {
                     tracing::debug!(%addr, error = %e, "UDP send failed");
                 }
             }
@@ -71,7 +71,7 @@ impl Proxy {
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
         self.tcp.insert(addr, tx.clone());
         let proxy = Arc::clone(self);
-        tokio::spawn(async move {
+        self.rt.spawn(async move {
             let permit = Arc::clone(&proxy.tcp_slots).try_acquire_owned();
             let stream = match (
                 permit,
@@ -134,7 +134,7 @@ impl Proxy {
                 match message::frame_len(&buf) {
                     Ok(Some(n)) => {
                         let frame = buf.split_to(n).freeze();
-                        self.handle(frame, Peer::Tcp(addr)).await;
+                        self.handle(frame, Peer::Tcp(addr));
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -180,26 +180,27 @@ impl Proxy {
         }
     }
 
-    /// Receives datagrams until `stop` fires.
-    pub(crate) async fn udp_loop(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// The SIP thread: receives datagrams on a blocking socket and handles
+    /// each one before the next, until `stop` is set.
+    ///
+    /// Why a thread and not a task: a datagram arriving at an idle proxy then
+    /// wakes this thread straight out of `recvfrom`, instead of going through
+    /// epoll and the runtime's scheduler. On the reference VM that halves the
+    /// latency the proxy adds (see README, performance). One thread also keeps
+    /// arrival order: a 180 and the 200 behind it leave in that order.
+    pub(crate) fn udp_thread(self: Arc<Self>, stop: Arc<std::sync::atomic::AtomicBool>) {
         let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
-        loop {
-            let (n, from) = tokio::select! {
-                r = self.udp.recv_from(&mut buf) => match r {
-                    Ok(x) => x,
-                    // ICMP port unreachable and friends surface here on Linux.
-                    Err(e) => {
-                        tracing::debug!(error = %e, "UDP receive error");
-                        continue;
-                    }
-                },
-                _ = stop.changed() => return,
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let (n, from) = match self.udp.recv_from(&mut buf) {
+                Ok(x) => x,
+                // Read timeouts (to notice `stop`), ICMP errors: carry on.
+                Err(_) => continue,
             };
             if n == 0 || buf[..n].iter().all(|b| b.is_ascii_whitespace()) {
                 continue; // keep-alive
             }
             let datagram = Bytes::copy_from_slice(&buf[..n]);
-            self.handle(datagram, Peer::Udp(from)).await;
+            self.handle(datagram, Peer::Udp(from));
         }
     }
 }

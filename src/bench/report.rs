@@ -1,0 +1,177 @@
+//! What a bench run measured: counts and HDR latency histograms, printed for
+//! people or as JSON for machines.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latencies are recorded in microseconds, up to a minute, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds")
+}
+
+/// Percentiles of one metric, in microseconds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Summary {
+    pub count: u64,
+    pub min: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Summary {
+    pub fn of(h: &Histogram<u64>) -> Summary {
+        if h.is_empty() {
+            return Summary::default();
+        }
+        Summary {
+            count: h.len(),
+            min: h.min(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+
+    /// `self − other`, percentile by percentile: the latency one path adds.
+    pub fn minus(&self, other: &Summary) -> Difference {
+        let d = |a: u64, b: u64| a as i64 - b as i64;
+        Difference {
+            p50: d(self.p50, other.p50),
+            p90: d(self.p90, other.p90),
+            p99: d(self.p99, other.p99),
+            p999: d(self.p999, other.p999),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Difference {
+    pub p50: i64,
+    pub p90: i64,
+    pub p99: i64,
+    pub p999: i64,
+}
+
+/// The three per-call metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Metrics {
+    pub invite_to_provisional: Summary,
+    pub invite_to_final: Summary,
+    pub bye_to_200: Summary,
+}
+
+/// Everything measured against one target.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TargetReport {
+    pub target: String,
+    pub sent: u64,
+    /// Final responses by status code.
+    pub codes: BTreeMap<u16, u64>,
+    /// Calls with no final response within the timeout.
+    pub timeouts: u64,
+    /// BYEs with no 200 within the timeout.
+    pub bye_timeouts: u64,
+    /// Responses received again for a call (server retransmissions).
+    pub retransmissions_seen: u64,
+    /// INVITEs this tool retransmitted (Timer A).
+    pub retransmissions_sent: u64,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub transport: String,
+    pub rate: f64,
+    pub scheduled: u64,
+    /// Stopped early (Ctrl-C): the figures cover the calls made so far.
+    pub partial: bool,
+    pub elapsed_s: f64,
+    pub targets: Vec<TargetReport>,
+    /// With `--compare`: first target minus second, for INVITE→final.
+    pub added_invite_to_final: Option<Difference>,
+}
+
+impl Report {
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "sipsentry bench: {} calls scheduled at {}/s over {} in {:.1} s{}",
+            self.scheduled,
+            self.rate,
+            self.transport.to_uppercase(),
+            self.elapsed_s,
+            if self.partial {
+                " (stopped early: partial report)"
+            } else {
+                ""
+            }
+        );
+        for t in &self.targets {
+            let codes: Vec<String> = t.codes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+            let _ = writeln!(out, "\ntarget {}", t.target);
+            let _ = writeln!(
+                out,
+                "  sent {}  final [{}]  timeouts {}  bye timeouts {}  retransmissions seen {} sent {}",
+                t.sent,
+                codes.join(", "),
+                t.timeouts,
+                t.bye_timeouts,
+                t.retransmissions_seen,
+                t.retransmissions_sent
+            );
+            let _ = writeln!(
+                out,
+                "  {:<24}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}   (µs)",
+                "metric", "count", "min", "p50", "p90", "p99", "p99.9", "max"
+            );
+            for (name, s) in [
+                ("INVITE→first provisional", &t.metrics.invite_to_provisional),
+                ("INVITE→final", &t.metrics.invite_to_final),
+                ("BYE→200", &t.metrics.bye_to_200),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "  {:<24}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}",
+                    name, s.count, s.min, s.p50, s.p90, s.p99, s.p999, s.max
+                );
+            }
+        }
+        if let (Some(d), [a, b]) = (&self.added_invite_to_final, self.targets.as_slice()) {
+            let _ = writeln!(
+                out,
+                "\nINVITE→final, {} minus {}: p50 {:+} µs  p90 {:+} µs  p99 {:+} µs  p99.9 {:+} µs",
+                a.target, b.target, d.p50, d.p90, d.p99, d.p999
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_and_difference() {
+        let mut a = histogram();
+        let mut b = histogram();
+        for v in 1..=1000u64 {
+            a.record(v + 30).unwrap();
+            b.record(v).unwrap();
+        }
+        let (sa, sb) = (Summary::of(&a), Summary::of(&b));
+        assert_eq!(sa.count, 1000);
+        assert_eq!(sb.p50, 500);
+        assert_eq!(sa.minus(&sb).p50, 30);
+        assert_eq!(Summary::of(&histogram()), Summary::default());
+    }
+}
