@@ -137,7 +137,7 @@ impl Server {
                     let now = Instant::now();
                     proxy.fire_timers(now);
                     n = n.wrapping_add(1);
-                    if n % 50 == 0 {
+                    if n.is_multiple_of(50) {
                         proxy.txs.sweep(now);
                     }
                 }
