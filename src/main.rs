@@ -75,10 +75,11 @@ struct BenchArgs {
     /// Seconds without a final response before a call counts as a timeout.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
-    /// Alternate calls between --target and this target on one schedule, and
-    /// print the difference (e.g. through the proxy vs straight to the UAS).
+    /// Also send calls to this target, taking turns on one schedule, and print
+    /// what each target adds over the last one (e.g. --target PROXY --compare
+    /// UAS). Repeatable: --compare KAMAILIO --compare UAS.
     #[arg(long, value_name = "TARGET2")]
-    compare: Option<String>,
+    compare: Vec<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -187,8 +188,8 @@ fn bench(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
             .with_context(|| format!("cannot run the UAS on {listen}"));
     }
     let mut targets = vec![resolve(args.target.as_deref().unwrap_or_default())?];
-    if let Some(second) = &args.compare {
-        targets.push(resolve(second)?);
+    for other in &args.compare {
+        targets.push(resolve(other)?);
     }
     anyhow::ensure!(
         args.rate > 0.0 && args.rate.is_finite(),

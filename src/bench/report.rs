@@ -52,6 +52,15 @@ impl Summary {
     }
 }
 
+/// The latency one target adds over the baseline.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Added {
+    pub target: String,
+    pub baseline: String,
+    #[serde(flatten)]
+    pub difference: Difference,
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Difference {
     pub p50: i64,
@@ -95,8 +104,9 @@ pub struct Report {
     pub partial: bool,
     pub elapsed_s: f64,
     pub targets: Vec<TargetReport>,
-    /// With `--compare`: first target minus second, for INVITE→final.
-    pub added_invite_to_final: Option<Difference>,
+    /// With `--compare`: INVITE→final of each target minus that of the last
+    /// target (the baseline, e.g. the UAS reached directly).
+    pub added_invite_to_final: Vec<Added>,
 }
 
 impl Report {
@@ -145,11 +155,12 @@ impl Report {
                 );
             }
         }
-        if let (Some(d), [a, b]) = (&self.added_invite_to_final, self.targets.as_slice()) {
+        for a in &self.added_invite_to_final {
+            let d = &a.difference;
             let _ = writeln!(
                 out,
                 "\nINVITE→final, {} minus {}: p50 {:+} µs  p90 {:+} µs  p99 {:+} µs  p99.9 {:+} µs",
-                a.target, b.target, d.p50, d.p90, d.p99, d.p999
+                a.target, a.baseline, d.p50, d.p90, d.p99, d.p999
             );
         }
         out

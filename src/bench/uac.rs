@@ -38,7 +38,8 @@ const INBOX: usize = 65_536;
 
 #[derive(Debug, Clone)]
 pub struct UacOptions {
-    /// One target, or two with `--compare` (calls alternate between them).
+    /// One target, or more with `--compare` (calls take turns among them on one
+    /// schedule; the last is the baseline differences are measured against).
     pub targets: Vec<SocketAddr>,
     pub tcp: bool,
     /// INVITEs per second.
@@ -546,9 +547,19 @@ impl State {
             };
             targets.push(c.report.clone());
         }
-        let added = match targets.as_slice() {
-            [a, b] => Some(a.metrics.invite_to_final.minus(&b.metrics.invite_to_final)),
-            _ => None,
+        let added = match targets.split_last() {
+            Some((base, others)) if !others.is_empty() => others
+                .iter()
+                .map(|t| report::Added {
+                    target: t.target.clone(),
+                    baseline: base.target.clone(),
+                    difference: t
+                        .metrics
+                        .invite_to_final
+                        .minus(&base.metrics.invite_to_final),
+                })
+                .collect(),
+            _ => Vec::new(),
         };
         Report {
             transport: self.wire.transport.to_lowercase(),

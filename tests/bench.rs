@@ -1,0 +1,195 @@
+//! `sipsentry bench` against the real proxy and its own UAS on loopback:
+//! the counts and codes it reports are exact, and its latency figures agree
+//! with an independent fact (a UAS that waits 20 ms before answering).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use sipsentry::bench::report::Report;
+use sipsentry::bench::{uac, uas};
+
+/// Starts the bench UAS on a free port; it stops when the returned sender drops.
+async fn start_uas(ring: bool, delay_ms: u64) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let opts = uas::UasOptions {
+        listen,
+        ring,
+        answer_delay: Duration::from_millis(delay_ms),
+    };
+    tokio::spawn(uas::run(opts, async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (listen, stop)
+}
+
+fn options(
+    targets: Vec<SocketAddr>,
+    rate: f64,
+    count: u64,
+    callers: Vec<String>,
+) -> uac::UacOptions {
+    uac::UacOptions {
+        targets,
+        tcp: false,
+        rate,
+        count,
+        callers,
+        called: "+15551234567".into(),
+        concurrency: None,
+        timeout: Duration::from_secs(3),
+        progress: false,
+    }
+}
+
+async fn run(opts: uac::UacOptions) -> Report {
+    tokio::task::spawn_blocking(move || uac::run(&opts, Arc::new(AtomicBool::new(false))).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_share_of_denylisted_callers_gets_exactly_that_share_of_rejects() {
+    let (uas, _uas_stop) = start_uas(true, 0).await;
+    let cfg = common::config(uas, "[policy]\ndeny = [\"+1666*\"]\nreject_code = 607\n");
+    let proxy = common::start(cfg, |p| p).await;
+    // One caller in four is denylisted.
+    let callers = vec![
+        "+16665550001".to_string(),
+        "+15550000002".to_string(),
+        "+15550000003".to_string(),
+        "+15550000004".to_string(),
+    ];
+    let report = run(options(vec![proxy.addr], 400.0, 400, callers)).await;
+    let t = &report.targets[0];
+    assert_eq!(t.sent, 400);
+    assert_eq!(t.codes.get(&607), Some(&100), "{:?}", t.codes);
+    assert_eq!(t.codes.get(&200), Some(&300), "{:?}", t.codes);
+    assert_eq!((t.timeouts, t.bye_timeouts), (0, 0));
+    assert_eq!(t.metrics.invite_to_final.count, 400);
+    assert_eq!(t.metrics.bye_to_200.count, 300, "BYE only after a 2xx");
+    assert_eq!(
+        t.metrics.invite_to_provisional.count, 400,
+        "the proxy's 100 Trying"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_agrees_with_a_uas_that_answers_after_20_ms() {
+    let (uas, _uas_stop) = start_uas(false, 20).await;
+    let report = run(options(vec![uas], 100.0, 200, vec![])).await;
+    let m = &report.targets[0].metrics.invite_to_final;
+    assert_eq!(m.count, 200);
+    assert!(
+        (20_000..=25_000).contains(&m.p50),
+        "p50 INVITE→final {} µs, expected 20–25 ms",
+        m.p50
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_interleaves_one_schedule_over_two_targets() {
+    let (uas, _uas_stop) = start_uas(true, 0).await;
+    let proxy = common::start(common::config(uas, ""), |p| p).await;
+    let report = run(options(vec![proxy.addr, uas], 400.0, 400, vec![])).await;
+    assert_eq!(report.targets.len(), 2);
+    for t in &report.targets {
+        assert_eq!(
+            (t.sent, t.codes.get(&200).copied()),
+            (200, Some(200)),
+            "{}",
+            t.target
+        );
+    }
+    let added = &report.added_invite_to_final;
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0].target, proxy.addr.to_string());
+    assert_eq!(added[0].baseline, uas.to_string());
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_transport_completes_every_call() {
+    let (uas, _uas_stop) = start_uas(true, 0).await;
+    let mut opts = options(vec![uas], 200.0, 200, vec![]);
+    opts.tcp = true;
+    let report = run(opts).await;
+    assert_eq!(report.targets[0].codes.get(&200), Some(&200));
+    assert_eq!(report.targets[0].metrics.bye_to_200.count, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_early_gives_a_partial_report() {
+    let (uas, _uas_stop) = start_uas(false, 0).await;
+    let opts = options(vec![uas], 100.0, 10_000, vec![]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let handle = tokio::task::spawn_blocking(move || uac::run(&opts, flag).unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let report = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.partial);
+    let t = &report.targets[0];
+    assert!(t.sent > 10 && t.sent < 200, "sent {}", t.sent);
+    assert_eq!(t.codes.get(&200).copied().unwrap_or(0), t.sent);
+}
+
+#[test]
+fn the_binary_prints_a_json_report() {
+    let uas_port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let bin = env!("CARGO_BIN_EXE_sipsentry");
+    let mut uas = std::process::Command::new(bin)
+        .args(["bench", "--uas", &format!("127.0.0.1:{uas_port}"), "--ring"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = std::process::Command::new(bin)
+        .args([
+            "bench",
+            "--target",
+            &format!("127.0.0.1:{uas_port}"),
+            "--rate",
+            "200",
+            "--count",
+            "100",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let _ = uas.kill();
+    let _ = uas.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["targets"][0]["codes"]["200"], 100);
+    assert_eq!(
+        v["targets"][0]["metrics"]["invite_to_provisional"]["count"], 100,
+        "--ring sends 180"
+    );
+    assert!(
+        v["targets"][0]["metrics"]["invite_to_final"]["p50"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
