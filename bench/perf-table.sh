@@ -25,12 +25,14 @@ if command -v kamailio >/dev/null 2>&1; then
   KAMAILIO=yes
 fi
 
-# Decisions: pass (unknown callers), tag (anonymous callers, anonymous = "tag":
-# full label set), reject (callers on the deny list, 603+).
-printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\n' "$PROXY" "$UAS" >"$WORK/pass.toml"
-cp "$WORK/pass.toml" "$WORK/tag.toml"; printf '[policy]\nanonymous = "tag"\n' >>"$WORK/tag.toml"
-cp "$WORK/pass.toml" "$WORK/reject.toml"; printf '[policy]\ndeny = ["+1555*"]\n' >>"$WORK/reject.toml"
-echo anonymous >"$WORK/anonymous.txt"
+# Decisions, all with the Hiya local cache loaded (the bundled demo cache):
+# pass (generated callers, not in the cache), tag (a SPAM caller found in the
+# cache: full label set), reject (callers on the deny list, 603+).
+printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\n[hiya_cache]\ndir = "%s"\n' "$PROXY" "$UAS" "$WORK/hiya" >"$WORK/pass.toml"
+cp "$WORK/pass.toml" "$WORK/tag.toml"
+{ cat "$WORK/pass.toml"; printf '[policy]\ndeny = ["+1555*"]\n'; } >"$WORK/reject.toml"
+"$B" cache import data/hiya-sample-IN.tsv.gz --country IN -c "$WORK/pass.toml" >/dev/null
+echo "+919000000002" >"$WORK/spam-caller.txt"
 
 field() { python3 -c "import json,sys; r=json.load(sys.stdin); a={x['target']:x for x in r['added_invite_to_final']}; t=a['$1']; print(t['p50'], t['p99'])"; }
 
@@ -39,7 +41,7 @@ echo "|---|---|---|---|---|---|"
 for decision in pass tag reject; do
   "$B" serve -c "$WORK/$decision.toml" >"$WORK/serve.log" 2>&1 & serve=$!
   sleep 0.5
-  callers=(); [ "$decision" = tag ] && callers=(--callers "$WORK/anonymous.txt")
+  callers=(); [ "$decision" = tag ] && callers=(--callers "$WORK/spam-caller.txt")
   for rate in 500 2000 5000; do
     targets=(--target "$PROXY"); n=2
     if [ "$KAMAILIO" = yes ] && [ "$decision" = pass ] && [ "$rate" -le 2000 ]; then

@@ -11,19 +11,83 @@ use crate::config::{Config, ConfigError};
 use crate::number;
 use crate::pipeline::{CallCtx, Pipeline};
 use crate::policy::{Decision, Policy};
+use crate::reputation::LocalSource;
+use crate::reputation::hiya_cache::build::{BuildError, BuildOptions, Manifest, build_generation};
+use crate::reputation::hiya_cache::store::HiyaCache;
+use crate::reputation::hiya_cache::{self};
 use crate::server::{Server, ServerError};
 use crate::sip::caller::{CallerId, Trust};
 
-/// Builds the screening pipeline the configuration describes.
-pub fn build_pipeline(config: &Config) -> Result<Pipeline, ConfigError> {
-    Ok(Pipeline::new(Arc::new(Policy::new(config)?)))
+/// Builds the screening pipeline the configuration describes, with the Hiya
+/// local cache (returned too, so `serve` can swap in new generations).
+pub fn build_pipeline(config: &Config) -> Result<(Pipeline, Option<Arc<HiyaCache>>), ConfigError> {
+    let pipeline = Pipeline::new(Arc::new(Policy::new(config)?));
+    if !config.hiya_cache.enabled {
+        return Ok((pipeline, None));
+    }
+    let cache = Arc::new(HiyaCache::open(
+        &config.hiya_cache.dir,
+        &config.hiya_cache.countries,
+    ));
+    let local: Arc<dyn LocalSource> = Arc::clone(&cache) as Arc<dyn LocalSource>;
+    Ok((pipeline.with_local(local), Some(cache)))
 }
+
+/// With the cache enabled and nothing on disk, builds the bundled demo cache
+/// (India) so a new user sees calls screened with no account.
+pub fn ensure_demo_cache(config: &Config) -> Result<bool, BuildError> {
+    let h = &config.hiya_cache;
+    let dir = &h.dir;
+    if !h.enabled || !h.countries.is_empty() || !HiyaCache::open(dir, &[]).snapshot().is_empty() {
+        return Ok(false);
+    }
+    let opts = BuildOptions::new("IN");
+    build_generation(hiya_cache::sample::DEMO_IN, &dir.join("IN"), &opts)?;
+    Ok(true)
+}
+
+/// How often `serve` looks for generations built by `cache import` or a sync.
+pub const CACHE_POINTER_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `sipsentry serve`: runs until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), ServerError> {
+    match ensure_demo_cache(&config) {
+        Ok(true) => eprintln!(
+            "no Hiya cache under {}: serving the bundled demo cache for IN (try caller +919000000001)",
+            config.hiya_cache.dir.display()
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not build the bundled demo cache; running without it")
+        }
+    }
     let config = Arc::new(config);
-    let pipeline = build_pipeline(&config)?;
+    let (pipeline, cache) = build_pipeline(&config)?;
     let server = Server::bind(Arc::clone(&config), pipeline).await?;
+    if let Some(cache) = &cache {
+        for (cc, c) in cache.snapshot().iter() {
+            tracing::info!(country = %cc, generation = %c.manifest.generation, rows = c.rows(), "Hiya cache serving");
+        }
+    }
+    if let Some(cache) = cache {
+        let countries = config.hiya_cache.countries.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CACHE_POINTER_CHECK);
+            loop {
+                tick.tick().await;
+                let cache = Arc::clone(&cache);
+                let countries = countries.clone();
+                // Opening verifies checksums: file I/O, off the runtime threads.
+                if let Ok(swapped) =
+                    tokio::task::spawn_blocking(move || cache.reload_changed(&countries)).await
+                {
+                    for cc in swapped {
+                        tracing::info!(country = %cc, "new Hiya cache generation serving");
+                    }
+                }
+            }
+        });
+    }
     eprintln!(
         "sipsentry listening on {} (UDP+TCP), next hop {}; Ctrl-C to stop",
         server.local_addr(),
@@ -72,7 +136,7 @@ pub async fn check(
     config: &Config,
     number_text: &str,
 ) -> Result<(CheckReport, Decision), ConfigError> {
-    let pipeline = build_pipeline(config)?;
+    let (pipeline, _) = build_pipeline(config)?;
     let e164 = number::to_e164(number_text, &pipeline.policy.country).ok();
     let caller = CallerId {
         trust: Trust::From,
@@ -134,4 +198,83 @@ pub fn explain(report: &CheckReport, decision: &Decision) -> String {
 /// Loads the config for a command.
 pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
     Config::load(path)
+}
+
+/// `sipsentry cache import`: builds a generation from a local file.
+pub fn cache_import(
+    config: &Config,
+    file: &Path,
+    country: &str,
+    etag: Option<String>,
+    memory_mb: usize,
+) -> anyhow::Result<Manifest> {
+    use anyhow::Context;
+    let input =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let size = input.metadata().map(|m| m.len()).unwrap_or(0);
+    let progress = progress_reader(input, size);
+    let mut opts = BuildOptions::new(country);
+    opts.etag = etag;
+    opts.max_bad_percent = config.hiya_cache.max_bad_percent;
+    opts.memory_budget = memory_mb << 20;
+    let manifest = build_generation(progress, &config.hiya_cache.dir.join(country), &opts)
+        .with_context(|| {
+            format!("cache for {country} not built; the serving generation is unchanged")
+        })?;
+    Ok(manifest)
+}
+
+/// Wraps a reader with a byte progress bar when stderr is a terminal.
+fn progress_reader<R: std::io::Read + 'static>(r: R, size: u64) -> Box<dyn std::io::Read> {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(size);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Box::new(bar.wrap_read(r))
+    } else {
+        Box::new(r)
+    }
+}
+
+/// One line of `cache status`.
+#[derive(Debug, Serialize)]
+pub struct CacheStatus {
+    pub country: String,
+    pub generation: String,
+    pub rows: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+    pub etag: Option<String>,
+    pub built_at_ms: u64,
+    pub age_s: u64,
+}
+
+/// `sipsentry cache status`.
+pub fn cache_status(config: &Config) -> Vec<CacheStatus> {
+    let cache = HiyaCache::open(&config.hiya_cache.dir, &config.hiya_cache.countries);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    cache
+        .snapshot()
+        .values()
+        .map(|c| {
+            let m = &c.manifest;
+            CacheStatus {
+                country: m.country.clone(),
+                generation: m.generation.clone(),
+                rows: m.rows_kept,
+                rejected: m.rows_rejected.values().sum(),
+                duplicates: m.duplicates,
+                etag: m.etag.clone(),
+                built_at_ms: m.built_at_ms,
+                age_s: now_ms.saturating_sub(m.built_at_ms) / 1000,
+            }
+        })
+        .collect()
 }

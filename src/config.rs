@@ -194,6 +194,8 @@ pub struct HiyaCacheConfig {
     pub credential_secret_env: String,
     pub refresh_minutes: u64,
     pub dir: PathBuf,
+    /// A downloaded file with more bad rows than this (percent) is refused.
+    pub max_bad_percent: f64,
 }
 
 impl Default for HiyaCacheConfig {
@@ -206,6 +208,7 @@ impl Default for HiyaCacheConfig {
             credential_secret_env: "HIYA_CREDENTIAL_SECRET".into(),
             refresh_minutes: 360,
             dir: "sipsentry-data/hiya".into(),
+            max_bad_percent: 5.0,
         }
     }
 }
@@ -454,6 +457,23 @@ impl Config {
                 NumberPattern::parse(entry)
                     .map_err(|e| invalid(key, format!("entry {entry:?}: {e}")))?;
             }
+        }
+        let h = &self.hiya_cache;
+        if !(0.0..=100.0).contains(&h.max_bad_percent) {
+            return Err(invalid(
+                "hiya_cache.max_bad_percent",
+                format!("{} is out of range; use 0–100", h.max_bad_percent),
+            ));
+        }
+        for cc in &h.countries {
+            crate::reputation::hiya_cache::check_country(cc)
+                .map_err(|e| invalid("hiya_cache.countries", e))?;
+        }
+        if h.refresh_minutes == 0 {
+            return Err(invalid(
+                "hiya_cache.refresh_minutes",
+                "must be at least 1".into(),
+            ));
         }
         if self.labels.display_prefix.contains(['"', '\\', '\r', '\n']) {
             return Err(invalid(

@@ -36,6 +36,11 @@ enum Command {
     /// Per-call latency load test in microseconds (trunk side), or with
     /// --uas the PBX side that answers it.
     Bench(BenchArgs),
+    /// The Hiya local cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -98,6 +103,32 @@ enum Transport {
 }
 
 #[derive(Subcommand)]
+enum CacheCommand {
+    /// Build a cache generation from a local gzip TSV file and make it current.
+    Import {
+        file: PathBuf,
+        /// Uppercase ISO country code of the file (e.g. IN).
+        #[arg(long)]
+        country: String,
+        /// ETag to record in the manifest.
+        #[arg(long)]
+        etag: Option<String>,
+        /// Memory for sorting, in MiB; larger files spill sorted runs to disk.
+        #[arg(long, default_value_t = 256)]
+        memory_mb: usize,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Per country: generation, rows, rejected rows, ETag, age.
+    Status {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate the configuration and print the effective values (secrets are
     /// never in the file, only the names of their environment variables).
@@ -120,7 +151,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sipsentry: {e:#}");
-            let config_error = e.chain().any(|c| c.downcast_ref::<ConfigError>().is_some());
+            use sipsentry::reputation::hiya_cache::build::BuildError;
+            let config_error = e.chain().any(|c| {
+                c.downcast_ref::<ConfigError>().is_some()
+                    || matches!(c.downcast_ref::<BuildError>(), Some(BuildError::Country(_)))
+            });
             ExitCode::from(if config_error { 2 } else { 1 })
         }
     }
@@ -154,6 +189,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench(args, &runtime),
+        Command::Cache {
+            command:
+                CacheCommand::Import {
+                    file,
+                    country,
+                    etag,
+                    memory_mb,
+                    config,
+                },
+        } => {
+            let config = cli::load_config(config.as_deref())?;
+            let m = cli::cache_import(&config, &file, &country, etag, memory_mb)?;
+            println!(
+                "{}: generation {} serving {} numbers ({} rows read, {} rejected {:?}, {} duplicates)",
+                m.country,
+                m.generation,
+                m.rows_kept,
+                m.rows_total,
+                m.rows_rejected.values().sum::<u64>(),
+                m.rows_rejected,
+                m.duplicates
+            );
+            Ok(())
+        }
+        Command::Cache {
+            command: CacheCommand::Status { config, json },
+        } => {
+            let config = cli::load_config(config.as_deref())?;
+            let status = cli::cache_status(&config);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else if status.is_empty() {
+                println!(
+                    "no Hiya cache generations under {}",
+                    config.hiya_cache.dir.display()
+                );
+            } else {
+                println!(
+                    "{:<8}{:<16}{:>12}{:>10}{:>12}  {:<20}{:>10}",
+                    "country", "generation", "rows", "rejected", "duplicates", "etag", "age"
+                );
+                for s in status {
+                    println!(
+                        "{:<8}{:<16}{:>12}{:>10}{:>12}  {:<20}{:>9}s",
+                        s.country,
+                        s.generation,
+                        s.rows,
+                        s.rejected,
+                        s.duplicates,
+                        s.etag.as_deref().unwrap_or("-"),
+                        s.age_s
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {

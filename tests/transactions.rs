@@ -275,3 +275,32 @@ async fn shutdown_finishes_calls_under_screening() {
     assert!(uas.recv().await.starts_with("INVITE "));
     stopping.await.unwrap();
 }
+
+/// Whatever the timing, a call the proxy answered with 100 Trying is decided
+/// and forwarded before shutdown completes (the process would exit after
+/// that); otherwise it was refused with 503, or never read at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_racing_shutdown_is_forwarded_before_shutdown_completes_or_refused() {
+    for i in 0..10 {
+        let (uac, uas) = (Udp::new().await, Udp::new().await);
+        let proxy = slow_proxy_with(&uas, SlowSource::new(Duration::from_millis(50), 0), "").await;
+        uac.send(
+            proxy.addr,
+            &invite(uac.addr, "UDP", &format!("z9hG4bKrace{i}"), CALLER, ""),
+        )
+        .await;
+        proxy.stop().await;
+        match uac
+            .recv_within(Duration::from_millis(200))
+            .await
+            .map(|(m, _)| status(&m))
+        {
+            Some(100) => assert!(
+                uas.recv_within(Duration::from_millis(50)).await.is_some(),
+                "round {i}: answered 100 Trying, but shutdown completed before the call was forwarded"
+            ),
+            Some(503) | None => {}
+            other => panic!("round {i}: unexpected {other:?}"),
+        }
+    }
+}

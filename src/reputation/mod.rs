@@ -83,3 +83,5 @@ pub trait LiveSource: Send + Sync {
     fn name(&self) -> &'static str;
     fn lookup<'a>(&'a self, e164: &'a str) -> LookupFuture<'a>;
 }
+
+pub mod hiya_cache;

@@ -427,7 +427,11 @@ impl Proxy {
     ) {
         let top = Via::parse(&top_text).expect("parsed by caller");
         let reply_to = self.reply_peer(&top, from);
-        if self.draining.load(Ordering::Relaxed) {
+        // Held from before anything is sent until the call is decided, so a
+        // shutdown that starts meanwhile waits for this call (mini-redis's
+        // drop-the-last-sender drain). No guard left: shutdown has begun.
+        let guard = self.drain_guard.lock().clone();
+        if guard.is_none() || self.draining.load(Ordering::Relaxed) {
             return self.reply(&msg, &top, from, 503, &["Retry-After: 5".into()]);
         }
         let trying = respond::build(&msg, 100, None, &[]);
@@ -474,7 +478,6 @@ impl Proxy {
             return span.in_scope(|| self.apply(&tx, &msg, &key, from, decision));
         };
         // Only a call that needs a live provider leaves the SIP thread.
-        let guard = self.drain_guard.lock().clone();
         let proxy = Arc::clone(self);
         self.rt.spawn(
             async move {

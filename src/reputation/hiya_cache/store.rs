@@ -1,0 +1,314 @@
+//! Serving generations: memory-mapped, checksum-verified, swapped atomically.
+//!
+//! [`Index`] is generic over its bytes (`D: AsRef<[u8]>`) so tests can build
+//! one over a `Vec` while production maps files. [`HiyaCache`] holds every
+//! country's current generation behind one `ArcSwap`: a lookup loads the
+//! pointer once and reads from that snapshot, so a refresh that swaps in a new
+//! generation never makes a lookup fail or see half of one.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use memmap2::Mmap;
+
+use super::build::{
+    self, CURRENT_FILE, KEYS_FILE, MANIFEST_FILE, Manifest, NO_CATEGORY, RECORDS_FILE,
+};
+use super::{Level, category_name};
+use crate::reputation::{Evidence, LocalSource, Source};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("cannot read {path} ({source})")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} is not a valid manifest ({reason}); rebuild with `sipsentry cache import` or `cache sync`"
+    )]
+    Manifest { path: PathBuf, reason: String },
+    #[error(
+        "{file} of {generation} does not match its manifest checksum; the generation is damaged, rebuild it"
+    )]
+    Checksum {
+        generation: String,
+        file: &'static str,
+    },
+    #[error("{path} is not a valid index ({reason}); rebuild it")]
+    Index { path: PathBuf, reason: String },
+}
+
+/// One country's entry for a number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub level: Level,
+    pub category: Option<u32>,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub detail: &'a str,
+    pub image: &'a str,
+}
+
+/// The fst map and the records it points into.
+pub struct Index<D: AsRef<[u8]>> {
+    map: fst::Map<D>,
+    records: D,
+}
+
+impl<D: AsRef<[u8]>> Index<D> {
+    pub fn new(keys: D, records: D) -> Result<Self, fst::Error> {
+        Ok(Index {
+            map: fst::Map::new(keys)?,
+            records,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Looks up the E.164 number `key` (its digits as an integer).
+    pub fn get(&self, key: u64) -> Option<Entry<'_>> {
+        let value = self.map.get(key.to_be_bytes())?;
+        let offset = (value >> 2) as usize;
+        let rec = self.records.as_ref().get(offset..)?;
+        let category = u32::from_le_bytes(rec.get(..4)?.try_into().ok()?);
+        let mut pos = 4;
+        let mut texts = [""; 4];
+        for t in &mut texts {
+            let len = u16::from_le_bytes(rec.get(pos..pos + 2)?.try_into().ok()?) as usize;
+            *t = std::str::from_utf8(rec.get(pos + 2..pos + 2 + len)?).ok()?;
+            pos += 2 + len;
+        }
+        Some(Entry {
+            level: Level::from_bits(value),
+            category: (category != NO_CATEGORY).then_some(category),
+            name: texts[0],
+            description: texts[1],
+            detail: texts[2],
+            image: texts[3],
+        })
+    }
+}
+
+/// Maps a file read-only.
+fn map_file(path: &Path) -> Result<Mmap, StoreError> {
+    let file = File::open(path).map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: generation files are written once into a fresh directory and
+    // never modified afterwards (a refresh builds a new generation and renames
+    // a pointer), so the mapped bytes cannot change under us while mapped.
+    // Pruning deletes old directories, which on Unix leaves existing mappings
+    // valid. The contents are verified against the manifest before use.
+    unsafe { Mmap::map(&file) }.map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A country's serving generation.
+pub struct CountryCache {
+    pub manifest: Manifest,
+    pub dir: PathBuf,
+    index: Index<Mmap>,
+}
+
+impl CountryCache {
+    /// Opens `<country_dir>/<generation>`, verifying both checksums.
+    pub fn open(country_dir: &Path, generation: &str) -> Result<CountryCache, StoreError> {
+        let dir = country_dir.join(generation);
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let text = fs::read(&manifest_path).map_err(|source| StoreError::Io {
+            path: manifest_path.clone(),
+            source,
+        })?;
+        let manifest: Manifest =
+            serde_json::from_slice(&text).map_err(|e| StoreError::Manifest {
+                path: manifest_path.clone(),
+                reason: e.to_string(),
+            })?;
+        for file in [KEYS_FILE, RECORDS_FILE] {
+            let want = manifest
+                .sha256
+                .get(file)
+                .ok_or_else(|| StoreError::Manifest {
+                    path: manifest_path.clone(),
+                    reason: format!("no checksum for {file}"),
+                })?;
+            let got = build::file_sha256(&dir.join(file)).map_err(|source| StoreError::Io {
+                path: dir.join(file),
+                source,
+            })?;
+            if &got != want {
+                return Err(StoreError::Checksum {
+                    generation: generation.to_string(),
+                    file,
+                });
+            }
+        }
+        let keys_path = dir.join(KEYS_FILE);
+        let index =
+            Index::new(map_file(&keys_path)?, map_file(&dir.join(RECORDS_FILE))?).map_err(|e| {
+                StoreError::Index {
+                    path: keys_path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(CountryCache {
+            manifest,
+            dir,
+            index,
+        })
+    }
+
+    /// Opens whatever `current` points at; `Ok(None)` when nothing was built yet.
+    pub fn open_current(country_dir: &Path) -> Result<Option<CountryCache>, StoreError> {
+        match current_generation(country_dir) {
+            Some(g) => Self::open(country_dir, &g).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn get(&self, key: u64) -> Option<Entry<'_>> {
+        self.index.get(key)
+    }
+}
+
+/// The generation `current` names, if any.
+pub fn current_generation(country_dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(country_dir.join(CURRENT_FILE)).ok()?;
+    let g = text.trim();
+    (!g.is_empty()).then(|| g.to_string())
+}
+
+/// All countries' current generations, served to the pipeline.
+pub struct HiyaCache {
+    dir: PathBuf,
+    countries: ArcSwap<BTreeMap<String, Arc<CountryCache>>>,
+}
+
+impl HiyaCache {
+    /// Opens every country under `dir` that has a current generation (or only
+    /// `only`, when given). Countries that fail to open are logged and skipped:
+    /// the proxy runs without them rather than not at all.
+    pub fn open(dir: &Path, only: &[String]) -> HiyaCache {
+        let cache = HiyaCache {
+            dir: dir.to_path_buf(),
+            countries: ArcSwap::from_pointee(BTreeMap::new()),
+        };
+        cache.reload_changed(only);
+        cache
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Country directories present on disk.
+    pub fn countries_on_disk(&self) -> Vec<String> {
+        let mut out: Vec<String> = fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().join(CURRENT_FILE).exists())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Swaps in every country whose `current` pointer changed since it was
+    /// loaded (a build by `cache import` or a sync). Returns the countries swapped.
+    pub fn reload_changed(&self, only: &[String]) -> Vec<String> {
+        let wanted = if only.is_empty() {
+            self.countries_on_disk()
+        } else {
+            only.to_vec()
+        };
+        let loaded = self.countries.load();
+        let mut swapped = Vec::new();
+        for cc in wanted {
+            let country_dir = self.dir.join(&cc);
+            let Some(generation) = current_generation(&country_dir) else {
+                continue;
+            };
+            if loaded
+                .get(&cc)
+                .is_some_and(|c| c.manifest.generation == generation)
+            {
+                continue;
+            }
+            match CountryCache::open(&country_dir, &generation) {
+                Ok(c) => {
+                    self.swap_in(c);
+                    swapped.push(cc);
+                }
+                Err(e) => {
+                    tracing::warn!(country = %cc, error = %e, "Hiya cache generation not loaded; keeping the previous one")
+                }
+            }
+        }
+        swapped
+    }
+
+    /// Replaces one country's generation in a single atomic step.
+    pub fn swap_in(&self, cache: CountryCache) {
+        let cc = cache.manifest.country.clone();
+        let cache = Arc::new(cache);
+        self.countries.rcu(|current| {
+            let mut next = BTreeMap::clone(current);
+            next.insert(cc.clone(), Arc::clone(&cache));
+            next
+        });
+        tracing::debug!(country = %cc, generation = %cache.manifest.generation, rows = cache.rows(), "Hiya cache generation swapped in");
+    }
+
+    /// A snapshot of what is being served.
+    pub fn snapshot(&self) -> Arc<BTreeMap<String, Arc<CountryCache>>> {
+        self.countries.load_full()
+    }
+}
+
+impl LocalSource for HiyaCache {
+    fn lookup(&self, e164: &str) -> Option<Evidence> {
+        let started = Instant::now();
+        let key = build::key_of(e164)?;
+        let countries = self.countries.load();
+        let (entry, generation) = countries
+            .values()
+            .find_map(|c| c.get(key).map(|e| (e, &c.manifest.generation)))?;
+        let category = entry.category.map(category_name);
+        Some(Evidence {
+            source: Source::HiyaCache,
+            score: entry.level.score(),
+            category: category.clone(),
+            cached: true,
+            latency_us: started.elapsed().as_micros() as u64,
+            raw: serde_json::json!({
+                "level": entry.level.as_str(),
+                "category_id": entry.category,
+                "category": category,
+                "display_name": entry.name,
+                "description": entry.description,
+                "detail": entry.detail,
+                "image": entry.image,
+                "generation": generation,
+            }),
+        })
+    }
+}
