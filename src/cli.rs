@@ -14,6 +14,7 @@ use crate::policy::{Decision, Policy};
 use crate::reputation::LocalSource;
 use crate::reputation::hiya_cache::build::{BuildError, BuildOptions, Manifest, build_generation};
 use crate::reputation::hiya_cache::store::HiyaCache;
+use crate::reputation::hiya_cache::sync::{SyncClient, SyncError, SyncOutcome};
 use crate::reputation::hiya_cache::{self};
 use crate::server::{Server, ServerError};
 use crate::sip::caller::{CallerId, Trust};
@@ -46,6 +47,81 @@ pub fn ensure_demo_cache(config: &Config) -> Result<bool, BuildError> {
     Ok(true)
 }
 
+/// `sipsentry cache sync`: pulls each country now. Fails as a whole only when
+/// the credentials are missing; otherwise returns each country's outcome.
+pub async fn cache_sync(
+    config: &Config,
+    countries: &[String],
+) -> Result<Vec<(String, Result<SyncOutcome, SyncError>)>, SyncError> {
+    let h = &config.hiya_cache;
+    let wanted: Vec<String> = if countries.is_empty() {
+        h.countries.clone()
+    } else {
+        countries.to_vec()
+    };
+    let client = SyncClient::from_env(&h.base_url, &h.credential_id_env, &h.credential_secret_env)?
+        .with_progress();
+    let mut out = Vec::new();
+    for cc in wanted {
+        let r = client.sync_country(&h.dir, &cc, h.max_bad_percent).await;
+        out.push((cc, r));
+    }
+    Ok(out)
+}
+
+/// Refreshes `country` every `refresh_minutes` (±10% jitter, so countries and
+/// proxies spread out), honouring each error's retry policy; stops for good
+/// on 410 Gone. One task per country: never two syncs of one country at once.
+pub async fn refresh_loop(
+    config: Arc<Config>,
+    cache: Arc<HiyaCache>,
+    client: Arc<SyncClient>,
+    country: String,
+) {
+    let h = &config.hiya_cache;
+    let normal = std::time::Duration::from_secs(h.refresh_minutes * 60);
+    // The first sync starts within seconds (jittered so countries and proxies
+    // do not all call at once); calls are served from disk meanwhile.
+    let mut wait = jitter(FIRST_SYNC_DELAY, &country);
+    loop {
+        tokio::time::sleep(wait).await;
+        match client
+            .sync_country(&h.dir, &country, h.max_bad_percent)
+            .await
+        {
+            Ok(SyncOutcome::Updated(m)) => {
+                let (cache, cc) = (Arc::clone(&cache), country.clone());
+                let _ = tokio::task::spawn_blocking(move || cache.reload_changed(&[cc])).await;
+                tracing::info!(country = %country, generation = %m.generation, rows = m.rows_kept, "Hiya cache updated");
+                wait = jitter(normal, &country);
+            }
+            Ok(_) => wait = jitter(normal, &country),
+            Err(e) => match e.retry_after(normal) {
+                Some(after) => {
+                    tracing::warn!(country = %country, error = %e, retry_in_s = after.as_secs(), "Hiya cache sync failed; still serving the previous generation");
+                    wait = after;
+                }
+                None => {
+                    tracing::error!(country = %country, error = %e, "Hiya cache sync stopped for this country");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// `base` ± 10%, varying by country and time.
+fn jitter(base: std::time::Duration, country: &str) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(country.as_bytes());
+    let unit = (h.finish() % 2001) as f64 / 1000.0 - 1.0; // -1.0..=1.0
+    base.mul_f64(1.0 + unit * 0.1)
+}
+
+/// How long after start `serve` runs the first sync of each country.
+pub const FIRST_SYNC_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How often `serve` looks for generations built by `cache import` or a sync.
 pub const CACHE_POINTER_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -67,6 +143,25 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
     if let Some(cache) = &cache {
         for (cc, c) in cache.snapshot().iter() {
             tracing::info!(country = %cc, generation = %c.manifest.generation, rows = c.rows(), "Hiya cache serving");
+        }
+    }
+    if let (Some(cache), false) = (&cache, config.hiya_cache.countries.is_empty()) {
+        let h = &config.hiya_cache;
+        match SyncClient::from_env(&h.base_url, &h.credential_id_env, &h.credential_secret_env) {
+            Ok(client) => {
+                let client = Arc::new(client);
+                for cc in &h.countries {
+                    tokio::spawn(refresh_loop(
+                        Arc::clone(&config),
+                        Arc::clone(cache),
+                        Arc::clone(&client),
+                        cc.clone(),
+                    ));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Hiya cache refresh disabled; serving what is on disk")
+            }
         }
     }
     if let Some(cache) = cache {
@@ -250,7 +345,10 @@ pub struct CacheStatus {
     pub rejected: u64,
     pub duplicates: u64,
     pub etag: Option<String>,
+    /// Last change: when the serving generation was built.
     pub built_at_ms: u64,
+    /// Last successful check with the API (200 or 304), if any.
+    pub last_check_ms: Option<u64>,
     pub age_s: u64,
 }
 
@@ -273,6 +371,7 @@ pub fn cache_status(config: &Config) -> Vec<CacheStatus> {
                 duplicates: m.duplicates,
                 etag: m.etag.clone(),
                 built_at_ms: m.built_at_ms,
+                last_check_ms: hiya_cache::sync::last_check(c.dir.parent().unwrap_or(&c.dir)),
                 age_s: now_ms.saturating_sub(m.built_at_ms) / 1000,
             }
         })

@@ -119,7 +119,14 @@ enum CacheCommand {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
-    /// Per country: generation, rows, rejected rows, ETag, age.
+    /// Pull the Hiya caches now (the configured countries, or those given).
+    Sync {
+        #[arg(long = "country")]
+        countries: Vec<String>,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Per country: generation, rows, rejected rows, ETag, last check, age.
     Status {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
@@ -210,6 +217,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 m.rows_rejected.values().sum::<u64>(),
                 m.rows_rejected,
                 m.duplicates
+            );
+            Ok(())
+        }
+        Command::Cache {
+            command: CacheCommand::Sync { countries, config },
+        } => {
+            let config = cli::load_config(config.as_deref())?;
+            anyhow::ensure!(
+                !countries.is_empty() || !config.hiya_cache.countries.is_empty(),
+                "no countries to sync: pass --country CC or set hiya_cache.countries"
+            );
+            let mut failed = 0;
+            for (cc, result) in runtime.block_on(cli::cache_sync(&config, &countries))? {
+                match result {
+                    Ok(sipsentry::reputation::hiya_cache::sync::SyncOutcome::Updated(m)) => {
+                        println!(
+                            "{cc}: updated to {} ({} numbers, {} rows rejected)",
+                            m.generation,
+                            m.rows_kept,
+                            m.rows_rejected.values().sum::<u64>()
+                        )
+                    }
+                    Ok(_) => println!("{cc}: not modified"),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{cc}: {e}");
+                    }
+                }
+            }
+            anyhow::ensure!(
+                failed == 0,
+                "{failed} countries failed to sync; the serving generations are unchanged"
             );
             Ok(())
         }

@@ -12,6 +12,7 @@
 pub mod build;
 pub mod sample;
 pub mod store;
+pub mod sync;
 
 use serde::{Deserialize, Serialize};
 
