@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared by several test crates; each uses part of it
 //! Running the real `sipsentry` binary as a child process.
 
 use std::net::{SocketAddr, UdpSocket};
