@@ -67,6 +67,27 @@ impl LocalSource for OneNumber {
     }
 }
 
+/// The edits the proxy makes for a relayed INVITE.
+fn edit<'a>(
+    via: &'a str,
+    source: std::net::SocketAddr,
+    strip_labels: bool,
+    labels: Option<(
+        &'a sipsentry::policy::Decision,
+        &'a sipsentry::config::LabelsConfig,
+    )>,
+) -> RequestEdit<'a> {
+    RequestEdit {
+        via_line: via,
+        source,
+        new_ruri: None,
+        record_route: None,
+        strip_labels,
+        own_route: None,
+        labels,
+    }
+}
+
 fn invite_path(c: &mut Criterion) {
     let bytes = Bytes::from_static(INVITE.as_bytes());
     assert!(
@@ -107,15 +128,12 @@ fn invite_path(c: &mut Criterion) {
         b.iter(|| {
             relay::forward_request(
                 black_box(&msg),
-                &RequestEdit {
-                    via_line: via,
+                &edit(
+                    via,
                     source,
-                    new_ruri: None,
-                    record_route: None,
-                    strip_labels: false,
-                    own_route: None,
-                    labels: Some((&decision, &pipeline.policy.labels)),
-                },
+                    false,
+                    Some((&decision, &pipeline.policy.labels)),
+                ),
             )
         })
     });
@@ -127,15 +145,12 @@ fn invite_path(c: &mut Criterion) {
             let decision = pipeline.screen_now(&mut ctx).unwrap();
             relay::forward_request(
                 &msg,
-                &RequestEdit {
-                    via_line: via,
+                &edit(
+                    via,
                     source,
-                    new_ruri: None,
-                    record_route: None,
-                    strip_labels: false,
-                    own_route: None,
-                    labels: Some((&decision, &pipeline.policy.labels)),
-                },
+                    false,
+                    Some((&decision, &pipeline.policy.labels)),
+                ),
             )
         })
     });
@@ -146,18 +161,7 @@ fn invite_path(c: &mut Criterion) {
             let who = caller::identify(&msg, true, &country);
             let mut ctx = CallCtx::new(String::new(), source, who, String::new());
             let _decision = pipeline.screen_now(&mut ctx).unwrap();
-            relay::forward_request(
-                &msg,
-                &RequestEdit {
-                    via_line: via,
-                    source,
-                    new_ruri: None,
-                    record_route: None,
-                    strip_labels: true,
-                    own_route: None,
-                    labels: None,
-                },
-            )
+            relay::forward_request(&msg, &edit(via, source, true, None))
         })
     });
     g.finish();

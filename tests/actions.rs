@@ -120,15 +120,10 @@ async fn divert_redirect_answers_302_retransmits_until_ack_and_absorbs_the_ack()
     // Timer G: the same response again after T1, until the ACK.
     let again = uac.recv_within(Duration::from_millis(900)).await.unwrap().0;
     assert_eq!(again, first);
-    let to_tag = header(&first, "To")
-        .unwrap()
-        .split("tag=")
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let tag = to_tag(&first);
     uac.send(
         proxy.addr,
-        &in_transaction("ACK", uac.addr, "UDP", "z9hG4bKredir", Some(&to_tag)),
+        &in_transaction("ACK", uac.addr, "UDP", "z9hG4bKredir", Some(&tag)),
     )
     .await;
     assert!(

@@ -75,12 +75,7 @@ async fn cancel_during_screening_gets_200_and_the_invite_487_and_nothing_reaches
     assert!(got[0].contains("CSeq: 314159 CANCEL"));
     assert_eq!(status(&got[1]), 487);
     assert!(got[1].contains("CSeq: 314159 INVITE"));
-    let tag = header(&got[1], "To")
-        .unwrap()
-        .split("tag=")
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let tag = to_tag(&got[1]);
     uac.send(
         proxy.addr,
         &in_transaction("ACK", uac.addr, "UDP", "z9hG4bKcs", Some(&tag)),
@@ -209,12 +204,7 @@ async fn a_late_retransmission_gets_the_remembered_decision() {
     assert_eq!(status(&uac.recv().await), 100);
     let reject = uac.recv().await;
     assert_eq!(status(&reject), 603);
-    let tag = header(&reject, "To")
-        .unwrap()
-        .split("tag=")
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let tag = to_tag(&reject);
     uac.send(
         proxy.addr,
         &in_transaction("ACK", uac.addr, "UDP", "z9hG4bKlate", Some(&tag)),

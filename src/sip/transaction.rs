@@ -143,10 +143,10 @@ pub type TxRef = Arc<Mutex<ServerTx>>;
 #[derive(Default)]
 pub struct TxTable {
     map: DashMap<String, TxRef>,
-    /// (check time, key), earliest first: the sweeper looks only at the top.
-    expiry: Mutex<BinaryHeap<Reverse<(Instant, String)>>>,
-    /// (retransmission due, key), earliest first.
-    timers: Mutex<BinaryHeap<Reverse<(Instant, String)>>>,
+    /// (check time, key): when to look at a transaction for expiry.
+    expiry: Deadlines,
+    /// (retransmission due, key).
+    timers: Deadlines,
 }
 
 impl TxTable {
@@ -180,15 +180,7 @@ impl TxTable {
 
     /// Collects what the timers due by `now` ask for, and reschedules them.
     pub fn due_timers(&self, now: Instant) -> Vec<TimerAction> {
-        let mut due = Vec::new();
-        {
-            let mut heap = self.timers.lock();
-            while heap.peek().is_some_and(|Reverse((t, _))| *t <= now) {
-                if let Some(Reverse((_, key))) = heap.pop() {
-                    due.push(key);
-                }
-            }
-        }
+        let due = pop_due(&self.timers, now);
         let mut actions = Vec::new();
         for key in due {
             let Some(tx) = self.get(&key) else { continue };
@@ -228,15 +220,7 @@ impl TxTable {
     /// heap lock is held only to pop and push, never while transactions are
     /// examined, so the SIP thread inserting new calls never waits on a sweep.
     pub fn sweep(&self, now: Instant) {
-        let mut due = Vec::new();
-        {
-            let mut q = self.expiry.lock();
-            while q.peek().is_some_and(|Reverse((t, _))| *t <= now) {
-                if let Some(Reverse((_, key))) = q.pop() {
-                    due.push(key);
-                }
-            }
-        }
+        let due = pop_due(&self.expiry, now);
         let mut requeue = Vec::new();
         for key in due {
             let Some(tx) = self.get(&key) else { continue };
@@ -256,4 +240,19 @@ impl TxTable {
             self.expiry.lock().extend(requeue);
         }
     }
+}
+
+/// A deadline heap: (when, transaction key), earliest on top.
+type Deadlines = Mutex<BinaryHeap<Reverse<(Instant, String)>>>;
+
+/// Takes the keys whose deadline has passed, holding the lock only for that.
+fn pop_due(heap: &Deadlines, now: Instant) -> Vec<String> {
+    let mut heap = heap.lock();
+    let mut due = Vec::new();
+    while heap.peek().is_some_and(|Reverse((t, _))| *t <= now) {
+        if let Some(Reverse((_, key))) = heap.pop() {
+            due.push(key);
+        }
+    }
+    due
 }

@@ -308,6 +308,14 @@ pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The To tag of a response (for the ACK that answers it).
+pub fn to_tag(msg: &str) -> String {
+    header(msg, "To")
+        .and_then(|t| t.split("tag=").nth(1))
+        .expect("a To tag")
+        .to_string()
+}
+
 pub fn status(msg: &str) -> u16 {
     msg.split(' ')
         .nth(1)
