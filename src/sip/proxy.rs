@@ -205,11 +205,14 @@ impl Proxy {
     /// RFC 3261 §16.3 step 4: our own Via below, with the branch this request
     /// would get again, means the same request came back unchanged.
     fn is_loop(&self, msg: &Message, ruri: &[u8]) -> bool {
-        let mut vias: Vec<String> = Vec::new();
+        // Borrowed element texts (a fold is the only reason to copy): this
+        // runs for every request, and most have one or two Vias.
+        let mut vias: smallvec::SmallVec<[std::borrow::Cow<'_, str>; 4]> =
+            smallvec::SmallVec::new();
         for h in msg.headers_named(HeaderName::Via) {
             let v = msg.value(h);
             for r in header::split_commas(v) {
-                vias.push(String::from_utf8_lossy(&v[r]).into_owned());
+                vias.extend(header::text(&v[r]));
             }
         }
         vias.windows(2).any(|pair| {
