@@ -733,10 +733,8 @@ impl Proxy {
             };
             return self.send(peer, out);
         }
-        // Stateless: the next Via says where (received/rport honoured).
-        let next = Message::parse(out.clone()).ok().and_then(|m| {
-            let r = relay::top_via(&m)?;
-            let text = String::from_utf8_lossy(&m.buf[r]).into_owned();
+        // Stateless: the Via below ours says where (received/rport honoured).
+        let next = second_via(&msg).and_then(|text| {
             let via = Via::parse(&text)?;
             let addr = via.response_target()?;
             Some(if via.is_tcp() {
@@ -781,6 +779,17 @@ fn check_request(msg: &Message) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// The second Via element of a message (the one below the proxy's own).
+fn second_via(msg: &Message) -> Option<std::borrow::Cow<'_, str>> {
+    msg.headers_named(HeaderName::Via)
+        .flat_map(|h| {
+            let v = msg.value(h);
+            header::split_commas(v).into_iter().map(move |r| &v[r])
+        })
+        .nth(1)
+        .and_then(header::text)
 }
 
 /// A URI's address when its host is an IP literal.
