@@ -9,10 +9,13 @@
 //! - [`sip::caller`] + [`number`]: who is calling, as E.164.
 //! - [`pipeline`]: the screening phases (lists, anonymous, local and live
 //!   reputation sources from [`reputation`], score) ending in a [`policy::Decision`].
+//!   The local source in production is [`reputation::hiya_cache`]: synced,
+//!   validated, fst-indexed and memory-mapped per country.
 //! - [`sip::relay`]: the decision applied by splicing edits into the original bytes.
 //!
 //! [`config`] is the TOML contract; [`server`] starts and drains it all;
-//! [`cli`] holds the command implementations behind the thin `main.rs`.
+//! [`cli`] holds the command implementations behind the thin `main.rs`;
+//! [`bench`](mod@bench) is `sipsentry bench`, the per-call latency instrument.
 
 pub mod bench;
 pub mod cli;
