@@ -193,3 +193,20 @@ fn the_binary_prints_a_json_report() {
             > 0
     );
 }
+
+/// With at most 2 calls in flight and a UAS taking 50 ms, a 200/s schedule
+/// can only drain at 40/s: the waiting must show up in the latency (measured
+/// from each call's scheduled time), not vanish from the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_limit_delays_calls_and_the_delay_is_measured() {
+    let (uas, _uas_stop) = start_uas(false, 50).await;
+    let mut opts = options(vec![uas], 200.0, 40, vec![]);
+    opts.concurrency = Some(2);
+    let report = run(opts).await;
+    let t = &report.targets[0];
+    assert_eq!(t.codes.get(&200), Some(&40));
+    let m = &t.metrics.invite_to_final;
+    // The last calls wait about (40 / 2) × 50 ms − 40 / 200 s ≈ 0.8 s.
+    assert!(m.max > 600_000, "max {} µs: queueing was hidden", m.max);
+    assert!(m.min >= 50_000 && m.min < 60_000, "min {} µs", m.min);
+}
