@@ -328,7 +328,7 @@ impl Proxy {
             return self.reply(&msg, &top, from, 482, &[]);
         }
         if method == Method::Invite && !in_dialog {
-            return self.on_initial_invite(msg, top_text.clone(), from, key);
+            return self.on_initial_invite(msg, &top, from, key);
         }
         // Everything else is relayed statelessly.
         let dest = self.route(&msg, own_route.as_ref(), in_dialog, to_self);
@@ -421,21 +421,14 @@ impl Proxy {
         }
     }
 
-    fn on_initial_invite(
-        self: &Arc<Self>,
-        msg: Message,
-        top_text: String,
-        from: Peer,
-        key: String,
-    ) {
-        let top = Via::parse(&top_text).expect("parsed by caller");
-        let reply_to = self.reply_peer(&top, from);
+    fn on_initial_invite(self: &Arc<Self>, msg: Message, top: &Via<'_>, from: Peer, key: String) {
+        let reply_to = self.reply_peer(top, from);
         // Held from before anything is sent until the call is decided, so a
         // shutdown that starts meanwhile waits for this call (mini-redis's
         // drop-the-last-sender drain). No guard left: shutdown has begun.
         let guard = self.drain_guard.lock().clone();
         if guard.is_none() || self.draining.load(Ordering::Relaxed) {
-            return self.reply(&msg, &top, from, 503, &["Retry-After: 5".into()]);
+            return self.reply(&msg, top, from, 503, &["Retry-After: 5".into()]);
         }
         let trying = respond::build(&msg, 100, None, &[]);
         let mut tx = ServerTx::new(key.clone(), msg.clone(), reply_to);
