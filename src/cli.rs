@@ -290,11 +290,6 @@ pub fn explain(report: &CheckReport, decision: &Decision) -> String {
     out
 }
 
-/// Loads the config for a command.
-pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
-    Config::load(path)
-}
-
 /// `sipsentry cache import`: builds a generation from a local file.
 pub fn cache_import(
     config: &Config,

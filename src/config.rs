@@ -24,6 +24,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("config file is not valid TOML: {message}")]
+    Toml { message: String },
     #[error("config key `{key}`: {message}")]
     Syntax { key: String, message: String },
     #[error("config key `{key}`: {message}")]
@@ -340,9 +342,18 @@ impl Default for AdminConfig {
 impl Config {
     /// Parses TOML text and validates every value.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
-            key: "(file)".into(),
-            message: e.message().to_string(),
+        // One line with the position: the bare message has none, the full
+        // Display spans several lines (DESIGN.md §6 wants a one-line cause).
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            let at = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            ConfigError::Toml {
+                message: format!("{}{}", at.unwrap_or_default(), e.message()),
+            }
         })?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
@@ -538,6 +549,15 @@ mod tests {
             let err = Config::from_toml(toml).unwrap_err().to_string();
             assert!(err.contains(key), "{toml:?} gave {err}");
         }
+    }
+
+    #[test]
+    fn a_toml_syntax_error_says_where() {
+        let err = Config::from_toml("[sip]\nlisten = \"127.0.0.1:5060\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sipsentry::cli;
-use sipsentry::config::ConfigError;
+use sipsentry::config::{Config, ConfigError};
 
 #[derive(Parser)]
 #[command(name = "sipsentry", version, about = "Inline SIP call-screening proxy")]
@@ -175,7 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::Serve { config } => {
-            let config = cli::load_config(config.as_deref())?;
+            let config = Config::load(config.as_deref())?;
             runtime.block_on(cli::serve(config)).map_err(|e| match e {
                 sipsentry::server::ServerError::Config(c) => anyhow::Error::new(c),
                 other => anyhow::Error::new(other),
@@ -186,7 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             json,
         } => {
-            let config = cli::load_config(config.as_deref())?;
+            let config = Config::load(config.as_deref())?;
             let (report, decision) = runtime.block_on(cli::check(&config, &number))?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -206,7 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     config,
                 },
         } => {
-            let config = cli::load_config(config.as_deref())?;
+            let config = Config::load(config.as_deref())?;
             let m = cli::cache_import(&config, &file, &country, etag, memory_mb)?;
             println!(
                 "{}: generation {} serving {} numbers ({} rows read, {} rejected {:?}, {} duplicates)",
@@ -223,7 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cache {
             command: CacheCommand::Sync { countries, config },
         } => {
-            let config = cli::load_config(config.as_deref())?;
+            let config = Config::load(config.as_deref())?;
             anyhow::ensure!(
                 !countries.is_empty() || !config.hiya_cache.countries.is_empty(),
                 "no countries to sync: pass --country CC or set hiya_cache.countries"
@@ -255,7 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cache {
             command: CacheCommand::Status { config, json },
         } => {
-            let config = cli::load_config(config.as_deref())?;
+            let config = Config::load(config.as_deref())?;
             let status = cli::cache_status(&config);
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
@@ -287,7 +287,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {
-            let config = cli::load_config(config.as_deref())?;
+            let config = Config::load(config.as_deref())?;
             print!("{}", config.to_toml());
             eprintln!("config ok");
             Ok(())
@@ -357,7 +357,8 @@ fn bench(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
         ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::Relaxed))
             .context("cannot install the Ctrl-C handler")?;
     }
-    let report = uac::run(&opts, stop).context("bench run failed")?;
+    let report = uac::run(&opts, stop)
+        .context("bench could not start; is the target listening? (a test UAS: sipsentry bench --uas HOST:PORT)")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -103,7 +103,7 @@ impl Proxy {
             udp,
             rt,
             tcp: DashMap::new(),
-            tcp_slots: super::transport::tcp_slots(),
+            tcp_slots: Arc::new(Semaphore::new(super::transport::MAX_TCP_CONNECTIONS)),
             txs: TxTable::default(),
             stats: Stats::default(),
             screening: Arc::new(Semaphore::new(MAX_SCREENING)),
@@ -502,73 +502,78 @@ impl Proxy {
             // Cancelled while screening: the 487 has gone already.
             return;
         }
-        match d.action {
-            Action::Reject => {
-                let code = policy.config.reject_code;
-                let mut extra = Vec::new();
-                let url = &policy.config.redress_url;
-                match code {
-                    603 => {
-                        let url_part = if url.is_empty() {
-                            String::new()
-                        } else {
-                            format!("url={url};")
-                        };
-                        extra.push(format!(
-                            "Reason: SIP;cause=603;text=\"v=analytics1;{url_part}id={}\";location=LN",
-                            d.id
-                        ));
-                    }
-                    608 if !url.is_empty() => {
-                        extra.push(format!("Call-Info: <{url}>;purpose=jwscard"))
-                    }
-                    _ => {}
+        if !self.forwards(&d) {
+            return match d.action {
+                Action::Reject => self.reject(tx, &d),
+                // Divert by redirect: tell the trunk where to send the call.
+                _ => {
+                    let contact = format!("Contact: <{}>", policy.divert_to.text);
+                    self.final_response(tx, 302, &[contact]);
                 }
-                self.final_response(tx, code, &extra);
-            }
-            Action::Divert if policy.config.divert_mode == DivertMode::Redirect => {
-                let contact = format!("Contact: <{}>", policy.divert_to.text);
-                self.final_response(tx, 302, &[contact]);
-            }
-            action => {
-                let new_ruri = (action == Action::Divert).then(|| policy.divert_to.text.clone());
-                // A retargeted call still goes to the next hop (DESIGN.md §3):
-                // the PBX owns the voicemail or announcement service.
-                let dest = self.route(msg, self.own_route(msg).as_ref(), false, false);
-                let via = self.via_line(key, dest);
-                let rr = self.config.sip.record_route.then(|| {
-                    let t = if from.is_tcp() { ";transport=tcp" } else { "" };
-                    format!(
-                        "Record-Route: <sip:{}:{};lr{t}>\r\n",
-                        self.local.host,
-                        self.local.addr.port()
-                    )
-                });
-                let out = relay::forward_request(
-                    msg,
-                    &RequestEdit {
-                        via_line: &via,
-                        source: from.addr(),
-                        new_ruri: new_ruri.as_deref(),
-                        record_route: rr.as_deref(),
-                        strip_labels: !self.is_trusted(from.addr().ip()),
-                        own_route: self.own_route(msg).map(|(r, _)| r),
-                        labels: (action == Action::Tag).then_some((&d, &policy.labels)),
-                    },
-                );
-                {
-                    let mut t = tx.lock();
-                    t.state = TxState::Forwarded;
-                    t.touched = Instant::now();
-                    t.forwarded = Some(Forwarded { dest, new_ruri });
-                    if !dest.is_tcp() {
-                        let r = Retransmit::new(dest, out.clone(), None, true);
-                        self.txs.start_retransmit(&mut t, r);
-                    }
-                }
-                self.send(dest, out);
+            };
+        }
+        let new_ruri = (d.action == Action::Divert).then(|| policy.divert_to.text.clone());
+        // A retargeted call still goes to the next hop (DESIGN.md §3): the PBX
+        // owns the voicemail or announcement service.
+        let own_route = self.own_route(msg);
+        let dest = self.route(msg, own_route.as_ref(), false, false);
+        let via = self.via_line(key, dest);
+        let rr = self.config.sip.record_route.then(|| {
+            let t = if from.is_tcp() { ";transport=tcp" } else { "" };
+            format!(
+                "Record-Route: <sip:{}:{};lr{t}>\r\n",
+                self.local.host,
+                self.local.addr.port()
+            )
+        });
+        let out = relay::forward_request(
+            msg,
+            &RequestEdit {
+                via_line: &via,
+                source: from.addr(),
+                new_ruri: new_ruri.as_deref(),
+                record_route: rr.as_deref(),
+                strip_labels: !self.is_trusted(from.addr().ip()),
+                own_route: own_route.map(|(r, _)| r),
+                labels: (d.action == Action::Tag).then_some((&d, &policy.labels)),
+            },
+        );
+        {
+            let mut t = tx.lock();
+            t.state = TxState::Forwarded;
+            t.touched = Instant::now();
+            t.forwarded = Some(Forwarded { dest, new_ruri });
+            if !dest.is_tcp() {
+                let r = Retransmit::new(dest, out.clone(), None, true);
+                self.txs.start_retransmit(&mut t, r);
             }
         }
+        self.send(dest, out);
+    }
+
+    /// Answers a rejected call with `policy.reject_code` and its headers
+    /// (603+ Reason per ATIS-1000099; 608 jwscard Call-Info).
+    fn reject(self: &Arc<Self>, tx: &TxRef, d: &Decision) {
+        let policy = &self.pipeline.policy;
+        let code = policy.config.reject_code;
+        let url = &policy.config.redress_url;
+        let mut extra = Vec::new();
+        match code {
+            603 => {
+                let url_part = if url.is_empty() {
+                    String::new()
+                } else {
+                    format!("url={url};")
+                };
+                extra.push(format!(
+                    "Reason: SIP;cause=603;text=\"v=analytics1;{url_part}id={}\";location=LN",
+                    d.id
+                ));
+            }
+            608 if !url.is_empty() => extra.push(format!("Call-Info: <{url}>;purpose=jwscard")),
+            _ => {}
+        }
+        self.final_response(tx, code, &extra);
     }
 
     /// Sends a final response the proxy generated, retransmitted over UDP

@@ -208,14 +208,6 @@ impl TxTable {
         actions
     }
 
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// Drops transactions whose time has come; called periodically. The
     /// heap lock is held only to pop and push, never while transactions are
     /// examined, so the SIP thread inserting new calls never waits on a sweep.

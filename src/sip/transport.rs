@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::message::{self, MAX_MESSAGE_BYTES};
 use super::proxy::Proxy;
@@ -203,9 +203,4 @@ impl Proxy {
             self.handle(datagram, Peer::Udp(from));
         }
     }
-}
-
-/// The shared limit on TCP connections.
-pub(crate) fn tcp_slots() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS))
 }

@@ -25,7 +25,9 @@ use crate::reputation::{Evidence, LocalSource, Source};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("cannot read {path} ({source})")]
+    #[error(
+        "cannot read {path} ({source}); check that hiya_cache.dir is readable, or rebuild the generation with `sipsentry cache import`"
+    )]
     Io { path: PathBuf, source: io::Error },
     #[error(
         "{path} is not a valid manifest ({reason}); rebuild with `sipsentry cache import` or `cache sync`"
@@ -212,10 +214,6 @@ impl HiyaCache {
         };
         cache.reload_changed(only);
         cache
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Country directories present on disk.

@@ -37,7 +37,9 @@ pub enum SyncError {
         "Hiya credentials missing: set the environment variable {env} (named by hiya_cache.{key})"
     )]
     Credentials { env: String, key: &'static str },
-    #[error("cannot reach the Hiya cache API for {country} ({source})")]
+    #[error(
+        "cannot reach the Hiya cache API for {country} ({source}); check hiya_cache.base_url and this machine's network"
+    )]
     Network {
         country: String,
         source: reqwest::Error,
@@ -65,7 +67,9 @@ pub enum SyncError {
         "the signed download URL for {country} kept expiring or timing out after {MAX_ATTEMPTS} attempts"
     )]
     Exhausted { country: String },
-    #[error("cannot store the download for {country} ({source})")]
+    #[error(
+        "cannot store the download for {country} ({source}); check the free space and permissions of hiya_cache.dir"
+    )]
     Io {
         country: String,
         source: std::io::Error,
