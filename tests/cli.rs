@@ -4,7 +4,7 @@
 #[path = "common/binary.rs"]
 mod binary;
 
-use binary::{BIN, Serve, free_port};
+use binary::{BIN, Serve};
 use std::process::Command;
 
 fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
@@ -84,8 +84,9 @@ fn serve_runs_on_embedded_defaults_and_stops_cleanly_on_sigterm() {
 #[test]
 fn serve_on_a_busy_port_exits_1_with_the_cause() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _busy = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    // Held for the whole test: the port is busy by construction, not by luck.
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
     std::fs::write(
         dir.path().join("p.toml"),
         format!("[sip]\nlisten = \"127.0.0.1:{port}\"\n"),
