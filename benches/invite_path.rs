@@ -62,7 +62,7 @@ impl LocalSource for OneNumber {
             category: Some("Telemarketer".into()),
             cached: false,
             latency_us: 0,
-            raw: serde_json::Value::Null,
+            raw: Default::default(),
         })
     }
 }

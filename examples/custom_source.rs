@@ -28,7 +28,7 @@ impl LocalSource for KnownRobocaller {
             category: Some("Robocaller".into()),
             cached: false,
             latency_us: 0,
-            raw: serde_json::json!({ "list": "example" }),
+            raw: serde_json::json!({ "list": "example" }).into(),
         })
     }
 }

@@ -273,7 +273,7 @@ pub fn explain(report: &CheckReport, decision: &Decision) -> String {
             e.source.as_str(),
             e.score,
             e.category.as_deref().unwrap_or("-"),
-            e.raw
+            *e.raw
         ));
     }
     out.push_str(&format!(

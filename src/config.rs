@@ -231,6 +231,10 @@ pub struct DidChecksConfig {
     pub token_env: String,
     pub webhook_secret_env: String,
     pub timeout_ms: u64,
+    /// Client-side request rate limit (the API documents 10/s).
+    pub max_requests_per_second: u32,
+    /// A warning is logged when the credit balance falls below this.
+    pub balance_floor: i64,
 }
 
 impl Default for DidChecksConfig {
@@ -241,6 +245,8 @@ impl Default for DidChecksConfig {
             token_env: "DIDCHECKS_TOKEN".into(),
             webhook_secret_env: "DIDCHECKS_WEBHOOK_SECRET".into(),
             timeout_ms: 250,
+            max_requests_per_second: 10,
+            balance_floor: 100,
         }
     }
 }
@@ -276,6 +282,11 @@ pub struct HiyaStatusConfig {
     pub base_url: String,
     pub api_key_env: String,
     pub timeout_ms: u64,
+    /// Request path under `base_url`; `{phone}` becomes the E.164 number.
+    pub path: String,
+    /// Header carrying the key, and the scheme before it ("" for the bare key).
+    pub auth_header: String,
+    pub auth_scheme: String,
 }
 
 impl Default for HiyaStatusConfig {
@@ -285,6 +296,9 @@ impl Default for HiyaStatusConfig {
             base_url: String::new(),
             api_key_env: "HIYA_STATUS_API_KEY".into(),
             timeout_ms: 250,
+            path: "/v1/reputation/status/{phone}".into(),
+            auth_header: "Authorization".into(),
+            auth_scheme: "Bearer".into(),
         }
     }
 }
@@ -486,10 +500,102 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        self.validate_providers()?;
         if self.labels.display_prefix.contains(['"', '\\', '\r', '\n']) {
             return Err(invalid(
                 "labels.display_prefix",
                 "must not contain quotes, backslashes or line breaks".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_providers(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        let p = &self.providers;
+        for (key, ms) in [
+            ("providers.didchecks.timeout_ms", p.didchecks.timeout_ms),
+            ("providers.gilraen.timeout_ms", p.gilraen.timeout_ms),
+            ("providers.hiya_status.timeout_ms", p.hiya_status.timeout_ms),
+        ] {
+            if ms == 0 || ms > 60_000 {
+                return Err(invalid(key, format!("{ms} is out of range; use 1–60000")));
+            }
+        }
+        for (key, url, enabled) in [
+            (
+                "providers.didchecks.base_url",
+                &p.didchecks.base_url,
+                p.didchecks.enabled,
+            ),
+            (
+                "providers.gilraen.base_url",
+                &p.gilraen.base_url,
+                p.gilraen.enabled,
+            ),
+            (
+                "providers.hiya_status.base_url",
+                &p.hiya_status.base_url,
+                p.hiya_status.enabled,
+            ),
+        ] {
+            if (enabled || !url.is_empty()) && reqwest::Url::parse(url).is_err() {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{url:?} is not an absolute http(s) URL; use e.g. \"https://api.example.com\""
+                    ),
+                ));
+            }
+        }
+        if p.didchecks.max_requests_per_second == 0 {
+            return Err(invalid(
+                "providers.didchecks.max_requests_per_second",
+                "must be at least 1 (the API documents 10)".into(),
+            ));
+        }
+        if p.gilraen.fields.is_empty() {
+            return Err(invalid(
+                "providers.gilraen.fields",
+                "is empty; use e.g. [\"index\", \"unwanted\", \"bans\"]".into(),
+            ));
+        }
+        let known = crate::reputation::providers::gilraen::FIELDS;
+        for f in &p.gilraen.fields {
+            if !known.contains(&f.as_str()) {
+                return Err(invalid(
+                    "providers.gilraen.fields",
+                    format!("unknown field {f:?}; use any of {}", known.join(", ")),
+                ));
+            }
+        }
+        if !p.hiya_status.path.starts_with('/') || !p.hiya_status.path.contains("{phone}") {
+            return Err(invalid(
+                "providers.hiya_status.path",
+                "must start with '/' and contain {phone}, e.g. \"/v1/reputation/status/{phone}\""
+                    .into(),
+            ));
+        }
+        if p.hiya_status.auth_header.is_empty()
+            || reqwest::header::HeaderName::from_bytes(p.hiya_status.auth_header.as_bytes())
+                .is_err()
+        {
+            return Err(invalid(
+                "providers.hiya_status.auth_header",
+                "is not a valid HTTP header name; use e.g. \"Authorization\"".into(),
+            ));
+        }
+        let c = &self.live_cache;
+        if c.ttl_minutes == 0 || c.negative_ttl_minutes == 0 {
+            return Err(invalid(
+                "live_cache.ttl_minutes",
+                "ttl_minutes and negative_ttl_minutes must be at least 1".into(),
+            ));
+        }
+        if c.max_entries == 0 {
+            return Err(invalid(
+                "live_cache.max_entries",
+                "must be at least 1".into(),
             ));
         }
         Ok(())

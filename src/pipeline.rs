@@ -15,10 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinSet;
-
-use crate::config::Action;
+use crate::config::{Action, LiveCacheConfig, LiveMode};
 use crate::policy::{Decision, Policy, Rule};
+use crate::reputation::live::{LiveLookup, LookupReport};
 use crate::reputation::{Evidence, LiveSource, LocalSource};
 use crate::sip::caller::CallerId;
 
@@ -31,6 +30,10 @@ pub struct CallCtx {
     /// The called number (Request-URI user part), as received.
     pub called: String,
     pub evidence: Vec<Evidence>,
+    /// What each live provider contributed (cache, answer, error, late).
+    pub lookups: Vec<LookupReport>,
+    /// Live providers with no cached answer (a bit per provider).
+    live_missing: u64,
     pub started: Instant,
 }
 
@@ -42,6 +45,8 @@ impl CallCtx {
             caller,
             called,
             evidence: Vec::new(),
+            lookups: Vec::new(),
+            live_missing: 0,
             started: Instant::now(),
         }
     }
@@ -65,16 +70,44 @@ pub enum Flow {
 pub struct Pipeline {
     pub policy: Arc<Policy>,
     local: Vec<Arc<dyn LocalSource>>,
-    live: Vec<Arc<dyn LiveSource>>,
+    live: LiveLookup,
+    live_cache_config: LiveCacheConfig,
 }
+
+/// The per-request timeout of a live source added without one.
+pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Pipeline {
     pub fn new(policy: Arc<Policy>) -> Self {
         Pipeline {
             policy,
             local: Vec::new(),
-            live: Vec::new(),
+            live: LiveLookup::new(&LiveCacheConfig::default(), Vec::new()),
+            live_cache_config: LiveCacheConfig::default(),
         }
+    }
+
+    /// Sizes and TTLs of the live cache; call before adding live sources.
+    pub fn with_live_cache(mut self, config: LiveCacheConfig) -> Self {
+        self.live_cache_config = config;
+        self.rebuild_live(Vec::new())
+    }
+
+    fn rebuild_live(mut self, added: Vec<(Arc<dyn LiveSource>, Duration)>) -> Self {
+        let mut sources: Vec<_> = self
+            .live
+            .providers()
+            .iter()
+            .map(|p| (Arc::clone(&p.source), p.timeout()))
+            .collect();
+        sources.extend(added);
+        self.live = LiveLookup::new(&self.live_cache_config, sources);
+        self
+    }
+
+    /// The live providers, their cache and breakers (webhook, metrics).
+    pub fn live(&self) -> &LiveLookup {
+        &self.live
     }
 
     /// Adds a source consulted from memory on the packet path (the Hiya cache).
@@ -84,9 +117,13 @@ impl Pipeline {
     }
 
     /// Adds a live source consulted within `policy.lookup_budget_ms`.
-    pub fn with_live(mut self, source: Arc<dyn LiveSource>) -> Self {
-        self.live.push(source);
-        self
+    pub fn with_live(self, source: Arc<dyn LiveSource>) -> Self {
+        self.with_live_timeout(source, DEFAULT_SOURCE_TIMEOUT)
+    }
+
+    /// Adds a live source whose requests are abandoned after `timeout`.
+    pub fn with_live_timeout(self, source: Arc<dyn LiveSource>, timeout: Duration) -> Self {
+        self.rebuild_live(vec![(source, timeout)])
     }
 
     /// Phase: allow and deny lists.
@@ -128,9 +165,23 @@ impl Pipeline {
         Flow::Continue
     }
 
-    /// Whether the call still needs a live lookup after the local phases.
-    fn needs_live(&self, ctx: &CallCtx) -> bool {
-        !self.live.is_empty() && ctx.caller.e164.is_some() && ctx.evidence.is_empty()
+    /// Phase: the live cache, when no local source knew the caller. Continues
+    /// with the cached answers; records which providers still need asking.
+    fn live_cache(&self, ctx: &mut CallCtx) -> Flow {
+        if self.live.is_empty() || !ctx.evidence.is_empty() {
+            return Flow::Continue;
+        }
+        if let Some(e164) = ctx.caller.e164.as_deref() {
+            ctx.live_missing = self
+                .live
+                .from_cache(e164, &mut ctx.evidence, &mut ctx.lookups);
+        }
+        Flow::Continue
+    }
+
+    /// Whether any live provider gave an answer (with or without data).
+    fn live_answered(ctx: &CallCtx) -> bool {
+        ctx.lookups.iter().any(|l| l.outcome.answered())
     }
 
     /// Phase: score the evidence against the thresholds.
@@ -142,13 +193,25 @@ impl Pipeline {
     /// Runs every phase that does not wait. `None` means the call needs the
     /// live lookup ([`Pipeline::screen_live`]).
     pub fn screen_now(&self, ctx: &mut CallCtx) -> Option<Decision> {
-        for phase in [Self::lists, Self::anonymous, Self::local_lookup] {
+        for phase in [
+            Self::lists,
+            Self::anonymous,
+            Self::local_lookup,
+            Self::live_cache,
+        ] {
             if let Flow::Decide(rule, action) = phase(self, ctx) {
                 return Some(self.logging(ctx, rule, action));
             }
         }
-        if self.needs_live(ctx) {
-            return None;
+        if ctx.live_missing != 0 {
+            if self.policy.config.live_mode == LiveMode::Inline {
+                return None;
+            }
+            // Background: forward on what is known now; the answers are for
+            // the next call from this number.
+            if let Some(e164) = ctx.caller.e164.as_deref() {
+                self.live.prefetch(e164, ctx.live_missing);
+            }
         }
         let (rule, action) = self.score(ctx);
         Some(self.logging(ctx, rule, action))
@@ -156,8 +219,8 @@ impl Pipeline {
 
     /// The live phase and what follows it; call after `screen_now` returned `None`.
     pub async fn screen_live(&self, ctx: &mut CallCtx) -> Decision {
-        let answered = self.live_lookup(ctx).await;
-        let (rule, action) = if answered {
+        self.live_lookup(ctx).await;
+        let (rule, action) = if Self::live_answered(ctx) || !ctx.evidence.is_empty() {
             self.score(ctx)
         } else {
             (Rule::FailurePolicy, self.policy.config.on_lookup_failure)
@@ -178,43 +241,24 @@ impl Pipeline {
         self.logging(ctx, Rule::Overload, self.policy.config.on_lookup_failure)
     }
 
-    /// Phase: live sources in parallel within the budget. Returns whether any
-    /// source answered (with or without data).
-    async fn live_lookup(&self, ctx: &mut CallCtx) -> bool {
+    /// Phase: live providers without a cached answer, in parallel, until the
+    /// call's budget (counted from its arrival) runs out.
+    async fn live_lookup(&self, ctx: &mut CallCtx) {
         let Some(e164) = ctx.caller.e164.clone() else {
-            return false;
+            return;
         };
         let budget = Duration::from_millis(self.policy.config.lookup_budget_ms);
-        let deadline = tokio::time::Instant::now() + budget;
-        let mut set = JoinSet::new();
-        for source in &self.live {
-            let source = Arc::clone(source);
-            let e164 = e164.clone();
-            set.spawn(async move { source.lookup(&e164).await });
-        }
-        let mut answered = false;
-        loop {
-            match tokio::time::timeout_at(deadline, set.join_next()).await {
-                Ok(Some(Ok(Ok(found)))) => {
-                    answered = true;
-                    ctx.evidence.extend(found);
-                }
-                Ok(Some(Ok(Err(e)))) => tracing::warn!(error = %e, "live lookup failed"),
-                Ok(Some(Err(e))) => tracing::warn!(error = %e, "live lookup task failed"),
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::debug!(
-                        budget_ms = budget.as_millis() as u64,
-                        "lookup budget exhausted"
-                    );
-                    // Late answers are not awaited: the sources fill their own
-                    // caches when they finish.
-                    set.detach_all();
-                    break;
-                }
-            }
-        }
-        answered
+        let deadline = tokio::time::Instant::from_std(ctx.started) + budget;
+        self.live
+            .lookup(
+                &e164,
+                ctx.live_missing,
+                deadline,
+                &mut ctx.evidence,
+                &mut ctx.lookups,
+            )
+            .await;
+        ctx.live_missing = 0;
     }
 
     /// Phase: logging. Every path ends here, whatever decided the call: it

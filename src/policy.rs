@@ -136,7 +136,7 @@ impl Policy {
             category: None,
             cached: false,
             latency_us: 0,
-            raw: serde_json::json!({ "entry": pattern.to_string() }),
+            raw: serde_json::json!({ "entry": pattern.to_string() }).into(),
         };
         Some((rule, evidence))
     }

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -56,18 +57,31 @@ pub struct Evidence {
     pub cached: bool,
     pub latency_us: u64,
     /// The source's own fields, for the explanation.
-    pub raw: serde_json::Value,
+    pub raw: Raw,
 }
 
-/// Why a live source gave no answer.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum SourceError {
-    #[error("{source_name}: {message}")]
-    Failed {
-        source_name: &'static str,
-        message: String,
-    },
+/// A source's raw answer, shared: evidence served from the live cache to
+/// many calls points at one copy instead of cloning the provider's JSON.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Raw(Arc<serde_json::Value>);
+
+impl From<serde_json::Value> for Raw {
+    fn from(v: serde_json::Value) -> Self {
+        Raw(Arc::new(v))
+    }
+}
+
+impl std::ops::Deref for Raw {
+    type Target = serde_json::Value;
+    fn deref(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+impl Serialize for Raw {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
 }
 
 /// A source answered from memory, without waiting: safe on the packet path.
@@ -84,4 +98,11 @@ pub trait LiveSource: Send + Sync {
     fn lookup<'a>(&'a self, e164: &'a str) -> LookupFuture<'a>;
 }
 
+pub mod breaker;
+mod error;
 pub mod hiya_cache;
+pub mod live;
+pub mod live_cache;
+pub mod providers;
+
+pub use error::SourceError;

@@ -57,7 +57,7 @@ impl LocalSource for StaticScores {
                 category: Some(cat.to_string()),
                 cached: false,
                 latency_us: 1,
-                raw: serde_json::json!({ "level": "SPAM" }),
+                raw: serde_json::json!({ "level": "SPAM" }).into(),
             })
     }
 }
@@ -98,7 +98,7 @@ impl LiveSource for SlowSource {
                 category: None,
                 cached: false,
                 latency_us: self.delay.as_micros() as u64,
-                raw: serde_json::Value::Null,
+                raw: Default::default(),
             }))
         })
     }

@@ -306,7 +306,8 @@ impl LocalSource for HiyaCache {
                 "detail": entry.detail,
                 "image": entry.image,
                 "generation": generation,
-            }),
+            })
+            .into(),
         })
     }
 }
