@@ -17,6 +17,7 @@
 //! [`cli`] holds the command implementations behind the thin `main.rs`;
 //! [`bench`](mod@bench) is `sipsentry bench`, the per-call latency instrument.
 
+pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod config;

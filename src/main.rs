@@ -32,6 +32,10 @@ enum Command {
         /// Print one JSON object instead of the explanation.
         #[arg(long)]
         json: bool,
+        /// NUMBER is one of our own registered numbers: show how Hiya labels
+        /// calls from it (reputation status and report card).
+        #[arg(long)]
+        own: bool,
     },
     /// Per-call latency load test in microseconds (trunk side), or with
     /// --uas the PBX side that answers it.
@@ -161,6 +165,14 @@ fn main() -> ExitCode {
             use sipsentry::reputation::hiya_cache::build::BuildError;
             let config_error = e.chain().any(|c| {
                 c.downcast_ref::<ConfigError>().is_some()
+                    || matches!(
+                        c.downcast_ref::<cli::OwnCheckError>(),
+                        Some(
+                            cli::OwnCheckError::NotEnabled
+                                | cli::OwnCheckError::NotANumber(_)
+                                | cli::OwnCheckError::Config(_)
+                        )
+                    )
                     || matches!(c.downcast_ref::<BuildError>(), Some(BuildError::Country(_)))
             });
             ExitCode::from(if config_error { 2 } else { 1 })
@@ -185,8 +197,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             number,
             config,
             json,
+            own,
         } => {
             let config = Config::load(config.as_deref())?;
+            if own {
+                let report = runtime.block_on(cli::check_own(&config, &number))?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print!("{}", cli::explain_own(&report));
+                }
+                return Ok(());
+            }
             let (report, decision) = runtime.block_on(cli::check(&config, &number))?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -257,9 +279,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = Config::load(config.as_deref())?;
             let status = cli::cache_status(&config);
+            let balance = match cli::Providers::from_config(&config)?.didchecks {
+                Some(dc) => Some(runtime.block_on(cli::didchecks_balance(
+                    &dc,
+                    config.providers.didchecks.balance_floor,
+                ))),
+                None => None,
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else if status.is_empty() {
+                let doc = serde_json::json!({ "hiya": status, "didchecks": balance });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(());
+            }
+            if status.is_empty() {
                 println!(
                     "no Hiya cache generations under {}",
                     config.hiya_cache.dir.display()
@@ -281,6 +313,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         s.age_s
                     );
                 }
+            }
+            if let Some(b) = balance {
+                println!("{}", b.line());
             }
             Ok(())
         }

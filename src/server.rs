@@ -41,6 +41,8 @@ pub enum ServerError {
     NextHop { host: String, reason: String },
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 pub struct Server {
@@ -100,6 +102,11 @@ impl Server {
     /// The address the proxy listens on (UDP and TCP).
     pub fn local_addr(&self) -> SocketAddr {
         self.proxy.udp.local_addr().unwrap_or(self.proxy.local.addr)
+    }
+
+    /// The pipeline the proxy screens with (shared with the admin server).
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        Arc::clone(&self.proxy.pipeline)
     }
 
     pub fn proxy(&self) -> Arc<Proxy> {

@@ -377,6 +377,7 @@ fn cli_import_status_and_check_use_the_cache() {
     );
     let out = run(&["cache", "status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = &status["hiya"];
     assert_eq!(status[0]["country"], "IN");
     assert_eq!(status[0]["etag"], "\"e1\"");
     assert!(status[0]["rows"].as_u64().unwrap() > 2000);

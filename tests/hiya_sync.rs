@@ -346,7 +346,7 @@ async fn serve_syncs_configured_countries_and_then_screens_with_them() {
     );
     let cfg = format!(
         "[sip]\nlisten = \"127.0.0.1:{port}\"\nnext_hop = \"sip:{}\"\n[hiya_cache]\ncountries = [\"IN\"]\nbase_url = \"{base}\"\n\
-         credential_id_env = \"TEST_HIYA_ID\"\ncredential_secret_env = \"TEST_HIYA_SECRET\"\n",
+         credential_id_env = \"TEST_HIYA_ID\"\ncredential_secret_env = \"TEST_HIYA_SECRET\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
         uas.local_addr().unwrap()
     );
     std::fs::write(dir.path().join("sipsentry.toml"), cfg).unwrap();
@@ -430,6 +430,7 @@ fn cache_sync_command_pulls_and_reports() {
     );
     let status: serde_json::Value =
         serde_json::from_slice(&run(&["cache", "status", "--json"], true).stdout).unwrap();
+    let status = &status["hiya"];
     assert_eq!(status[0]["etag"], "\"v1\"");
     assert!(status[0]["last_check_ms"].as_u64().is_some());
     let no_creds = run(&["cache", "sync", "--country", "IN"], false);

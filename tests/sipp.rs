@@ -50,7 +50,7 @@ fn counts(out: &Output) -> (u64, u64) {
 
 fn write_config(dir: &std::path::Path, proxy: u16, uas: u16, policy: &str) {
     let cfg = format!(
-        "[sip]\nlisten = \"127.0.0.1:{proxy}\"\nnext_hop = \"sip:127.0.0.1:{uas}\"\n[policy]\n{policy}"
+        "[sip]\nlisten = \"127.0.0.1:{proxy}\"\nnext_hop = \"sip:127.0.0.1:{uas}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[policy]\n{policy}"
     );
     std::fs::write(dir.join("sipsentry.toml"), cfg).unwrap();
 }
