@@ -177,9 +177,7 @@ async fn didchecks_webhook(
     if body.len() > MAX_WEBHOOK_BODY {
         return json_error(StatusCode::PAYLOAD_TOO_LARGE, "webhook body too large");
     }
-    let header = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     if !verify_signature(secret, header, &body) {
         state.webhook.bad_signatures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
@@ -195,7 +193,10 @@ async fn didchecks_webhook(
         Ok(e) => e,
         Err(e) => {
             state.webhook.malformed.fetch_add(1, Ordering::Relaxed);
-            return json_error(StatusCode::BAD_REQUEST, &format!("not a webhook event: {e}"));
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("not a webhook event: {e}"),
+            );
         }
     };
     if event.event != "spam_status_changed" {
@@ -254,6 +255,10 @@ mod tests {
         assert!(!verify_signature(b"other", Some(good), br#"{"a":1}"#));
         assert!(!verify_signature(b"s3cret", Some(truncated), br#"{"a":1}"#));
         assert!(!verify_signature(b"s3cret", None, br#"{"a":1}"#));
-        assert!(!verify_signature(b"s3cret", Some("sha256=zz"), br#"{"a":1}"#));
+        assert!(!verify_signature(
+            b"s3cret",
+            Some("sha256=zz"),
+            br#"{"a":1}"#
+        ));
     }
 }

@@ -5,11 +5,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::reputation::providers::didchecks::DidChecks;
 use crate::reputation::hiya_cache::build::{BuildOptions, Manifest, build_generation};
 use crate::reputation::hiya_cache::store::HiyaCache;
 use crate::reputation::hiya_cache::sync::{SyncClient, SyncError, SyncOutcome};
 use crate::reputation::hiya_cache::{self};
+use crate::reputation::providers::didchecks::DidChecks;
 
 /// `sipsentry cache sync`: pulls each country now. Fails as a whole only when
 /// the credentials are missing; otherwise returns each country's outcome.

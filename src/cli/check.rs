@@ -77,7 +77,10 @@ pub fn explain(report: &CheckReport, decision: &Decision) -> String {
             } else {
                 String::new()
             },
-            l.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            l.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
         ));
     }
     if report.evidence.is_empty() {
@@ -106,7 +109,6 @@ pub fn explain(report: &CheckReport, decision: &Decision) -> String {
     ));
     out
 }
-
 
 /// Why `check --own` could not run.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +162,10 @@ pub async fn check_own(config: &Config, number_text: &str) -> Result<OwnReport, 
 /// A person-readable `check --own`.
 pub fn explain_own(r: &OwnReport) -> String {
     let Some(rep) = &r.reputation else {
-        return format!("{}: not registered with Hiya (no reputation data)\n", r.e164);
+        return format!(
+            "{}: not registered with Hiya (no reputation data)\n",
+            r.e164
+        );
     };
     let grade = |g: &Option<hiya_status::Grade>| {
         g.map_or("not yet graded".to_string(), |g| {

@@ -7,17 +7,19 @@ use std::time::Duration;
 use crate::config::{Config, ConfigError};
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
+use crate::reputation::hiya_cache::store::HiyaCache;
 use crate::reputation::providers::didchecks::DidChecks;
 use crate::reputation::providers::gilraen::{Gilraen, GilraenSource};
 use crate::reputation::providers::hiya_status::HiyaStatus;
 use crate::reputation::{LiveSource, LocalSource, SourceError};
-use crate::reputation::hiya_cache::store::HiyaCache;
 
 mod cache;
 mod check;
 mod serve;
 
-pub use cache::{BalanceStatus, CacheStatus, cache_import, cache_status, cache_sync, didchecks_balance};
+pub use cache::{
+    BalanceStatus, CacheStatus, cache_import, cache_status, cache_sync, didchecks_balance,
+};
 pub use check::{CheckReport, OwnCheckError, OwnReport, check, check_own, explain, explain_own};
 pub use serve::{CACHE_POINTER_CHECK, FIRST_SYNC_DELAY, ensure_demo_cache, refresh_loop, serve};
 
@@ -36,9 +38,11 @@ impl Providers {
     /// than to screen silently without it.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let p = &config.providers;
-        let missing = |key: &'static str| move |e: SourceError| ConfigError::Invalid {
-            key,
-            message: e.to_string(),
+        let missing = |key: &'static str| {
+            move |e: SourceError| ConfigError::Invalid {
+                key,
+                message: e.to_string(),
+            }
         };
         Ok(Providers {
             didchecks: p
@@ -135,4 +139,3 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
-

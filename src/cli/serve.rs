@@ -5,11 +5,11 @@ use std::sync::Arc;
 use super::{Built, build, shutdown_signal};
 use crate::admin::{self, AdminError, AdminState};
 use crate::config::{Config, ConfigError};
-use crate::reputation::providers::didchecks::DidChecks;
 use crate::reputation::hiya_cache::build::{BuildError, BuildOptions, build_generation};
 use crate::reputation::hiya_cache::store::HiyaCache;
 use crate::reputation::hiya_cache::sync::{SyncClient, SyncOutcome};
 use crate::reputation::hiya_cache::{self};
+use crate::reputation::providers::didchecks::DidChecks;
 use crate::server::{Server, ServerError};
 
 /// With the cache enabled and nothing on disk, builds the bundled demo cache
@@ -193,4 +193,3 @@ async fn balance_watch(client: Arc<DidChecks>) {
         }
     }
 }
-

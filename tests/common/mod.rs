@@ -15,6 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 
+pub mod fakes;
+
 pub const WAIT: Duration = Duration::from_secs(3);
 
 /// A running proxy; stops (and drains) when dropped or `stop`ped.

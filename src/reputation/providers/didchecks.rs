@@ -207,7 +207,10 @@ impl DidChecks {
         balance_floor: i64,
     ) -> Self {
         let per_second = per_second.max(1);
-        let quota = Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN));
+        // No burst: requests are spaced evenly, so no one-second window ever
+        // holds more than `per_second` of them, however the provider counts.
+        let quota = Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::MIN);
         DidChecks {
             http: http_client(timeout),
             base: base_url.trim_end_matches('/').to_string(),

@@ -116,19 +116,24 @@ impl std::fmt::Debug for HiyaStatus {
 impl HiyaStatus {
     pub fn from_config(c: &HiyaStatusConfig) -> Result<Arc<Self>, SourceError> {
         let key = secret_from_env(PROVIDER, &c.api_key_env)?;
+        Ok(Self::with_key(c, key))
+    }
+
+    /// A client with the key given directly.
+    pub fn with_key(c: &HiyaStatusConfig, key: String) -> Arc<Self> {
         let auth_value = if c.auth_scheme.is_empty() {
             key
         } else {
             format!("{} {key}", c.auth_scheme)
         };
-        Ok(Arc::new(HiyaStatus {
+        Arc::new(HiyaStatus {
             http: http_client(Duration::from_millis(c.timeout_ms)),
             base: c.base_url.trim_end_matches('/').to_string(),
             path: c.path.clone(),
             auth_header: c.auth_header.clone(),
             auth_value,
             timeout: Duration::from_millis(c.timeout_ms),
-        }))
+        })
     }
 
     /// The reputation of one E.164 number; `None` when it is not registered.
