@@ -35,7 +35,12 @@ fn ctx(number: &str) -> CallCtx {
         verstat: None,
         attest: None,
     };
-    CallCtx::new("t".into(), ([127, 0, 0, 1], 5060).into(), caller, "+15550001111".into())
+    CallCtx::new(
+        "t".into(),
+        ([127, 0, 0, 1], 5060).into(),
+        caller,
+        "+15550001111".into(),
+    )
 }
 
 async fn screen(p: &Pipeline, number: &str) -> (Decision, Vec<Outcome>) {
@@ -45,22 +50,33 @@ async fn screen(p: &Pipeline, number: &str) -> (Decision, Vec<Outcome>) {
 }
 
 fn didchecks(fake: &fakes::Fake, timeout: Duration) -> Arc<dyn LiveSource> {
-    Arc::new(DidChecks::new(&fake.base, DC_TOKEN.into(), timeout, 1000, 0))
+    Arc::new(DidChecks::new(
+        &fake.base,
+        DC_TOKEN.into(),
+        timeout,
+        1000,
+        0,
+    ))
 }
 
 #[tokio::test]
 async fn a_hundred_concurrent_calls_from_one_new_number_make_one_request() {
     let fake = fakes::didchecks().await;
-    fake.state.answer("+33612345678", fakes::dc_data("+33612345678", 95, "Scam"));
+    fake.state
+        .answer("+33612345678", fakes::dc_data("+33612345678", 95, "Scam"));
     fake.state.set_delay(Duration::from_millis(200));
     let p = Arc::new(
-        pipeline("[policy]\nlookup_budget_ms = 3000\n")
-            .with_live_timeout(didchecks(&fake, Duration::from_secs(2)), Duration::from_secs(2)),
+        pipeline("[policy]\nlookup_budget_ms = 3000\n").with_live_timeout(
+            didchecks(&fake, Duration::from_secs(2)),
+            Duration::from_secs(2),
+        ),
     );
     let mut calls = Vec::new();
     for _ in 0..100 {
         let p = Arc::clone(&p);
-        calls.push(tokio::spawn(async move { screen(&p, "+33612345678").await }));
+        calls.push(tokio::spawn(
+            async move { screen(&p, "+33612345678").await },
+        ));
     }
     for c in calls {
         let (d, _) = c.await.unwrap();
@@ -127,8 +143,7 @@ async fn cached_answers_expire_after_ttl_and_no_data_after_the_negative_ttl() {
     let cache = "[live_cache]\nttl_minutes = 30\nnegative_ttl_minutes = 5\n";
     let known = Scripted::new(Some(60));
     let unknown = Scripted::new(None);
-    let p = pipeline(cache)
-        .with_live(known.clone() as Arc<dyn LiveSource>);
+    let p = pipeline(cache).with_live(known.clone() as Arc<dyn LiveSource>);
     let q = pipeline(cache).with_live(unknown.clone() as Arc<dyn LiveSource>);
     screen(&p, "+1").await;
     screen(&q, "+1").await;
@@ -137,10 +152,18 @@ async fn cached_answers_expire_after_ttl_and_no_data_after_the_negative_ttl() {
     assert_eq!(screen(&p, "+1").await.1, vec![Outcome::Cached]);
     assert_eq!(screen(&q, "+1").await.1, vec![Outcome::CachedNoData]);
     tokio::time::advance(Duration::from_secs(2 * 60)).await;
-    assert_eq!(screen(&q, "+1").await.1, vec![Outcome::NoData], "negative TTL over");
+    assert_eq!(
+        screen(&q, "+1").await.1,
+        vec![Outcome::NoData],
+        "negative TTL over"
+    );
     assert_eq!(screen(&p, "+1").await.1, vec![Outcome::Cached]);
     tokio::time::advance(Duration::from_secs(25 * 60)).await;
-    assert_eq!(screen(&p, "+1").await.1, vec![Outcome::Found], "TTL over: asked again");
+    assert_eq!(
+        screen(&p, "+1").await.1,
+        vec![Outcome::Found],
+        "TTL over: asked again"
+    );
     assert_eq!((known.calls(), unknown.calls()), (2, 2));
 }
 
@@ -148,10 +171,14 @@ async fn cached_answers_expire_after_ttl_and_no_data_after_the_negative_ttl() {
 async fn the_circuit_opens_after_repeated_failures_and_recovers_after_a_probe() {
     let src = Scripted::new(Some(40));
     src.fail.store(true, Ordering::SeqCst);
-    let p = pipeline("[policy]\non_lookup_failure = \"tag\"\n").with_live(src.clone() as Arc<dyn LiveSource>);
+    let p = pipeline("[policy]\non_lookup_failure = \"tag\"\n")
+        .with_live(src.clone() as Arc<dyn LiveSource>);
     for i in 0..5 {
         let (d, o) = screen(&p, &format!("+1{i}")).await;
-        assert_eq!((d.rule, d.action, o[0]), (Rule::FailurePolicy, Action::Tag, Outcome::Error));
+        assert_eq!(
+            (d.rule, d.action, o[0]),
+            (Rule::FailurePolicy, Action::Tag, Outcome::Error)
+        );
     }
     let breaker = &p.live().providers()[0].breaker;
     assert_eq!(breaker.state().as_str(), "open");
@@ -162,7 +189,11 @@ async fn the_circuit_opens_after_repeated_failures_and_recovers_after_a_probe() 
     src.fail.store(false, Ordering::SeqCst);
     tokio::time::advance(sipsentry::reputation::breaker::OPEN_FOR + Duration::from_secs(1)).await;
     let (d, o) = screen(&p, "+19").await;
-    assert_eq!((o[0], d.score), (Outcome::Found, 40), "the probe went through");
+    assert_eq!(
+        (o[0], d.score),
+        (Outcome::Found, 40),
+        "the probe went through"
+    );
     assert_eq!(breaker.state().as_str(), "closed");
     assert_eq!(src.calls(), 6);
 }
@@ -170,33 +201,59 @@ async fn the_circuit_opens_after_repeated_failures_and_recovers_after_a_probe() 
 #[tokio::test]
 async fn a_broken_provider_trips_its_breaker_over_http_and_never_fails_a_call() {
     let fake = fakes::didchecks().await;
-    let p = pipeline("").with_live_timeout(didchecks(&fake, Duration::from_secs(1)), Duration::from_secs(1));
-    for (i, mode) in [Mode::Error(500), Mode::Garbage, Mode::Error(401), Mode::Error(429), Mode::Error(402)]
-        .into_iter()
-        .enumerate()
+    let p = pipeline("").with_live_timeout(
+        didchecks(&fake, Duration::from_secs(1)),
+        Duration::from_secs(1),
+    );
+    for (i, mode) in [
+        Mode::Error(500),
+        Mode::Garbage,
+        Mode::Error(401),
+        Mode::Error(429),
+        Mode::Error(402),
+    ]
+    .into_iter()
+    .enumerate()
     {
         fake.state.set_mode(mode);
         let (d, o) = screen(&p, &format!("+3361234567{i}")).await;
-        assert_eq!((d.rule, d.action, o[0]), (Rule::FailurePolicy, Action::Pass, Outcome::Error));
+        assert_eq!(
+            (d.rule, d.action, o[0]),
+            (Rule::FailurePolicy, Action::Pass, Outcome::Error)
+        );
     }
     assert_eq!(p.live().providers()[0].breaker.state().as_str(), "open");
     let before = fake.state.count("/check/");
     screen(&p, "+33612345679").await;
-    assert_eq!(fake.state.count("/check/"), before, "open circuit: no request");
+    assert_eq!(
+        fake.state.count("/check/"),
+        before,
+        "open circuit: no request"
+    );
 }
 
 #[tokio::test]
 async fn an_exhausted_budget_applies_the_failure_policy_and_the_late_answer_fills_the_cache() {
     let fake = fakes::didchecks().await;
-    fake.state.answer("+33612345678", fakes::dc_data("+33612345678", 95, "Scam"));
+    fake.state
+        .answer("+33612345678", fakes::dc_data("+33612345678", 95, "Scam"));
     fake.state.set_delay(Duration::from_millis(300));
     let p = pipeline("[policy]\nlookup_budget_ms = 50\non_lookup_failure = \"tag\"\n")
-        .with_live_timeout(didchecks(&fake, Duration::from_secs(2)), Duration::from_secs(2));
+        .with_live_timeout(
+            didchecks(&fake, Duration::from_secs(2)),
+            Duration::from_secs(2),
+        );
     let started = std::time::Instant::now();
     let (d, o) = screen(&p, "+33612345678").await;
     let waited = started.elapsed();
-    assert_eq!((d.rule, d.action, o[0]), (Rule::FailurePolicy, Action::Tag, Outcome::Late));
-    assert!(waited < Duration::from_millis(300), "decided at the budget, not the answer: {waited:?}");
+    assert_eq!(
+        (d.rule, d.action, o[0]),
+        (Rule::FailurePolicy, Action::Tag, Outcome::Late)
+    );
+    assert!(
+        waited < Duration::from_millis(300),
+        "decided at the budget, not the answer: {waited:?}"
+    );
     // The flight goes on and fills the cache.
     let cache = p.live().cache();
     for _ in 0..100 {
@@ -206,7 +263,10 @@ async fn an_exhausted_budget_applies_the_failure_policy_and_the_late_answer_fill
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (d, o) = screen(&p, "+33612345678").await;
-    assert_eq!((d.rule, d.action, d.score, o[0]), (Rule::Threshold, Action::Reject, 95, Outcome::Cached));
+    assert_eq!(
+        (d.rule, d.action, d.score, o[0]),
+        (Rule::Threshold, Action::Reject, 95, Outcome::Cached)
+    );
     assert_eq!(fake.state.count("/check/"), 1);
 }
 
@@ -214,27 +274,37 @@ async fn an_exhausted_budget_applies_the_failure_policy_and_the_late_answer_fill
 async fn a_provider_that_never_answers_times_out_per_provider_and_is_counted() {
     let fake = fakes::didchecks().await;
     fake.state.set_mode(Mode::Hang);
-    let p = pipeline("[policy]\nlookup_budget_ms = 2000\n")
-        .with_live_timeout(didchecks(&fake, Duration::from_millis(100)), Duration::from_millis(100));
+    let p = pipeline("[policy]\nlookup_budget_ms = 2000\n").with_live_timeout(
+        didchecks(&fake, Duration::from_millis(100)),
+        Duration::from_millis(100),
+    );
     let mut c = ctx("+33612345678");
     let d = p.screen(&mut c).await;
     assert_eq!(d.rule, Rule::FailurePolicy);
     let err = c.lookups[0].error.as_deref().unwrap();
     assert!(err.contains("within 100 ms"), "{err}");
-    assert_eq!(p.live().providers()[0].stats.errors.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        p.live().providers()[0].stats.errors.load(Ordering::Relaxed),
+        1
+    );
 }
 
 #[tokio::test]
 async fn background_mode_forwards_at_once_and_the_next_call_uses_the_answer() {
     let fake = fakes::didchecks().await;
-    fake.state.answer("+33612345678", fakes::dc_data("+33612345678", 95, "Scam"));
-    let p = pipeline("[policy]\nlive_mode = \"background\"\n")
-        .with_live_timeout(didchecks(&fake, Duration::from_secs(2)), Duration::from_secs(2));
+    fake.state
+        .answer("+33612345678", fakes::dc_data("+33612345678", 95, "Scam"));
+    let p = pipeline("[policy]\nlive_mode = \"background\"\n").with_live_timeout(
+        didchecks(&fake, Duration::from_secs(2)),
+        Duration::from_secs(2),
+    );
     let mut c = ctx("+33612345678");
     let d = p.screen_now(&mut c).expect("background mode never waits");
     assert_eq!((d.action, d.score), (Action::Pass, 0));
     for _ in 0..100 {
-        if fake.state.count("/check/") == 1 && p.live().cache().get(0, "+33612345678") != Cached::Miss {
+        if fake.state.count("/check/") == 1
+            && p.live().cache().get(0, "+33612345678") != Cached::Miss
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -261,8 +331,15 @@ async fn admin_with(p: Pipeline) -> (String, Arc<AdminState>) {
         webhook: WebhookStats::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v1/webhooks/didchecks", listener.local_addr().unwrap());
-    tokio::spawn(admin::serve(listener, Arc::clone(&state), std::future::pending()));
+    let url = format!(
+        "http://{}/api/v1/webhooks/didchecks",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(admin::serve(
+        listener,
+        Arc::clone(&state),
+        std::future::pending(),
+    ));
     (url, state)
 }
 
@@ -292,7 +369,10 @@ async fn webhook_status_change_with_a_good_signature_updates_the_live_cache() {
         .unwrap();
     assert_eq!(r.status(), 200);
     match state.pipeline.live().cache().get(0, "+33612345678") {
-        Cached::Hit(ev) => assert_eq!((ev.score, ev.category.as_deref()), (78, Some("Telemarketing"))),
+        Cached::Hit(ev) => assert_eq!(
+            (ev.score, ev.category.as_deref()),
+            (78, Some("Telemarketing"))
+        ),
         other => panic!("{other:?}"),
     }
     // The next call from that number is screened from it, with no request.
@@ -302,8 +382,15 @@ async fn webhook_status_change_with_a_good_signature_updates_the_live_cache() {
     assert_eq!(state.webhook.status_changes.load(Ordering::Relaxed), 1);
 
     // Another event type: accepted, counted, no change.
-    let other = r#"{"event":"credits_low","timestamp":"2026-01-24T10:30:00Z","data":{"balance":4}}"#;
-    let r = http.post(&url).header("X-HUHU-Signature", sign(other, SECRET)).body(other).send().await.unwrap();
+    let other =
+        r#"{"event":"credits_low","timestamp":"2026-01-24T10:30:00Z","data":{"balance":4}}"#;
+    let r = http
+        .post(&url)
+        .header("X-HUHU-Signature", sign(other, SECRET))
+        .body(other)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(state.webhook.other_events.load(Ordering::Relaxed), 1);
 }
@@ -323,7 +410,10 @@ async fn webhook_with_a_bad_missing_or_replayed_signature_gets_401_and_changes_n
     let cases: Vec<(String, Option<String>)> = vec![
         (altered, Some(good_sig.clone())),
         (body.clone(), Some(sign(&body, b"another-key"))),
-        (body.clone(), Some(good_sig.trim_start_matches("sha256=").to_string())),
+        (
+            body.clone(),
+            Some(good_sig.trim_start_matches("sha256=").to_string()),
+        ),
         (body.clone(), Some("sha256=".to_string())),
         (body.clone(), None),
     ];
@@ -337,7 +427,10 @@ async fn webhook_with_a_bad_missing_or_replayed_signature_gets_401_and_changes_n
         let msg: serde_json::Value = r.json().await.unwrap();
         assert!(msg["error"].as_str().unwrap().contains("X-HUHU-Signature"));
     }
-    assert_eq!(state.pipeline.live().cache().get(0, "+33612345678"), Cached::Miss);
+    assert_eq!(
+        state.pipeline.live().cache().get(0, "+33612345678"),
+        Cached::Miss
+    );
     assert_eq!(state.webhook.bad_signatures.load(Ordering::Relaxed), 5);
     assert_eq!(state.webhook.status_changes.load(Ordering::Relaxed), 0);
 }

@@ -17,7 +17,8 @@ const CALLER: &str = "<sip:+33612345678@carrier.example;user=phone>";
 #[tokio::test]
 async fn a_provider_slower_than_the_budget_is_skipped_and_its_late_answer_screens_the_next_call() {
     let fake = fakes::didchecks().await;
-    fake.state.answer("+33612345678", fakes::dc_data("+33612345678", 95, "Scam"));
+    fake.state
+        .answer("+33612345678", fakes::dc_data("+33612345678", 95, "Scam"));
     let provider_delay = Duration::from_millis(700);
     fake.state.set_delay(provider_delay);
     let (uac, uas) = (Udp::new().await, Udp::new().await);
@@ -41,8 +42,11 @@ async fn a_provider_slower_than_the_budget_is_skipped_and_its_late_answer_screen
 
     // First call: the provider answers after 700 ms; the budget is 100 ms.
     let sent = Instant::now();
-    uac.send(proxy.addr, &invite(uac.addr, "UDP", "z9hG4bKlate1", CALLER, ""))
-        .await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKlate1", CALLER, ""),
+    )
+    .await;
     assert_eq!(status(&uac.recv().await), 100);
     let (relayed, _) = uas
         .recv_within(Duration::from_secs(2))
@@ -61,8 +65,11 @@ async fn a_provider_slower_than_the_budget_is_skipped_and_its_late_answer_screen
     assert_eq!(fake.state.count("/check/"), 1);
 
     // Second call from that number: rejected from the cache, no request.
-    uac.send(proxy.addr, &invite(uac.addr, "UDP", "z9hG4bKlate2", CALLER, ""))
-        .await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKlate2", CALLER, ""),
+    )
+    .await;
     assert_eq!(status(&uac.recv().await), 100);
     let answer = uac.recv().await;
     assert_eq!(status(&answer), 603, "{answer}");
