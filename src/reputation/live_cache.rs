@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crossbeam_utils::CachePadded;
 use dashmap::DashMap;
 use smallvec::SmallVec;
 use tokio::time::{Duration, Instant};
@@ -24,6 +25,45 @@ use crate::config::LiveCacheConfig;
 
 /// Entries examined per eviction.
 pub const EVICTION_SAMPLE: usize = 16;
+
+/// Stripes of the hit/miss counters: threads bumping one shared counter
+/// would fight over its cache line on every call.
+const STRIPES: usize = 16;
+
+/// A counter split over cache-padded stripes, one per thread (modulo).
+#[derive(Debug, Default)]
+struct Striped([CachePadded<AtomicU64>; STRIPES]);
+
+impl Striped {
+    fn add(&self) {
+        thread_local! {
+            static STRIPE: usize = {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
+            };
+        }
+        let i = STRIPE.with(|s| *s);
+        self.0[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// The map key of an E.164 number: its digits as an integer, tagged with
+/// their count (so "+1" and "+01" differ). Integers hash and compare without
+/// following a pointer. `None` for text that is not `+digits` (≤ 17 digits).
+pub fn key(e164: &str) -> Option<u64> {
+    let digits = e164.strip_prefix('+').unwrap_or(e164).as_bytes();
+    if digits.is_empty() || digits.len() > 17 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value = digits
+        .iter()
+        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    Some(((digits.len() as u64) << 57) | value)
+}
 
 #[derive(Debug, Clone)]
 struct Slot {
@@ -44,14 +84,14 @@ pub enum Cached {
 
 #[derive(Debug)]
 pub struct LiveCache {
-    map: DashMap<Box<str>, SmallVec<[Slot; 3]>>,
+    map: DashMap<u64, SmallVec<[Slot; 3]>>,
     sources: Vec<&'static str>,
     ttl: Duration,
     negative_ttl: Duration,
     max_entries: usize,
     len: AtomicUsize,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    hits: Striped,
+    misses: Striped,
     evictions: AtomicU64,
 }
 
@@ -75,8 +115,8 @@ impl LiveCache {
             negative_ttl: Duration::from_secs(config.negative_ttl_minutes * 60),
             max_entries: config.max_entries.max(1),
             len: AtomicUsize::new(0),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: Striped::default(),
+            misses: Striped::default(),
             evictions: AtomicU64::new(0),
         }
     }
@@ -89,7 +129,7 @@ impl LiveCache {
     /// The fresh answer of provider `source` for `e164`.
     pub fn get(&self, source: usize, e164: &str) -> Cached {
         let now = Instant::now();
-        let found = self.map.get(e164).and_then(|slots| {
+        let found = key(e164).and_then(|k| self.map.get(&k)).and_then(|slots| {
             slots
                 .iter()
                 .find(|s| s.source as usize == source && s.expires > now)
@@ -97,22 +137,24 @@ impl LiveCache {
         });
         match found {
             Some(Some(ev)) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.hits.add();
                 Cached::Hit(ev)
             }
             Some(None) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.hits.add();
                 Cached::NoData
             }
             None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.misses.add();
                 Cached::Miss
             }
         }
     }
 
     /// Stores provider `source`'s answer (`None` = no data) with its TTL.
+    /// Text that is not an E.164 number is not cached.
     pub fn put(&self, source: usize, e164: &str, evidence: Option<Evidence>) {
+        let Some(k) = key(e164) else { return };
         let ttl = if evidence.is_some() {
             self.ttl
         } else {
@@ -124,10 +166,10 @@ impl LiveCache {
             expires: Instant::now() + ttl,
         };
         // Evict before taking the entry's shard lock: eviction iterates shards.
-        if !self.map.contains_key(e164) && self.len.load(Ordering::Relaxed) >= self.max_entries {
+        if !self.map.contains_key(&k) && self.len.load(Ordering::Relaxed) >= self.max_entries {
             self.evict();
         }
-        match self.map.entry(e164.into()) {
+        match self.map.entry(k) {
             dashmap::Entry::Occupied(mut o) => {
                 let now = Instant::now();
                 let slots = o.get_mut();
@@ -146,14 +188,14 @@ impl LiveCache {
     /// Removes every expired entry of a sample, or the oldest one of it.
     fn evict(&self) {
         let now = Instant::now();
-        let mut expired: SmallVec<[Box<str>; EVICTION_SAMPLE]> = SmallVec::new();
-        let mut oldest: Option<(Instant, Box<str>)> = None;
+        let mut expired: SmallVec<[u64; EVICTION_SAMPLE]> = SmallVec::new();
+        let mut oldest: Option<(Instant, u64)> = None;
         for entry in self.map.iter().take(EVICTION_SAMPLE) {
             let latest = entry.value().iter().map(|s| s.expires).max().unwrap_or(now);
             if latest <= now {
-                expired.push(entry.key().clone());
+                expired.push(*entry.key());
             } else if oldest.as_ref().is_none_or(|(t, _)| latest < *t) {
-                oldest = Some((latest, entry.key().clone()));
+                oldest = Some((latest, *entry.key()));
             }
         }
         // The iterator's shard locks are released before removing.
@@ -173,8 +215,8 @@ impl LiveCache {
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             entries: self.len.load(Ordering::Relaxed),
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.hits.sum(),
+            misses: self.misses.sum(),
             evictions: self.evictions.load(Ordering::Relaxed),
         }
     }
@@ -234,6 +276,16 @@ mod tests {
         assert!(c.stats().evictions >= 450);
         // The newest entry is always there.
         assert!(matches!(c.get(0, "+1499"), Cached::Hit(_)));
+    }
+
+    #[test]
+    fn keys_are_distinct_per_digit_string_and_refuse_non_numbers() {
+        assert_ne!(key("+1"), key("+01"));
+        assert_eq!(key("+15551234567"), key("15551234567"));
+        assert_ne!(key("+15551234567"), key("+15551234568"));
+        assert_eq!(key("anonymous"), None);
+        assert_eq!(key("+"), None);
+        assert_eq!(key("+123456789012345678"), None);
     }
 
     #[tokio::test(start_paused = true)]
