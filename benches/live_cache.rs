@@ -21,7 +21,8 @@ fn filled() -> (Arc<LiveCache>, Vec<String>) {
     let cfg = LiveCacheConfig::default();
     let cache = Arc::new(LiveCache::new(&cfg, vec!["didchecks", "gilraen"]));
     let numbers: Vec<String> = (0..NUMBERS).map(|i| format!("+3361{i:07}")).collect();
-    let raw: serde_json::Value = serde_json::json!({"data": {"huhu": {"spamScore": 85, "spamType": "Scam"}}});
+    let raw: serde_json::Value =
+        serde_json::json!({"data": {"huhu": {"spamScore": 85, "spamType": "Scam"}}});
     for n in &numbers {
         let ev = Evidence {
             source: Source::DidChecks,

@@ -15,7 +15,10 @@ use axum::routing::get;
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let listen = args.first().cloned().unwrap_or_else(|| "127.0.0.1:8091".into());
+    let listen = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:8091".into());
     let hang = args.iter().any(|a| a == "--hang");
     let delay = args
         .iter()
