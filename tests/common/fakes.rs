@@ -307,17 +307,17 @@ fn gl_ok(data: Value) -> Response {
         .into_response()
 }
 
-/// Checks key, timestamp and signature like the real API.
+/// Checks key, timestamp and signature like the real API; `Some` is the refusal.
 fn gl_verify(
     s: &FakeState,
     headers: &HeaderMap,
     path: &str,
     q: &[(String, String)],
-) -> Result<(), Response> {
+) -> Option<Response> {
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     if get("key").as_deref() != Some(GL_KEY) {
         *s.refused.lock() += 1;
-        return Err(gl_error(401));
+        return Some(gl_error(401));
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -333,9 +333,9 @@ fn gl_verify(
     let expected = gilraen_signature(host, path, q, GL_SECRET);
     if !fresh || get("signature").as_deref() != Some(expected.as_str()) {
         *s.refused.lock() += 1;
-        return Err(gl_error(419));
+        return Some(gl_error(419));
     }
-    Ok(())
+    None
 }
 
 async fn gl_number(
@@ -343,7 +343,7 @@ async fn gl_number(
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(r) = gl_verify(&s, &headers, "/gl/v1/number", &q) {
+    if let Some(r) = gl_verify(&s, &headers, "/gl/v1/number", &q) {
         return r;
     }
     let get = |k: &str| {
@@ -391,7 +391,7 @@ async fn gl_limits(
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(r) = gl_verify(&s, &headers, "/gl/v1/limits", &q) {
+    if let Some(r) = gl_verify(&s, &headers, "/gl/v1/limits", &q) {
         return r;
     }
     if let Some(r) = s.enter("/v1/limits", "", gl_error).await {
@@ -405,7 +405,7 @@ async fn gl_tags(
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(r) = gl_verify(&s, &headers, "/gl/v1/tags_list", &q) {
+    if let Some(r) = gl_verify(&s, &headers, "/gl/v1/tags_list", &q) {
         return r;
     }
     if let Some(r) = s.enter("/v1/tags_list", "", gl_error).await {
