@@ -1,0 +1,207 @@
+//! What serde cannot check: ranges, URIs, list syntax, cross-field rules.
+//! Every refusal names the key and says what a good value looks like.
+
+use super::{Config, ConfigError, REJECT_CODES, THRESHOLD_NEVER};
+use crate::number::{Country, NumberPattern};
+use crate::sip::uri::SipUri;
+
+impl Config {
+    /// Checks what serde cannot: ranges, URIs, list syntax, cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        SipUri::parse_config(&self.sip.next_hop).map_err(|e| {
+            invalid(
+                "sip.next_hop",
+                format!("{e}; expected e.g. \"sip:10.0.0.5:5060\""),
+            )
+        })?;
+        if self.sip.accept_from.is_empty() {
+            return Err(invalid(
+                "sip.accept_from",
+                "is empty, so every call would be refused; use [\"0.0.0.0/0\"] to accept all"
+                    .into(),
+            ));
+        }
+        Country::from_iso(&self.numbers.default_country).ok_or_else(|| {
+            invalid(
+                "numbers.default_country",
+                format!(
+                    "unknown country {:?}; use an uppercase ISO code such as \"US\", \"GB\" or \"IN\" (supported: {})",
+                    self.numbers.default_country,
+                    Country::supported_list()
+                ),
+            )
+        })?;
+        let p = &self.policy;
+        for (key, v) in [
+            ("policy.tag_at", p.tag_at),
+            ("policy.reject_at", p.reject_at),
+            ("policy.divert_at", p.divert_at),
+        ] {
+            if v > THRESHOLD_NEVER {
+                return Err(invalid(
+                    key,
+                    format!("{v} is out of range; use 0–100, or 101 for never"),
+                ));
+            }
+        }
+        SipUri::parse_config(&p.divert_to).map_err(|e| {
+            invalid(
+                "policy.divert_to",
+                format!("{e}; expected e.g. \"sip:voicemail@10.0.0.5\""),
+            )
+        })?;
+        if !REJECT_CODES.contains(&p.reject_code) {
+            return Err(invalid(
+                "policy.reject_code",
+                format!(
+                    "{} is not supported; use one of 603, 607, 608, 486, 480",
+                    p.reject_code
+                ),
+            ));
+        }
+        if !p.redress_url.is_empty() && !p.redress_url.contains("://") {
+            return Err(invalid(
+                "policy.redress_url",
+                format!(
+                    "{:?} is not an absolute URL; use e.g. \"https://redress.example\"",
+                    p.redress_url
+                ),
+            ));
+        }
+        if p.redress_url.contains(['"', ';', '>', '<', '\r', '\n']) {
+            return Err(invalid(
+                "policy.redress_url",
+                "must not contain quotes, ';', '<', '>' or line breaks (it is written into SIP headers)".into(),
+            ));
+        }
+        if p.lookup_budget_ms == 0 || p.lookup_budget_ms > 10_000 {
+            return Err(invalid(
+                "policy.lookup_budget_ms",
+                format!("{} is out of range; use 1–10000", p.lookup_budget_ms),
+            ));
+        }
+        for (key, list) in [("policy.allow", &p.allow), ("policy.deny", &p.deny)] {
+            for entry in list {
+                NumberPattern::parse(entry)
+                    .map_err(|e| invalid(key, format!("entry {entry:?}: {e}")))?;
+            }
+        }
+        let h = &self.hiya_cache;
+        if !(0.0..=100.0).contains(&h.max_bad_percent) {
+            return Err(invalid(
+                "hiya_cache.max_bad_percent",
+                format!("{} is out of range; use 0–100", h.max_bad_percent),
+            ));
+        }
+        for cc in &h.countries {
+            crate::reputation::hiya_cache::check_country(cc)
+                .map_err(|e| invalid("hiya_cache.countries", e))?;
+        }
+        if h.refresh_minutes == 0 {
+            return Err(invalid(
+                "hiya_cache.refresh_minutes",
+                "must be at least 1".into(),
+            ));
+        }
+        self.validate_providers()?;
+        if self.labels.display_prefix.contains(['"', '\\', '\r', '\n']) {
+            return Err(invalid(
+                "labels.display_prefix",
+                "must not contain quotes, backslashes or line breaks".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_providers(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        let p = &self.providers;
+        for (key, ms) in [
+            ("providers.didchecks.timeout_ms", p.didchecks.timeout_ms),
+            ("providers.gilraen.timeout_ms", p.gilraen.timeout_ms),
+            ("providers.hiya_status.timeout_ms", p.hiya_status.timeout_ms),
+        ] {
+            if ms == 0 || ms > 60_000 {
+                return Err(invalid(key, format!("{ms} is out of range; use 1–60000")));
+            }
+        }
+        for (key, url, enabled) in [
+            (
+                "providers.didchecks.base_url",
+                &p.didchecks.base_url,
+                p.didchecks.enabled,
+            ),
+            (
+                "providers.gilraen.base_url",
+                &p.gilraen.base_url,
+                p.gilraen.enabled,
+            ),
+            (
+                "providers.hiya_status.base_url",
+                &p.hiya_status.base_url,
+                p.hiya_status.enabled,
+            ),
+        ] {
+            if (enabled || !url.is_empty()) && reqwest::Url::parse(url).is_err() {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{url:?} is not an absolute http(s) URL; use e.g. \"https://api.example.com\""
+                    ),
+                ));
+            }
+        }
+        if p.didchecks.max_requests_per_second == 0 {
+            return Err(invalid(
+                "providers.didchecks.max_requests_per_second",
+                "must be at least 1 (the API documents 10)".into(),
+            ));
+        }
+        if p.gilraen.fields.is_empty() {
+            return Err(invalid(
+                "providers.gilraen.fields",
+                "is empty; use e.g. [\"index\", \"unwanted\", \"bans\"]".into(),
+            ));
+        }
+        let known = crate::reputation::providers::gilraen::FIELDS;
+        for f in &p.gilraen.fields {
+            if !known.contains(&f.as_str()) {
+                return Err(invalid(
+                    "providers.gilraen.fields",
+                    format!("unknown field {f:?}; use any of {}", known.join(", ")),
+                ));
+            }
+        }
+        if !p.hiya_status.path.starts_with('/') || !p.hiya_status.path.contains("{phone}") {
+            return Err(invalid(
+                "providers.hiya_status.path",
+                "must start with '/' and contain {phone}, e.g. \"/v1/reputation/status/{phone}\""
+                    .into(),
+            ));
+        }
+        if p.hiya_status.auth_header.is_empty()
+            || reqwest::header::HeaderName::from_bytes(p.hiya_status.auth_header.as_bytes())
+                .is_err()
+        {
+            return Err(invalid(
+                "providers.hiya_status.auth_header",
+                "is not a valid HTTP header name; use e.g. \"Authorization\"".into(),
+            ));
+        }
+        let c = &self.live_cache;
+        if c.ttl_minutes == 0 || c.negative_ttl_minutes == 0 {
+            return Err(invalid(
+                "live_cache.ttl_minutes",
+                "ttl_minutes and negative_ttl_minutes must be at least 1".into(),
+            ));
+        }
+        if c.max_entries == 0 {
+            return Err(invalid(
+                "live_cache.max_entries",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
