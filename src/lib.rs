@@ -21,6 +21,7 @@ pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod history;
 pub mod number;
 pub mod pipeline;
 pub mod policy;

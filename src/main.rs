@@ -45,6 +45,29 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Query or export the decision history.
+    History {
+        /// From this time (2026-11-21T10:00:00Z, 2026-11-21, or epoch ms).
+        #[arg(long)]
+        from: Option<String>,
+        /// Until this time (exclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this caller (normalised to E.164).
+        #[arg(long)]
+        number: Option<String>,
+        /// Only this action: pass, tag, divert, reject.
+        #[arg(long)]
+        action: Option<String>,
+        /// At most K rows, newest first (table default 50; csv/json without
+        /// a limit export every row, oldest first).
+        #[arg(long, value_name = "K")]
+        limit: Option<u64>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: HistoryFormat,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -98,6 +121,13 @@ struct BenchArgs {
     /// UAS: wait this many milliseconds before the 200 OK.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     answer_delay: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum HistoryFormat {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -157,6 +187,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "sipsentry=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -174,6 +206,10 @@ fn main() -> ExitCode {
                         )
                     )
                     || matches!(c.downcast_ref::<BuildError>(), Some(BuildError::Country(_)))
+                    || matches!(
+                        c.downcast_ref::<sipsentry::history::HistoryError>(),
+                        Some(sipsentry::history::HistoryError::Filter { .. })
+                    )
             });
             ExitCode::from(if config_error { 2 } else { 1 })
         }
@@ -317,6 +353,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(b) = balance {
                 println!("{}", b.line());
             }
+            Ok(())
+        }
+        Command::History {
+            from,
+            to,
+            number,
+            action,
+            limit,
+            format,
+            config,
+        } => {
+            use cli::history::Format;
+            let config = Config::load(config.as_deref())?;
+            let filter = cli::history::filter(
+                &config,
+                from.as_deref(),
+                to.as_deref(),
+                number.as_deref(),
+                action.as_deref(),
+            )?;
+            let format = match format {
+                HistoryFormat::Table => Format::Table,
+                HistoryFormat::Csv => Format::Csv,
+                HistoryFormat::Json => Format::Json,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            cli::history::history(&config, &filter, limit, format, &mut out)?;
             Ok(())
         }
         Command::Config {

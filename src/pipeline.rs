@@ -15,7 +15,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Action, LiveCacheConfig, LiveMode};
+use crate::config::{Action, DivertMode, LiveCacheConfig, LiveMode};
+use crate::history::{HistorySink, Record};
 use crate::policy::{Decision, Policy, Rule};
 use crate::reputation::live::{LiveLookup, LookupReport};
 use crate::reputation::{Evidence, LiveSource, LocalSource};
@@ -72,6 +73,7 @@ pub struct Pipeline {
     local: Vec<Arc<dyn LocalSource>>,
     live: LiveLookup,
     live_cache_config: LiveCacheConfig,
+    history: Option<HistorySink>,
 }
 
 /// The per-request timeout of a live source added without one.
@@ -84,7 +86,14 @@ impl Pipeline {
             local: Vec::new(),
             live: LiveLookup::new(&LiveCacheConfig::default(), Vec::new()),
             live_cache_config: LiveCacheConfig::default(),
+            history: None,
         }
+    }
+
+    /// Records every decision in the history (through a non-blocking queue).
+    pub fn with_history(mut self, sink: HistorySink) -> Self {
+        self.history = Some(sink);
+        self
     }
 
     /// Sizes and TTLs of the live cache; call before adding live sources.
@@ -275,6 +284,36 @@ impl Pipeline {
             us = decision.decision_us,
             "screened"
         );
+        if let Some(sink) = &self.history {
+            sink.record(self.record(ctx, &decision));
+        }
         decision
+    }
+
+    /// The history row of a decision (DESIGN.md §8).
+    fn record(&self, ctx: &CallCtx, d: &Decision) -> Record {
+        let response_code = match d.action {
+            Action::Reject => Some(self.policy.config.reject_code),
+            Action::Divert if self.policy.config.divert_mode == DivertMode::Redirect => Some(302),
+            _ => None,
+        };
+        Record {
+            decision_id: d.id.clone(),
+            time_ms: crate::history::now_ms(),
+            call_id: ctx.call_id.clone(),
+            source: ctx.source.to_string(),
+            caller: ctx.caller.raw.clone(),
+            caller_e164: ctx.caller.e164.clone(),
+            called: ctx.called.clone(),
+            trust: ctx.caller.trust.as_str().to_string(),
+            action: d.action.as_str().to_string(),
+            rule: d.rule.as_str().to_string(),
+            response_code,
+            score: d.score,
+            category: d.category.clone(),
+            evidence: d.evidence.clone(),
+            decision_us: d.decision_us,
+            dry_run: d.dry_run,
+        }
     }
 }

@@ -43,6 +43,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error(transparent)]
+    History(crate::history::HistoryError),
 }
 
 pub struct Server {

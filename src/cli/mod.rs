@@ -15,6 +15,7 @@ use crate::reputation::{LiveSource, LocalSource, SourceError};
 
 mod cache;
 mod check;
+pub mod history;
 mod serve;
 
 pub use cache::{

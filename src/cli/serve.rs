@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::{Built, build, shutdown_signal};
 use crate::admin::{self, AdminError, AdminState};
 use crate::config::{Config, ConfigError};
+use crate::history::HistoryWriter;
 use crate::reputation::hiya_cache::build::{BuildError, BuildOptions, build_generation};
 use crate::reputation::hiya_cache::store::HiyaCache;
 use crate::reputation::hiya_cache::sync::{SyncClient, SyncOutcome};
@@ -99,6 +100,9 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
         hiya: cache,
         providers,
     } = build(&config)?;
+    let writer = HistoryWriter::start(&config.history.path, config.history.retention_days)
+        .map_err(ServerError::History)?;
+    let pipeline = pipeline.with_history(writer.sink());
     let server = Server::bind(Arc::clone(&config), pipeline).await?;
     let admin_listener = admin::bind(&config).await.map_err(|e| match e {
         AdminError::NoToken { .. } => ServerError::Config(ConfigError::Invalid {
@@ -176,6 +180,9 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
         admin_addr.map_or_else(|| config.admin.listen.to_string(), |a| a.to_string())
     );
     server.run(stopped(stop_rx)).await;
+    // Every call is decided now: write what is queued, then exit.
+    let _ = tokio::task::spawn_blocking(move || writer.close()).await;
+    tracing::info!("history flushed");
     Ok(())
 }
 

@@ -40,6 +40,16 @@ impl Serve {
         serve
     }
 
+    /// Waits for exit (after a signal the test sent); the status and stderr.
+    pub fn wait_with_stderr(mut self) -> (std::process::ExitStatus, String) {
+        use std::io::Read;
+        let mut err = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = pipe.read_to_string(&mut err);
+        }
+        (self.child.wait().expect("wait for serve"), err)
+    }
+
     /// SIGTERM, then the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

@@ -1,0 +1,180 @@
+//! `sipsentry history`: query and export the decision history.
+
+use std::io::Write;
+
+use crate::config::Config;
+use crate::history::query::{self, Filter, Row};
+use crate::history::{HistoryError, open_read};
+use crate::number::{self, Country};
+
+/// Output formats of `history` and the export API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// Rows the table format shows when no `--limit` is given.
+pub const TABLE_DEFAULT_LIMIT: u64 = 50;
+
+/// Builds a filter from the command's (or API's) text arguments. The number
+/// is normalised to E.164 with `numbers.default_country`.
+pub fn filter(
+    config: &Config,
+    from: Option<&str>,
+    to: Option<&str>,
+    number_text: Option<&str>,
+    action: Option<&str>,
+) -> Result<Filter, HistoryError> {
+    let number = match number_text {
+        Some(n) => {
+            let country = Country::from_iso(&config.numbers.default_country).ok_or_else(|| {
+                HistoryError::Filter {
+                    key: "number",
+                    message: "numbers.default_country is unknown".into(),
+                }
+            })?;
+            Some(
+                number::to_e164(n, &country).map_err(|e| HistoryError::Filter {
+                    key: "number",
+                    message: format!("{n:?}: {e}"),
+                })?,
+            )
+        }
+        None => None,
+    };
+    let f = Filter {
+        from_ms: from.map(|t| query::parse_time("from", t)).transpose()?,
+        to_ms: to.map(|t| query::parse_time("to", t)).transpose()?,
+        number,
+        action: action.map(str::to_string),
+    };
+    f.validate()?;
+    Ok(f)
+}
+
+/// Writes rows in `format`. With a limit (or as a table) the newest rows
+/// come first; a CSV or JSON export without one streams every row, oldest
+/// first, without holding them in memory.
+pub fn history(
+    config: &Config,
+    filter: &Filter,
+    limit: Option<u64>,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<u64, anyhow::Error> {
+    let path = &config.history.path;
+    if !path.exists() {
+        anyhow::bail!(
+            "no history at {} yet (it is written by `serve`; check history.path)",
+            path.display()
+        );
+    }
+    let conn = open_read(path)?;
+    let limit = match (limit, format) {
+        (None, Format::Table) => Some(TABLE_DEFAULT_LIMIT),
+        (l, _) => l,
+    };
+    let mut writer = RowWriter::new(format, out)?;
+    let n = match limit {
+        Some(l) => {
+            let rows = query::page(&conn, filter, 1, l)?;
+            for r in &rows {
+                writer.row(r)?;
+            }
+            rows.len() as u64
+        }
+        None => {
+            let mut err = None;
+            let n = query::scan(&conn, filter, None, |r| match writer.row(&r) {
+                Ok(()) => true,
+                Err(e) => {
+                    err = Some(e);
+                    false
+                }
+            })?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+            n
+        }
+    };
+    writer.finish()?;
+    Ok(n)
+}
+
+/// Writes rows one at a time in a format (shared with the export API).
+pub struct RowWriter<'a> {
+    format: Format,
+    out: &'a mut dyn Write,
+    first: bool,
+}
+
+/// One CSV line (quoted as needed), without the writer's buffering, so each
+/// row can go out as soon as it is read.
+pub fn csv_line(fields: &[impl AsRef<[u8]>]) -> anyhow::Result<Vec<u8>> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    w.write_record(fields)?;
+    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)
+}
+
+impl<'a> RowWriter<'a> {
+    pub fn new(format: Format, out: &'a mut dyn Write) -> anyhow::Result<Self> {
+        let w = RowWriter {
+            format,
+            out,
+            first: true,
+        };
+        match format {
+            Format::Csv => w.out.write_all(&csv_line(query::CSV_HEADER)?)?,
+            Format::Json => w.out.write_all(b"[")?,
+            Format::Table => writeln!(
+                w.out,
+                "{:<24} {:<17} {:<17} {:<7} {:<15} {:>5} {:>4}  {}",
+                "time", "caller", "called", "action", "rule", "code", "score", "category"
+            )?,
+        }
+        Ok(w)
+    }
+
+    pub fn row(&mut self, r: &Row) -> anyhow::Result<()> {
+        match self.format {
+            Format::Csv => self.out.write_all(&csv_line(&r.csv_record())?)?,
+            Format::Json => {
+                if !self.first {
+                    self.out.write_all(b",")?;
+                }
+                self.out.write_all(b"\n")?;
+                serde_json::to_writer(&mut *self.out, r)?;
+            }
+            Format::Table => writeln!(
+                self.out,
+                "{:<24} {:<17} {:<17} {:<7} {:<15} {:>5} {:>4}  {}",
+                r.time,
+                r.caller_e164.as_deref().unwrap_or(&r.caller),
+                r.called,
+                r.action,
+                r.rule,
+                r.response_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.score,
+                r.category.as_deref().unwrap_or("-")
+            )?,
+        }
+        self.first = false;
+        Ok(())
+    }
+
+    pub fn finish(self) -> anyhow::Result<()> {
+        if self.format == Format::Json {
+            self.out.write_all(b"\n]\n")?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}

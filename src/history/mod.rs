@@ -1,0 +1,204 @@
+//! The decision history (DESIGN.md §8): one SQLite row per screened INVITE,
+//! in WAL mode so queries and exports read while the writer writes.
+//!
+//! The call path never touches the disk: the pipeline's logging phase hands a
+//! [`Record`] to [`HistorySink::record`], a non-blocking send into a bounded
+//! queue, and one writer thread ([`writer`]) inserts them in batches. If the
+//! queue is ever full the record is counted as dropped and logged, never lost
+//! silently. On shutdown every queued record is written before the process
+//! exits. Reading is in [`query`].
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+pub mod query;
+pub mod writer;
+
+pub use writer::{HistorySink, HistoryWriter};
+
+/// One screened INVITE.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    /// The decision id (also in the 603+ Reason).
+    pub decision_id: String,
+    /// UTC, milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    pub call_id: String,
+    /// The address the INVITE came from.
+    pub source: String,
+    /// The caller as received (user part or tel number).
+    pub caller: String,
+    pub caller_e164: Option<String>,
+    pub called: String,
+    /// Which header the caller came from: pai, rpid or from.
+    pub trust: String,
+    /// pass, tag, divert or reject (what was done; see `dry_run`).
+    pub action: String,
+    /// The rule that fired.
+    pub rule: String,
+    /// The response sipsentry sent itself (reject code, 302); `None` when the
+    /// call was relayed and the PBX answers it.
+    pub response_code: Option<u16>,
+    pub score: u8,
+    pub category: Option<String>,
+    /// Everything the sources said; serialized to JSON by the writer thread,
+    /// not on the call path.
+    pub evidence: Vec<crate::reputation::Evidence>,
+    pub decision_us: u64,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HistoryError {
+    #[error(
+        "cannot open the history database {path} (check history.path and that its directory is writable): {source}"
+    )]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the directory {path} for history.path: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "history database {path} has schema version {found}, newer than this sipsentry ({known}); upgrade sipsentry or point history.path elsewhere"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("history query failed: {0}")]
+    Query(#[from] rusqlite::Error),
+    #[error("bad history filter `{key}`: {message}")]
+    Filter { key: &'static str, message: String },
+}
+
+/// Schema migrations, in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: the §8 table and the indexes for time, caller and action queries.
+    "CREATE TABLE decisions (
+        id            INTEGER PRIMARY KEY,
+        decision_id   TEXT    NOT NULL,
+        time_ms       INTEGER NOT NULL,
+        call_id       TEXT    NOT NULL,
+        source        TEXT    NOT NULL,
+        caller        TEXT    NOT NULL,
+        caller_e164   TEXT,
+        called        TEXT    NOT NULL,
+        trust         TEXT    NOT NULL,
+        action        TEXT    NOT NULL,
+        rule          TEXT    NOT NULL,
+        response_code INTEGER,
+        score         INTEGER NOT NULL,
+        category      TEXT,
+        evidence      TEXT    NOT NULL,
+        decision_us   INTEGER NOT NULL,
+        dry_run       INTEGER NOT NULL
+     );
+     CREATE INDEX decisions_time   ON decisions (time_ms);
+     CREATE INDEX decisions_caller ON decisions (caller_e164, time_ms);
+     CREATE INDEX decisions_action ON decisions (action, time_ms);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Opens (creating and migrating) the database for writing.
+pub fn open(path: &Path) -> Result<Connection, HistoryError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| HistoryError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let open_err = |source| HistoryError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    // WAL with synchronous=NORMAL is durable across process crashes; only
+    // an OS crash can lose the last transactions.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(open_err)?;
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// Opens the database for reading (queries, exports) without creating it.
+pub fn open_read(path: &Path) -> Result<Connection, HistoryError> {
+    let open_err = |source| HistoryError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(open_err)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), HistoryError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(HistoryError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "history schema migrated");
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_database_is_migrated_to_the_current_version_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/history.db");
+        let conn = open(&path).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(conn);
+        // Reopening runs nothing again; a newer schema is refused.
+        let conn = open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(matches!(
+            open(&path),
+            Err(HistoryError::TooNew { found: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,253 @@
+//! The batched background writer and the sink the call path feeds it through.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, params};
+
+use super::{HistoryError, Record, now_ms, open};
+
+/// Records waiting for the writer before new ones are dropped (and counted).
+/// At the writer's measured rate this is over a second of calls at any
+/// realistic call rate, so a drop means the disk stalled.
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// Records inserted per transaction at most.
+pub const BATCH_MAX: usize = 4_096;
+
+/// How often old rows are pruned (and at start).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Rows deleted per prune statement, so a large prune never holds the writer
+/// (and the database) for long.
+pub const PRUNE_CHUNK: usize = 10_000;
+
+/// At most one "records dropped" warning per this many milliseconds.
+const DROP_LOG_INTERVAL_MS: i64 = 10_000;
+
+enum Msg {
+    Record(Box<Record>),
+    /// Write everything queued before this, then acknowledge and stop.
+    Close(mpsc::Sender<()>),
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct HistoryStats {
+    /// Records queued and not yet written.
+    pub depth: AtomicI64,
+    pub written: AtomicU64,
+    /// Records lost: queue full, or a failed write. Never silent: logged too.
+    pub dropped: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub pruned: AtomicU64,
+    last_drop_log_ms: AtomicI64,
+}
+
+/// The call path's handle: a non-blocking, bounded send.
+#[derive(Clone)]
+pub struct HistorySink {
+    tx: SyncSender<Msg>,
+    pub stats: Arc<HistoryStats>,
+}
+
+impl std::fmt::Debug for HistorySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistorySink").finish_non_exhaustive()
+    }
+}
+
+impl HistorySink {
+    /// Queues a record without waiting. A full queue drops it, counted and
+    /// logged (at most once per 10 s).
+    pub fn record(&self, record: Record) {
+        match self.tx.try_send(Msg::Record(Box::new(record))) {
+            Ok(()) => {
+                self.stats.depth.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                let now = now_ms();
+                let last = self.stats.last_drop_log_ms.load(Ordering::Relaxed);
+                if now - last >= DROP_LOG_INTERVAL_MS
+                    && self
+                        .stats
+                        .last_drop_log_ms
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::error!(
+                        dropped_total = n,
+                        "history queue full: decision records dropped (is the disk stalled?)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The writer thread; [`HistoryWriter::close`] flushes and stops it.
+pub struct HistoryWriter {
+    sink: HistorySink,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HistoryWriter {
+    /// Opens the database (errors are reported here, at start) and starts
+    /// the writer thread. `retention_days` = 0 keeps everything.
+    pub fn start(path: &Path, retention_days: u32) -> Result<Self, HistoryError> {
+        Self::with_capacity(path, retention_days, QUEUE_CAPACITY)
+    }
+
+    pub fn with_capacity(
+        path: &Path,
+        retention_days: u32,
+        capacity: usize,
+    ) -> Result<Self, HistoryError> {
+        let conn = open(path)?;
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        let stats = Arc::new(HistoryStats::default());
+        let thread = {
+            let stats = Arc::clone(&stats);
+            std::thread::Builder::new()
+                .name("history".into())
+                .spawn(move || run(conn, rx, &stats, retention_days))
+                .map_err(|source| HistoryError::Dir {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+        };
+        Ok(HistoryWriter {
+            sink: HistorySink { tx, stats },
+            thread: Some(thread),
+        })
+    }
+
+    pub fn sink(&self) -> HistorySink {
+        self.sink.clone()
+    }
+
+    /// Writes every record queued so far, then stops the thread. Blocks:
+    /// call it after the proxy has drained, from a blocking context.
+    pub fn close(mut self) {
+        let (ack_tx, ack_rx) = mpsc::channel();
+        if self.sink.tx.send(Msg::Close(ack_tx)).is_ok() {
+            let _ = ack_rx.recv();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, stats: &HistoryStats, retention_days: u32) {
+    let mut last_prune = Instant::now();
+    prune(&conn, retention_days, stats);
+    let mut batch: Vec<Record> = Vec::with_capacity(BATCH_MAX);
+    loop {
+        let mut close = None;
+        match rx.recv_timeout(PRUNE_EVERY) {
+            Ok(Msg::Record(r)) => {
+                batch.push(*r);
+                while batch.len() < BATCH_MAX {
+                    match rx.try_recv() {
+                        Ok(Msg::Record(r)) => batch.push(*r),
+                        Ok(Msg::Close(ack)) => {
+                            close = Some(ack);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            Ok(Msg::Close(ack)) => close = Some(ack),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if !batch.is_empty() {
+            let n = batch.len();
+            stats.depth.fetch_sub(n as i64, Ordering::Relaxed);
+            match write(&mut conn, &batch) {
+                Ok(()) => {
+                    stats.written.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+                    tracing::error!(error = %e, records = n, "history write failed; records dropped");
+                }
+            }
+            batch.clear();
+        }
+        if let Some(ack) = close {
+            let _ = ack.send(());
+            return;
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            prune(&conn, retention_days, stats);
+            last_prune = Instant::now();
+        }
+    }
+}
+
+fn write(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO decisions (decision_id, time_ms, call_id, source, caller, caller_e164,
+                called, trust, action, rule, response_code, score, category, evidence,
+                decision_us, dry_run)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )?;
+        for r in batch {
+            let evidence = serde_json::to_string(&r.evidence).unwrap_or_else(|_| "[]".into());
+            stmt.execute(params![
+                r.decision_id,
+                r.time_ms,
+                r.call_id,
+                r.source,
+                r.caller,
+                r.caller_e164,
+                r.called,
+                r.trust,
+                r.action,
+                r.rule,
+                r.response_code,
+                r.score,
+                r.category,
+                evidence,
+                r.decision_us as i64,
+                r.dry_run,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Deletes rows older than the retention, a chunk at a time.
+fn prune(conn: &Connection, retention_days: u32, stats: &HistoryStats) {
+    if retention_days == 0 {
+        return;
+    }
+    let cutoff = now_ms() - i64::from(retention_days) * 86_400_000;
+    loop {
+        match conn.execute(
+            "DELETE FROM decisions WHERE id IN
+               (SELECT id FROM decisions WHERE time_ms < ?1 ORDER BY time_ms LIMIT ?2)",
+            params![cutoff, PRUNE_CHUNK as i64],
+        ) {
+            Ok(0) => return,
+            Ok(n) => {
+                stats.pruned.fetch_add(n as u64, Ordering::Relaxed);
+                tracing::debug!(rows = n, "history pruned");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "history prune failed; retried later");
+                return;
+            }
+        }
+    }
+}
