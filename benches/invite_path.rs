@@ -98,7 +98,7 @@ fn invite_path(c: &mut Criterion) {
     let config = Config::default();
     let pipeline =
         Pipeline::new(Arc::new(Policy::new(&config).unwrap())).with_local(Arc::new(OneNumber));
-    let country = pipeline.policy.country;
+    let country = pipeline.policy().country;
     let source = "198.51.100.10:5060".parse().unwrap();
     let via = "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-ss-0123456789abcdef01234567\r\n";
 
@@ -132,7 +132,7 @@ fn invite_path(c: &mut Criterion) {
                     via,
                     source,
                     false,
-                    Some((&decision, &pipeline.policy.labels)),
+                    Some((&decision, &pipeline.policy().labels)),
                 ),
             )
         })
@@ -149,7 +149,7 @@ fn invite_path(c: &mut Criterion) {
                     via,
                     source,
                     false,
-                    Some((&decision, &pipeline.policy.labels)),
+                    Some((&decision, &pipeline.policy().labels)),
                 ),
             )
         })

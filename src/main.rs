@@ -223,11 +223,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::Serve { config } => {
-            let config = Config::load(config.as_deref())?;
-            runtime.block_on(cli::serve(config)).map_err(|e| match e {
-                sipsentry::server::ServerError::Config(c) => anyhow::Error::new(c),
-                other => anyhow::Error::new(other),
-            })
+            let loaded = Config::load(config.as_deref())?;
+            runtime
+                .block_on(cli::serve(loaded, config))
+                .map_err(|e| match e {
+                    sipsentry::server::ServerError::Config(c) => anyhow::Error::new(c),
+                    other => anyhow::Error::new(other),
+                })
         }
         Command::Check {
             number,

@@ -15,6 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::config::{Action, DivertMode, LiveCacheConfig, LiveMode};
 use crate::history::{HistorySink, Record};
 use crate::policy::{Decision, Policy, Rule};
@@ -35,6 +40,8 @@ pub struct CallCtx {
     pub lookups: Vec<LookupReport>,
     /// Live providers with no cached answer (a bit per provider).
     live_missing: u64,
+    /// Whether the decision goes into the history (not for `check`).
+    pub record: bool,
     pub started: Instant,
 }
 
@@ -48,6 +55,7 @@ impl CallCtx {
             evidence: Vec::new(),
             lookups: Vec::new(),
             live_missing: 0,
+            record: true,
             started: Instant::now(),
         }
     }
@@ -69,11 +77,38 @@ pub enum Flow {
 
 /// The configured phases and sources.
 pub struct Pipeline {
-    pub policy: Arc<Policy>,
+    /// Swapped whole on reload (SIGHUP, `POST /api/v1/reload`): a call in
+    /// flight keeps the policy it loaded.
+    policy: ArcSwap<Policy>,
     local: Vec<Arc<dyn LocalSource>>,
     live: LiveLookup,
     live_cache_config: LiveCacheConfig,
     history: Option<HistorySink>,
+    pub metrics: PipelineMetrics,
+}
+
+/// Decision counters and latency, for metrics.
+#[derive(Debug)]
+pub struct PipelineMetrics {
+    /// Calls by `[action as usize][rule as usize]` (the action done).
+    pub calls: [[AtomicU64; 8]; 4],
+    /// Time to decide, in seconds.
+    pub decision_seconds: Histogram,
+}
+
+/// Decision-latency buckets (seconds): 10 µs … 1 s, covering packet-path
+/// decisions and ones that waited for a provider.
+pub const DECISION_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1, 0.3, 1.0,
+];
+
+impl Default for PipelineMetrics {
+    fn default() -> Self {
+        PipelineMetrics {
+            calls: Default::default(),
+            decision_seconds: Histogram::new(DECISION_BUCKETS),
+        }
+    }
 }
 
 /// The per-request timeout of a live source added without one.
@@ -82,11 +117,12 @@ pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
 impl Pipeline {
     pub fn new(policy: Arc<Policy>) -> Self {
         Pipeline {
-            policy,
+            policy: ArcSwap::new(policy),
             local: Vec::new(),
             live: LiveLookup::new(&LiveCacheConfig::default(), Vec::new()),
             live_cache_config: LiveCacheConfig::default(),
             history: None,
+            metrics: PipelineMetrics::default(),
         }
     }
 
@@ -135,12 +171,39 @@ impl Pipeline {
         self.rebuild_live(vec![(source, timeout)])
     }
 
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Puts a new policy in force for calls that start from now on.
+    pub fn set_policy(&self, policy: Arc<Policy>) {
+        self.policy.store(policy);
+    }
+
+    /// Phase: per-DID opt-in and opt-out. An unscreened call passes with no
+    /// lookup and no label.
+    fn called(&self, ctx: &mut CallCtx) -> Flow {
+        let policy = self.policy.load();
+        let c = &policy.config;
+        if c.screen_called.is_empty() && c.skip_called.is_empty() {
+            return Flow::Continue;
+        }
+        let called = crate::number::to_e164(&ctx.called, &policy.country)
+            .unwrap_or_else(|_| ctx.called.clone());
+        if policy.screens_called(&called) {
+            Flow::Continue
+        } else {
+            Flow::Decide(Rule::NotScreened, Action::Pass)
+        }
+    }
+
     /// Phase: allow and deny lists.
     fn lists(&self, ctx: &mut CallCtx) -> Flow {
         let Some(e164) = ctx.caller.e164.as_deref() else {
             return Flow::Continue;
         };
-        match self.policy.lists(e164) {
+        match self.policy.load().lists(e164) {
             Some((Rule::Allowlist, ev)) => {
                 ctx.evidence.push(ev);
                 Flow::Decide(Rule::Allowlist, Action::Pass)
@@ -156,7 +219,7 @@ impl Pipeline {
     /// Phase: callers without a number get the `anonymous` action.
     fn anonymous(&self, ctx: &mut CallCtx) -> Flow {
         if ctx.caller.anonymous {
-            Flow::Decide(Rule::Anonymous, self.policy.config.anonymous)
+            Flow::Decide(Rule::Anonymous, self.policy.load().config.anonymous)
         } else {
             Flow::Continue
         }
@@ -193,16 +256,32 @@ impl Pipeline {
         ctx.lookups.iter().any(|l| l.outcome.answered())
     }
 
-    /// Phase: score the evidence against the thresholds.
-    fn score(&self, ctx: &CallCtx) -> (Rule, Action) {
-        let score = ctx.evidence.iter().map(|e| e.score).max().unwrap_or(0);
-        (Rule::Threshold, self.policy.action_for_score(score))
+    /// Phase: score the evidence (re-scored when `[scores]` differs from the
+    /// defaults); a category override of the deciding evidence, else the
+    /// thresholds.
+    fn score(&self, ctx: &mut CallCtx) -> (Rule, Action) {
+        let policy = self.policy.load();
+        if !policy.scores.is_default() {
+            for ev in &mut ctx.evidence {
+                policy.scores.rescore(ev);
+            }
+        }
+        let best = ctx.evidence.iter().max_by_key(|e| e.score);
+        if let Some(action) = best
+            .and_then(|e| e.category.as_deref())
+            .and_then(|c| policy.category_action(c))
+        {
+            return (Rule::Category, action);
+        }
+        let score = best.map_or(0, |e| e.score);
+        (Rule::Threshold, policy.action_for_score(score))
     }
 
     /// Runs every phase that does not wait. `None` means the call needs the
     /// live lookup ([`Pipeline::screen_live`]).
     pub fn screen_now(&self, ctx: &mut CallCtx) -> Option<Decision> {
         for phase in [
+            Self::called,
             Self::lists,
             Self::anonymous,
             Self::local_lookup,
@@ -213,7 +292,7 @@ impl Pipeline {
             }
         }
         if ctx.live_missing != 0 {
-            if self.policy.config.live_mode == LiveMode::Inline {
+            if self.policy.load().config.live_mode == LiveMode::Inline {
                 return None;
             }
             // Background: forward on what is known now; the answers are for
@@ -232,7 +311,10 @@ impl Pipeline {
         let (rule, action) = if Self::live_answered(ctx) || !ctx.evidence.is_empty() {
             self.score(ctx)
         } else {
-            (Rule::FailurePolicy, self.policy.config.on_lookup_failure)
+            (
+                Rule::FailurePolicy,
+                self.policy.load().config.on_lookup_failure,
+            )
         };
         self.logging(ctx, rule, action)
     }
@@ -247,7 +329,8 @@ impl Pipeline {
 
     /// The decision for a call that could not be screened (overload).
     pub fn overload(&self, ctx: &mut CallCtx) -> Decision {
-        self.logging(ctx, Rule::Overload, self.policy.config.on_lookup_failure)
+        let action = self.policy.load().config.on_lookup_failure;
+        self.logging(ctx, Rule::Overload, action)
     }
 
     /// Phase: live providers without a cached answer, in parallel, until the
@@ -256,7 +339,7 @@ impl Pipeline {
         let Some(e164) = ctx.caller.e164.clone() else {
             return;
         };
-        let budget = Duration::from_millis(self.policy.config.lookup_budget_ms);
+        let budget = Duration::from_millis(self.policy.load().config.lookup_budget_ms);
         // Measured on tokio's clock (tests pause it), minus the time spent so far.
         let deadline = tokio::time::Instant::now() + budget.saturating_sub(ctx.started.elapsed());
         self.live
@@ -275,7 +358,10 @@ impl Pipeline {
     /// builds the decision (applying `dry_run`) and emits the call's record.
     fn logging(&self, ctx: &mut CallCtx, rule: Rule, action: Action) -> Decision {
         let evidence = std::mem::take(&mut ctx.evidence);
-        let decision = self.policy.decide(rule, action, evidence, ctx.elapsed_us());
+        let decision = self
+            .policy
+            .load()
+            .decide(rule, action, evidence, ctx.elapsed_us());
         tracing::debug!(
             decision = %decision.id,
             action = decision.action.as_str(),
@@ -284,7 +370,13 @@ impl Pipeline {
             us = decision.decision_us,
             "screened"
         );
-        if let Some(sink) = &self.history {
+        self.metrics.calls[decision.action as usize][rule as usize].fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .decision_seconds
+            .observe(decision.decision_us as f64 / 1e6);
+        if ctx.record
+            && let Some(sink) = &self.history
+        {
             sink.record(self.record(ctx, &decision));
         }
         decision
@@ -292,9 +384,10 @@ impl Pipeline {
 
     /// The history row of a decision (DESIGN.md §8).
     fn record(&self, ctx: &CallCtx, d: &Decision) -> Record {
+        let policy = self.policy.load();
         let response_code = match d.action {
-            Action::Reject => Some(self.policy.config.reject_code),
-            Action::Divert if self.policy.config.divert_mode == DivertMode::Redirect => Some(302),
+            Action::Reject => Some(policy.config.reject_code),
+            Action::Divert if policy.config.divert_mode == DivertMode::Redirect => Some(302),
             _ => None,
         };
         Record {

@@ -1,8 +1,10 @@
 //! From evidence to an action: the `[policy]` rules of DESIGN.md §3–§5.
 //!
-//! Rule order: allowlist (final, no lookups) → denylist (final) → anonymous
-//! callers → reputation score against the thresholds (reject, then divert,
-//! then tag) → on lookup failure, `on_lookup_failure`. `dry_run` keeps the
+//! Rule order: called-number opt-in/opt-out (an unscreened DID passes with
+//! no lookup) → allowlist (final, no lookups) → denylist (final) → anonymous
+//! callers → reputation: a per-category override of the deciding evidence,
+//! else the score against the thresholds (reject, then divert, then tag) →
+//! when no source could answer, `on_lookup_failure`. `dry_run` keeps the
 //! decision for the record but always passes the call.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +14,7 @@ use serde::Serialize;
 
 use crate::config::{Action, Config, LabelsConfig, PolicyConfig};
 use crate::number::{Country, NumberSet};
+use crate::reputation::score::ScoresConfig;
 use crate::reputation::{Evidence, Source};
 use crate::sip::uri::SipUri;
 
@@ -20,10 +23,14 @@ use crate::sip::uri::SipUri;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Rule {
+    /// The called number is not opted in to screening (or opted out).
+    NotScreened,
     Allowlist,
     Denylist,
     Anonymous,
     Threshold,
+    /// `policy.categories` set the action for the deciding category.
+    Category,
     /// No source could answer in time; `on_lookup_failure` applied.
     FailurePolicy,
     /// Too many calls under screening at once; `on_lookup_failure` applied.
@@ -31,12 +38,26 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Every rule, in declaration order (metrics index by `rule as usize`).
+    pub const ALL: [Rule; 8] = [
+        Rule::NotScreened,
+        Rule::Allowlist,
+        Rule::Denylist,
+        Rule::Anonymous,
+        Rule::Threshold,
+        Rule::Category,
+        Rule::FailurePolicy,
+        Rule::Overload,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Rule::NotScreened => "not_screened",
             Rule::Allowlist => "allowlist",
             Rule::Denylist => "denylist",
             Rule::Anonymous => "anonymous",
             Rule::Threshold => "threshold",
+            Rule::Category => "category",
             Rule::FailurePolicy => "failure_policy",
             Rule::Overload => "overload",
         }
@@ -85,8 +106,11 @@ pub struct Policy {
     pub labels: LabelsConfig,
     pub country: Country,
     pub divert_to: SipUri,
+    pub scores: ScoresConfig,
     allow: NumberSet,
     deny: NumberSet,
+    screen_called: NumberSet,
+    skip_called: NumberSet,
 }
 
 static DECISION_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -112,6 +136,11 @@ impl Policy {
                 .map_err(|e| invalid("policy.allow", e.to_string()))?,
             deny: NumberSet::new(&config.policy.deny)
                 .map_err(|e| invalid("policy.deny", e.to_string()))?,
+            screen_called: NumberSet::new(&config.policy.screen_called)
+                .map_err(|e| invalid("policy.screen_called", e.to_string()))?,
+            skip_called: NumberSet::new(&config.policy.skip_called)
+                .map_err(|e| invalid("policy.skip_called", e.to_string()))?,
+            scores: config.scores.clone(),
             country: Country::from_iso(&config.numbers.default_country)
                 .ok_or_else(|| invalid("numbers.default_country", "unknown country".into()))?,
             divert_to: SipUri::parse_config(&config.policy.divert_to)
@@ -139,6 +168,20 @@ impl Policy {
             raw: serde_json::json!({ "entry": pattern.to_string() }).into(),
         };
         Some((rule, evidence))
+    }
+
+    /// Whether calls to this called number (E.164, or as received when it is
+    /// not a number) are screened: opted in (or no opt-in list) and not
+    /// opted out.
+    pub fn screens_called(&self, called: &str) -> bool {
+        let opted_in =
+            self.config.screen_called.is_empty() || self.screen_called.find(called).is_some();
+        opted_in && self.skip_called.find(called).is_none()
+    }
+
+    /// The configured action for a category, if any.
+    pub fn category_action(&self, category: &str) -> Option<Action> {
+        self.config.categories.get(category).copied()
     }
 
     /// The action for a score, by the thresholds: reject, then divert, then tag.
@@ -218,6 +261,25 @@ mod tests {
             (rule, ev.score, ev.source),
             (Rule::Denylist, 100, Source::Denylist)
         );
+    }
+
+    #[test]
+    fn called_numbers_opt_in_and_out() {
+        let all = policy("[policy]\n");
+        assert!(all.screens_called("+15551234567"));
+        let p =
+            policy("[policy]\nscreen_called = [\"+1555*\"]\nskip_called = [\"+15550000000\"]\n");
+        assert!(p.screens_called("+15551234567"));
+        assert!(!p.screens_called("+16661234567"), "not opted in");
+        assert!(!p.screens_called("+15550000000"), "opted out");
+    }
+
+    #[test]
+    fn categories_map_to_actions_by_name() {
+        let p = policy("[policy.categories]\n\"Nonprofit Call\" = \"tag\"\nScam = \"reject\"\n");
+        assert_eq!(p.category_action("Scam"), Some(Action::Reject));
+        assert_eq!(p.category_action("Nonprofit Call"), Some(Action::Tag));
+        assert_eq!(p.category_action("Telemarketer"), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::fakes::{self, DC_TOKEN, Mode};
 use hmac::{Hmac, KeyInit, Mac};
-use sipsentry::admin::{self, AdminState, WebhookStats};
+use sipsentry::admin::{self, AdminState};
 use sipsentry::config::Action;
 use sipsentry::pipeline::{CallCtx, Pipeline};
 use sipsentry::policy::{Decision, Policy, Rule};
@@ -325,10 +325,8 @@ fn sign(body: &str, key: &[u8]) -> String {
 
 async fn admin_with(p: Pipeline) -> (String, Arc<AdminState>) {
     let state = Arc::new(AdminState {
-        pipeline: Arc::new(p),
         webhook_secret: Some(SECRET.to_vec()),
-        webhook_secret_env: "DIDCHECKS_WEBHOOK_SECRET".into(),
-        webhook: WebhookStats::default(),
+        ..AdminState::new(Arc::new(sipsentry::config::Config::default()), Arc::new(p))
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(

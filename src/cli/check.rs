@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::build;
 use crate::config::{Config, ConfigError};
 use crate::number;
-use crate::pipeline::CallCtx;
+use crate::pipeline::{CallCtx, Pipeline};
 use crate::policy::Decision;
 use crate::reputation::live::LookupReport;
 use crate::reputation::providers::hiya_status::{self, Reputation};
@@ -34,7 +34,13 @@ pub async fn check(
     number_text: &str,
 ) -> Result<(CheckReport, Decision), ConfigError> {
     let pipeline = build(config)?.pipeline;
-    let e164 = number::to_e164(number_text, &pipeline.policy.country).ok();
+    Ok(check_with(&pipeline, number_text).await)
+}
+
+/// The check against a running pipeline (the admin API's; it shares the
+/// serving caches). Not recorded in the history: it is not a call.
+pub async fn check_with(pipeline: &Pipeline, number_text: &str) -> (CheckReport, Decision) {
+    let e164 = number::to_e164(number_text, &pipeline.policy().country).ok();
     let caller = CallerId {
         trust: Trust::From,
         raw: number_text.to_string(),
@@ -46,6 +52,7 @@ pub async fn check(
     };
     let source: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut ctx = CallCtx::new("check".into(), source, caller, String::new());
+    ctx.record = false;
     let decision = pipeline.screen(&mut ctx).await;
     let report = CheckReport {
         number: number_text.to_string(),
@@ -57,7 +64,7 @@ pub async fn check(
         evidence: decision.evidence.clone(),
         lookups: ctx.lookups.clone(),
     };
-    Ok((report, decision))
+    (report, decision)
 }
 
 /// A person-readable explanation of a check.

@@ -21,7 +21,9 @@ mod serve;
 pub use cache::{
     BalanceStatus, CacheStatus, cache_import, cache_status, cache_sync, didchecks_balance,
 };
-pub use check::{CheckReport, OwnCheckError, OwnReport, check, check_own, explain, explain_own};
+pub use check::{
+    CheckReport, OwnCheckError, OwnReport, check, check_own, check_with, explain, explain_own,
+};
 pub use serve::{CACHE_POINTER_CHECK, FIRST_SYNC_DELAY, ensure_demo_cache, refresh_loop, serve};
 
 /// The enabled provider clients, shared by the pipeline and the commands

@@ -6,6 +6,7 @@ use super::{Built, build, shutdown_signal};
 use crate::admin::{self, AdminError, AdminState};
 use crate::config::{Config, ConfigError};
 use crate::history::HistoryWriter;
+use crate::reload::Reloader;
 use crate::reputation::hiya_cache::build::{BuildError, BuildOptions, build_generation};
 use crate::reputation::hiya_cache::store::HiyaCache;
 use crate::reputation::hiya_cache::sync::{SyncClient, SyncOutcome};
@@ -82,8 +83,37 @@ pub const FIRST_SYNC_DELAY: std::time::Duration = std::time::Duration::from_secs
 /// How often `serve` looks for generations built by `cache import` or a sync.
 pub const CACHE_POINTER_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// `sipsentry serve`: runs until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> Result<(), ServerError> {
+/// Reloads the policy on every SIGHUP; a bad file is refused and logged.
+#[cfg(unix)]
+async fn reload_on_sighup(state: Arc<AdminState>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if let Some(r) = &state.reloader {
+            match r.reload() {
+                Ok(done) if done.restart_needed.is_empty() => {
+                    tracing::info!("SIGHUP: policy reloaded")
+                }
+                Ok(done) => tracing::warn!(
+                    restart_needed = ?done.restart_needed,
+                    "SIGHUP: policy reloaded; other changed sections need a restart"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: config refused; the policy in force is unchanged")
+                }
+            }
+        }
+    }
+}
+
+/// `sipsentry serve`: runs until SIGINT or SIGTERM. `config_path` is the file
+/// the config came from (reread on SIGHUP and `POST /api/v1/reload`).
+pub async fn serve(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+) -> Result<(), ServerError> {
     match ensure_demo_cache(&config) {
         Ok(true) => eprintln!(
             "no Hiya cache under {}: serving the bundled demo cache for IN (try caller +919000000001)",
@@ -112,7 +142,21 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
         other => ServerError::Admin(other),
     })?;
     let admin_addr = admin_listener.local_addr().ok();
-    let admin_state = Arc::new(AdminState::new(&config, server.pipeline()));
+    let reloader = Reloader {
+        path: config_path,
+        pipeline: server.pipeline(),
+        running: Arc::clone(&config),
+    };
+    let admin_state = Arc::new(AdminState {
+        hiya: cache.clone(),
+        providers: providers.clone(),
+        history: Some(Arc::clone(&writer.sink().stats)),
+        proxy: Some(server.proxy()),
+        reloader: Some(reloader),
+        ..AdminState::new(Arc::clone(&config), server.pipeline())
+    });
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(Arc::clone(&admin_state)));
     // One signal, two listeners: the SIP server and the admin server.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -45,6 +45,8 @@ pub struct Config {
     pub live_cache: LiveCacheConfig,
     pub history: HistoryConfig,
     pub admin: AdminConfig,
+    /// The evidence → score mappings of DESIGN.md §4.
+    pub scores: crate::reputation::score::ScoresConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -95,6 +97,9 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in declaration order (metrics index by `action as usize`).
+    pub const ALL: [Action; 4] = [Action::Pass, Action::Tag, Action::Divert, Action::Reject];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Pass => "pass",
@@ -138,6 +143,15 @@ pub struct PolicyConfig {
     pub allow: Vec<String>,
     pub deny: Vec<String>,
     pub dry_run: bool,
+    /// Opt-in: when not empty, only calls to these DIDs are screened (exact
+    /// or prefix*); the others pass with no lookup.
+    pub screen_called: Vec<String>,
+    /// Opt-out: calls to these DIDs are never screened.
+    pub skip_called: Vec<String>,
+    /// Per-category action overrides by category name (e.g. the Hiya names
+    /// "Nonprofit Call" = "tag", "Scam" = "reject"). They replace the
+    /// threshold action when the deciding evidence has that category.
+    pub categories: std::collections::BTreeMap<String, Action>,
 }
 
 impl Default for PolicyConfig {
@@ -157,6 +171,9 @@ impl Default for PolicyConfig {
             allow: vec!["+15551230000".into(), "+1800*".into()],
             deny: vec![],
             dry_run: false,
+            screen_called: vec![],
+            skip_called: vec![],
+            categories: Default::default(),
         }
     }
 }

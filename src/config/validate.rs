@@ -81,7 +81,12 @@ impl Config {
                 format!("{} is out of range; use 1–10000", p.lookup_budget_ms),
             ));
         }
-        for (key, list) in [("policy.allow", &p.allow), ("policy.deny", &p.deny)] {
+        for (key, list) in [
+            ("policy.allow", &p.allow),
+            ("policy.deny", &p.deny),
+            ("policy.screen_called", &p.screen_called),
+            ("policy.skip_called", &p.skip_called),
+        ] {
             for entry in list {
                 NumberPattern::parse(entry)
                     .map_err(|e| invalid(key, format!("entry {entry:?}: {e}")))?;

@@ -63,6 +63,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in declaration order (metrics index by `outcome as usize`).
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Found,
+        Outcome::NoData,
+        Outcome::Cached,
+        Outcome::CachedNoData,
+        Outcome::Error,
+        Outcome::Late,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Found => "found",
@@ -85,9 +95,16 @@ impl Outcome {
 
 type FlightResult = Result<Option<Evidence>, SourceError>;
 
+/// Provider request latency buckets (seconds).
+pub const PROVIDER_BUCKETS: [f64; 10] = [0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5];
+
 /// Counters per provider, for metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ProviderStats {
+    /// What calls got from this provider, by `Outcome as usize`.
+    pub outcomes: [AtomicU64; 6],
+    /// Request latency, seconds (requests actually sent).
+    pub latency_seconds: prometheus_client::metrics::histogram::Histogram,
     pub requests: AtomicU64,
     pub found: AtomicU64,
     pub no_data: AtomicU64,
@@ -95,6 +112,23 @@ pub struct ProviderStats {
     pub skipped: AtomicU64,
     /// Sum of request latencies, for an average.
     pub latency_us_total: AtomicU64,
+}
+
+impl Default for ProviderStats {
+    fn default() -> Self {
+        ProviderStats {
+            outcomes: Default::default(),
+            latency_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                PROVIDER_BUCKETS,
+            ),
+            requests: AtomicU64::new(0),
+            found: AtomicU64::new(0),
+            no_data: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            latency_us_total: AtomicU64::new(0),
+        }
+    }
 }
 
 /// One provider with its breaker, bound and flights.
@@ -197,6 +231,7 @@ impl LiveLookup {
                     continue;
                 }
             };
+            p.stats.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
             reports.push(LookupReport {
                 source: p.source.name(),
                 outcome,
@@ -259,6 +294,8 @@ impl LiveLookup {
                             Some(format!("{name}: lookup task ended without an answer")),
                         ),
                     };
+                    self.providers[index].stats.outcomes[outcome as usize]
+                        .fetch_add(1, Ordering::Relaxed);
                     reports.push(LookupReport {
                         source: name,
                         outcome,
@@ -270,6 +307,7 @@ impl LiveLookup {
                 Err(_) => {
                     let latency_us = started.elapsed().as_micros() as u64;
                     for p in self.selected(pending) {
+                        p.stats.outcomes[Outcome::Late as usize].fetch_add(1, Ordering::Relaxed);
                         reports.push(LookupReport {
                             source: p.source.name(),
                             outcome: Outcome::Late,
@@ -356,9 +394,11 @@ async fn run(p: &Provider, e164: &str) -> FlightResult {
             ms: p.timeout.as_millis() as u64,
         }),
     };
+    let took = started.elapsed();
     p.stats
         .latency_us_total
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    p.stats.latency_seconds.observe(took.as_secs_f64());
     match &result {
         Ok(found) => {
             p.breaker.success();

@@ -104,5 +104,6 @@ pub mod hiya_cache;
 pub mod live;
 pub mod live_cache;
 pub mod providers;
+pub mod score;
 
 pub use error::SourceError;

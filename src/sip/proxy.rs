@@ -35,10 +35,20 @@ pub const BRANCH_PREFIX: &str = "z9hG4bK-ss-";
 /// Calls waiting on live lookups at once; beyond this, `on_lookup_failure` applies.
 pub const MAX_SCREENING: usize = 10_000;
 
-/// Counters for tests, logs and (later) metrics.
+/// Methods counted in [`Stats::requests`], in index order.
+pub const METHODS: [&str; 7] = [
+    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "other",
+];
+
+/// Counters for tests, logs and metrics. Fixed arrays, not maps: the SIP
+/// thread bumps them per packet without hashing or locking.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub received: AtomicU64,
+    /// Requests received, by [`METHODS`] index.
+    pub requests: [AtomicU64; 7],
+    /// Responses received, by class (index 0 = 1xx … 5 = 6xx).
+    pub responses: [AtomicU64; 6],
     pub parse_errors: AtomicU64,
     pub forbidden: AtomicU64,
     pub invites_screened: AtomicU64,
@@ -121,8 +131,20 @@ impl Proxy {
     pub fn handle(self: &Arc<Self>, buf: Bytes, from: Peer) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         match Message::parse(buf.clone()) {
-            Ok(msg) if msg.method().is_some() => self.on_request(msg, from),
-            Ok(msg) => self.on_response(msg),
+            Ok(msg) if msg.method().is_some() => {
+                if let Some(m) = msg.method() {
+                    self.stats.requests[method_index(m)].fetch_add(1, Ordering::Relaxed);
+                }
+                self.on_request(msg, from)
+            }
+            Ok(msg) => {
+                if let Some(class) = msg.status().map(|c| (c / 100) as usize)
+                    && (1..=6).contains(&class)
+                {
+                    self.stats.responses[class - 1].fetch_add(1, Ordering::Relaxed);
+                }
+                self.on_response(msg)
+            }
             Err(e) => self.on_parse_error(&buf, e, from),
         }
     }
@@ -440,7 +462,7 @@ impl Proxy {
         self.stats.invites_screened.fetch_add(1, Ordering::Relaxed);
 
         let trusted = self.is_trusted(from.addr().ip());
-        let caller = caller::identify(&msg, trusted, &self.pipeline.policy.country);
+        let caller = caller::identify(&msg, trusted, &self.pipeline.policy().country);
         let called = Uri::parse(&String::from_utf8_lossy(msg.request_uri()))
             .and_then(|u| u.user_base().map(|u| u.into_owned()))
             .unwrap_or_default();
@@ -490,14 +512,14 @@ impl Proxy {
     fn forwards(&self, d: &Decision) -> bool {
         match d.action {
             Action::Reject => false,
-            Action::Divert => self.pipeline.policy.config.divert_mode == DivertMode::Retarget,
+            Action::Divert => self.pipeline.policy().config.divert_mode == DivertMode::Retarget,
             _ => true,
         }
     }
 
     /// Carries out a decision on a screened INVITE.
     fn apply(self: &Arc<Self>, tx: &TxRef, msg: &Message, key: &str, from: Peer, d: Decision) {
-        let policy = &self.pipeline.policy;
+        let policy = self.pipeline.policy();
         if tx.lock().state != TxState::Screening {
             // Cancelled while screening: the 487 has gone already.
             return;
@@ -554,7 +576,7 @@ impl Proxy {
     /// Answers a rejected call with `policy.reject_code` and its headers
     /// (603+ Reason per ATIS-1000099; 608 jwscard Call-Info).
     fn reject(self: &Arc<Self>, tx: &TxRef, d: &Decision) {
-        let policy = &self.pipeline.policy;
+        let policy = self.pipeline.policy();
         let code = policy.config.reject_code;
         let url = &policy.config.redress_url;
         let mut extra = Vec::new();
@@ -802,4 +824,17 @@ fn peer_of(uri: &Uri<'_>) -> Option<Peer> {
     } else {
         Peer::Udp(addr)
     })
+}
+
+/// The [`METHODS`] index of a method.
+fn method_index(m: Method) -> usize {
+    match m {
+        Method::Invite => 0,
+        Method::Ack => 1,
+        Method::Cancel => 2,
+        Method::Bye => 3,
+        Method::Options => 4,
+        Method::Register => 5,
+        _ => 6,
+    }
 }

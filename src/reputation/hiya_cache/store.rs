@@ -201,6 +201,9 @@ pub fn current_generation(country_dir: &Path) -> Option<String> {
 pub struct HiyaCache {
     dir: PathBuf,
     countries: ArcSwap<BTreeMap<String, Arc<CountryCache>>>,
+    /// Lookups that found / did not find the number (metrics).
+    pub hits: std::sync::atomic::AtomicU64,
+    pub misses: std::sync::atomic::AtomicU64,
 }
 
 impl HiyaCache {
@@ -211,6 +214,8 @@ impl HiyaCache {
         let cache = HiyaCache {
             dir: dir.to_path_buf(),
             countries: ArcSwap::from_pointee(BTreeMap::new()),
+            hits: Default::default(),
+            misses: Default::default(),
         };
         cache.reload_changed(only);
         cache
@@ -287,9 +292,15 @@ impl LocalSource for HiyaCache {
         let started = Instant::now();
         let key = build::key_of(e164)?;
         let countries = self.countries.load();
-        let (entry, generation) = countries
+        let Some((entry, generation)) = countries
             .values()
-            .find_map(|c| c.get(key).map(|e| (e, &c.manifest.generation)))?;
+            .find_map(|c| c.get(key).map(|e| (e, &c.manifest.generation)))
+        else {
+            self.misses
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        };
+        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let category = entry.category.map(category_name);
         Some(Evidence {
             source: Source::HiyaCache,

@@ -1,121 +1,21 @@
-//! The admin HTTP server on `admin.listen` (DESIGN.md §7).
-//!
-//! Health probes and the DIDChecks webhook live here. The webhook is open (the
-//! provider cannot send our bearer token) but every request must carry
-//! `X-HUHU-Signature: sha256=<hex HMAC-SHA256 of the raw body>`, checked in
-//! constant time before the body is even parsed; a bad or missing signature
-//! gets 401 and changes nothing.
+//! `POST /api/v1/webhooks/didchecks`: open (DIDChecks cannot send our bearer
+//! token), but every delivery must carry `X-HUHU-Signature: sha256=<hex
+//! HMAC-SHA256 of the raw body>`, checked in constant time before the body is
+//! parsed. A bad or missing signature gets 401 and changes nothing.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::config::Config;
-use crate::pipeline::Pipeline;
+use super::{AdminState, MAX_WEBHOOK_BODY, SIGNATURE_HEADER, json_error};
 use crate::reputation::{Evidence, Source};
-
-/// The signature header DIDChecks sends.
-pub const SIGNATURE_HEADER: &str = "x-huhu-signature";
-
-/// Webhook bodies larger than this are refused before verification.
-pub const MAX_WEBHOOK_BODY: usize = 64 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AdminError {
-    #[error(
-        "cannot listen on admin.listen {addr} (is another service there? change admin.listen): {source}"
-    )]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error(
-        "admin.listen {addr} is not a loopback address and ${env} is not set: the admin API would be open to the network; set the token or listen on 127.0.0.1"
-    )]
-    NoToken { addr: SocketAddr, env: String },
-}
-
-/// Webhook counters, by what happened.
-#[derive(Debug, Default)]
-pub struct WebhookStats {
-    pub status_changes: AtomicU64,
-    pub other_events: AtomicU64,
-    pub bad_signatures: AtomicU64,
-    pub malformed: AtomicU64,
-}
-
-/// What the admin handlers share.
-pub struct AdminState {
-    pub pipeline: Arc<Pipeline>,
-    /// HMAC key for the DIDChecks webhook; `None` refuses every delivery.
-    pub webhook_secret: Option<Vec<u8>>,
-    pub webhook_secret_env: String,
-    pub webhook: WebhookStats,
-}
-
-impl AdminState {
-    pub fn new(config: &Config, pipeline: Arc<Pipeline>) -> Self {
-        let env = &config.providers.didchecks.webhook_secret_env;
-        AdminState {
-            pipeline,
-            webhook_secret: std::env::var(env)
-                .ok()
-                .filter(|s| !s.is_empty())
-                .map(String::into_bytes),
-            webhook_secret_env: env.clone(),
-            webhook: WebhookStats::default(),
-        }
-    }
-}
-
-/// Binds `admin.listen`, refusing a network-facing API without a token.
-pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, AdminError> {
-    let addr = config.admin.listen;
-    let has_token = std::env::var(&config.admin.token_env).is_ok_and(|t| !t.is_empty());
-    if !addr.ip().is_loopback() && !has_token {
-        return Err(AdminError::NoToken {
-            addr,
-            env: config.admin.token_env.clone(),
-        });
-    }
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| AdminError::Bind { addr, source })
-}
-
-pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
-        .route("/api/v1/webhooks/didchecks", post(didchecks_webhook))
-        .with_state(state)
-}
-
-/// Serves until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AdminState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "admin server stopped");
-    }
-}
 
 /// Verifies `sha256=<hex>` over `body`, in constant time.
 pub fn verify_signature(secret: &[u8], header: Option<&str>, body: &[u8]) -> bool {
@@ -156,11 +56,7 @@ struct CurrentStatus {
     spam_type: Option<String>,
 }
 
-fn json_error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
-}
-
-async fn didchecks_webhook(
+pub(super) async fn didchecks_webhook(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     body: Bytes,
@@ -170,7 +66,7 @@ async fn didchecks_webhook(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!(
                 "webhook secret not configured: set ${} to the DIDChecks webhook secret",
-                state.webhook_secret_env
+                state.config.providers.didchecks.webhook_secret_env
             ),
         );
     };

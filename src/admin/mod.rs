@@ -1,0 +1,196 @@
+//! The admin HTTP server on `admin.listen` (DESIGN.md §7).
+//!
+//! `/healthz`, `/readyz` and `/metrics` are open. Everything under `/api/`
+//! needs `Authorization: Bearer <token>` with the token from
+//! `admin.token_env` (compared in constant time), except the DIDChecks
+//! webhook, which proves itself with its HMAC signature instead. Without a
+//! token configured the API is open, which `serve` allows only on a loopback
+//! address. Errors are JSON `{"error": "..."}` saying what to do.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use subtle::ConstantTimeEq;
+
+use crate::cli::Providers;
+use crate::config::Config;
+use crate::history::writer::HistoryStats;
+use crate::pipeline::Pipeline;
+use crate::reload::Reloader;
+use crate::reputation::hiya_cache::store::HiyaCache;
+use crate::sip::proxy::Proxy;
+
+mod api;
+mod webhook;
+
+pub use webhook::verify_signature;
+
+/// The signature header DIDChecks sends.
+pub const SIGNATURE_HEADER: &str = "x-huhu-signature";
+
+/// Webhook bodies larger than this are refused before verification.
+pub const MAX_WEBHOOK_BODY: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    #[error(
+        "cannot listen on admin.listen {addr} (is another service there? change admin.listen): {source}"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "admin.listen {addr} is not a loopback address and ${env} is not set: the admin API would be open to the network; set the token or listen on 127.0.0.1"
+    )]
+    NoToken { addr: SocketAddr, env: String },
+}
+
+/// Webhook counters, by what happened.
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    pub status_changes: AtomicU64,
+    pub other_events: AtomicU64,
+    pub bad_signatures: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+/// What the admin handlers share. Only `pipeline` and `config` are needed;
+/// the rest is filled in by `serve` (tests leave out what they do not use).
+pub struct AdminState {
+    pub pipeline: Arc<Pipeline>,
+    pub config: Arc<Config>,
+    /// The bearer token for `/api/*`; `None` leaves the API open.
+    pub token: Option<String>,
+    /// HMAC key for the DIDChecks webhook; `None` refuses every delivery.
+    pub webhook_secret: Option<Vec<u8>>,
+    pub webhook: WebhookStats,
+    pub hiya: Option<Arc<HiyaCache>>,
+    pub providers: Providers,
+    pub history: Option<Arc<HistoryStats>>,
+    pub proxy: Option<Arc<Proxy>>,
+    pub reloader: Option<Reloader>,
+}
+
+impl AdminState {
+    /// State with the secrets read from the environment variables the
+    /// config names.
+    pub fn new(config: Arc<Config>, pipeline: Arc<Pipeline>) -> Self {
+        let env = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
+        AdminState {
+            token: env(&config.admin.token_env),
+            webhook_secret: env(&config.providers.didchecks.webhook_secret_env)
+                .map(String::into_bytes),
+            pipeline,
+            config,
+            webhook: WebhookStats::default(),
+            hiya: None,
+            providers: Providers::default(),
+            history: None,
+            proxy: None,
+            reloader: None,
+        }
+    }
+
+    fn history_path(&self) -> PathBuf {
+        self.config.history.path.clone()
+    }
+}
+
+/// Binds `admin.listen`, refusing a network-facing API without a token.
+pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, AdminError> {
+    let addr = config.admin.listen;
+    let has_token = std::env::var(&config.admin.token_env).is_ok_and(|t| !t.is_empty());
+    if !addr.ip().is_loopback() && !has_token {
+        return Err(AdminError::NoToken {
+            addr,
+            env: config.admin.token_env.clone(),
+        });
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdminError::Bind { addr, source })
+}
+
+/// A JSON error body: `{"error": message}`.
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// `/api/*` (but the webhook) needs the bearer token when one is configured.
+async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            let env = &state.config.admin.token_env;
+            let why = if given.is_empty() {
+                format!(
+                    "missing Authorization: Bearer <token> (the token is in ${env} where sipsentry runs)"
+                )
+            } else {
+                format!("wrong bearer token (compare with ${env} where sipsentry runs)")
+            };
+            return json_error(StatusCode::UNAUTHORIZED, &why);
+        }
+    }
+    next.run(req).await
+}
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/check/{number}", get(api::check))
+        .route("/api/v1/history", get(api::history))
+        .route("/api/v1/history/export", get(api::export))
+        .route("/api/v1/cache", get(api::cache))
+        .route("/api/v1/cache/sync", post(api::cache_sync))
+        .route("/api/v1/reload", post(api::reload))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/metrics", get(api::metrics))
+        .route(
+            "/api/v1/webhooks/didchecks",
+            post(webhook::didchecks_webhook),
+        )
+        .merge(api)
+        .fallback(|| async {
+            json_error(
+                StatusCode::NOT_FOUND,
+                "no such route; see DESIGN.md §7 for the admin API",
+            )
+        })
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "admin server stopped");
+    }
+}

@@ -1,0 +1,63 @@
+//! Reloading the policy without dropping calls (SIGHUP, `POST /api/v1/reload`).
+//!
+//! The config file is read and validated again; a bad file is refused and
+//! the policy in force stays. A good one replaces the policy (`[policy]`,
+//! `[labels]`, `[scores]`, `numbers.default_country`) atomically: calls in
+//! flight finish with the policy they started with, new calls get the new
+//! one. Sections that need a restart (listeners, caches, providers, history,
+//! admin) are named in the answer, not applied.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+use crate::pipeline::Pipeline;
+use crate::policy::Policy;
+
+pub struct Reloader {
+    /// The file `serve` was started with (`None`: ./sipsentry.toml or defaults).
+    pub path: Option<PathBuf>,
+    pub pipeline: Arc<Pipeline>,
+    /// The configuration the process started with.
+    pub running: Arc<Config>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Reloaded {
+    pub reloaded: bool,
+    /// Sections that changed in the file but only take effect on a restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+impl Reloader {
+    pub fn reload(&self) -> Result<Reloaded, ConfigError> {
+        let new = Config::load(self.path.as_deref())?;
+        let policy = Policy::new(&new)?;
+        self.pipeline.set_policy(Arc::new(policy));
+        let old = &self.running;
+        let mut restart_needed = Vec::new();
+        for (name, changed) in [
+            ("sip", differs(&old.sip, &new.sip)),
+            ("hiya_cache", differs(&old.hiya_cache, &new.hiya_cache)),
+            ("providers", differs(&old.providers, &new.providers)),
+            ("live_cache", differs(&old.live_cache, &new.live_cache)),
+            ("history", differs(&old.history, &new.history)),
+            ("admin", differs(&old.admin, &new.admin)),
+        ] {
+            if changed {
+                restart_needed.push(name);
+            }
+        }
+        tracing::info!(restart_needed = ?restart_needed, "policy reloaded");
+        Ok(Reloaded {
+            reloaded: true,
+            restart_needed,
+        })
+    }
+}
+
+/// Whether two config sections differ (compared by their serialized form).
+fn differs<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    serde_json::to_value(a).ok() != serde_json::to_value(b).ok()
+}
