@@ -53,6 +53,10 @@ fn counters(
 ) -> Result<(), std::fmt::Error> {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, v) in samples {
+        if labels.is_empty() {
+            // A bare sample, not `name{} v`.
+            return ConstCounter::new(v).encode(m);
+        }
         ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
     }
     Ok(())
@@ -66,6 +70,9 @@ fn gauges(
 ) -> Result<(), std::fmt::Error> {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, v) in samples {
+        if labels.is_empty() {
+            return ConstGauge::new(v).encode(m);
+        }
         ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
     }
     Ok(())

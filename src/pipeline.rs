@@ -40,7 +40,8 @@ pub struct CallCtx {
     pub lookups: Vec<LookupReport>,
     /// Live providers with no cached answer (a bit per provider).
     live_missing: u64,
-    /// Whether the decision goes into the history (not for `check`).
+    /// Whether this is a real call, counted in metrics and written to the
+    /// history (`check` is not).
     pub record: bool,
     pub started: Instant,
 }
@@ -370,13 +371,14 @@ impl Pipeline {
             us = decision.decision_us,
             "screened"
         );
+        if !ctx.record {
+            return decision;
+        }
         self.metrics.calls[decision.action as usize][rule as usize].fetch_add(1, Ordering::Relaxed);
         self.metrics
             .decision_seconds
             .observe(decision.decision_us as f64 / 1e6);
-        if ctx.record
-            && let Some(sink) = &self.history
-        {
+        if let Some(sink) = &self.history {
             sink.record(self.record(ctx, &decision));
         }
         decision
