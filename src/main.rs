@@ -45,6 +45,15 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Audit a list of numbers (one per line, or first CSV column) through
+    /// the screening pipeline.
+    Bulk {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: BulkFormat,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
     /// Query or export the decision history.
     History {
         /// From this time (2026-11-21T10:00:00Z, 2026-11-21, or epoch ms).
@@ -121,6 +130,12 @@ struct BenchArgs {
     /// UAS: wait this many milliseconds before the 200 OK.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     answer_delay: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BulkFormat {
+    Csv,
+    Json,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -355,6 +370,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(b) = balance {
                 println!("{}", b.line());
             }
+            Ok(())
+        }
+        Command::Bulk {
+            file,
+            format,
+            config,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            let input = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let numbers = cli::bulk::read_numbers(std::io::BufReader::new(input))
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let json = matches!(format, BulkFormat::Json);
+            let n = runtime.block_on(cli::bulk::bulk(&config, numbers, json, &mut out))?;
+            eprintln!("{n} numbers audited");
             Ok(())
         }
         Command::History {

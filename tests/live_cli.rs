@@ -163,3 +163,64 @@ async fn check_own_reports_status_and_report_card() {
     assert_eq!(dc.state.count("/"), 0, "--own asks only Hiya");
     assert_eq!(gl.state.count("/"), 0);
 }
+
+#[tokio::test]
+async fn bulk_audits_a_list_with_the_didchecks_bulk_endpoint() {
+    let dc = fakes::didchecks().await;
+    let numbers: Vec<String> = (0..150).map(|i| format!("+336{i:08}")).collect();
+    for (i, n) in numbers.iter().enumerate() {
+        // Every third number is unknown to DIDChecks.
+        if i % 3 != 0 {
+            dc.state.answer(
+                n,
+                fakes::dc_data(n, if i % 2 == 0 { 95 } else { 20 }, "Scam"),
+            );
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sipsentry.toml"),
+        format!(
+            "[numbers]\ndefault_country = \"FR\"\n[hiya_cache]\nenabled = false\n\
+             [providers.didchecks]\nenabled = true\nbase_url = \"{}\"\ntoken_env = \"T_DC\"\n",
+            dc.base
+        ),
+    )
+    .unwrap();
+    let mut list = String::from("# numbers to audit\n\n");
+    for n in &numbers {
+        list.push_str(&format!("{n},some note\n"));
+    }
+    list.push_str("not-a-number\n");
+    std::fs::write(dir.path().join("numbers.txt"), list).unwrap();
+
+    let (code, out, err) = run(dir.path(), &["bulk", "numbers.txt"], true).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        dc.state.count("/check/bulk"),
+        2,
+        "150 numbers = 2 bulk requests"
+    );
+    assert_eq!(dc.state.count("/check/+"), 0, "no per-number requests");
+    let mut rdr = csv::Reader::from_reader(out.as_bytes());
+    let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 151);
+    assert_eq!(
+        (&rows[2][0], &rows[2][2], &rows[2][4]),
+        ("+33600000002", "reject", "95")
+    );
+    assert_eq!((&rows[1][2], &rows[1][4]), ("pass", "20"));
+    assert_eq!((&rows[0][2], &rows[0][4]), ("pass", "0"), "no data: pass");
+    assert_eq!(&rows[150][7], "not a phone number");
+
+    let (_, json, _) = run(
+        dir.path(),
+        &["bulk", "numbers.txt", "--format", "json"],
+        true,
+    )
+    .await;
+    let v: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(v.len(), 151);
+    assert_eq!(v[2]["action"], "reject");
+    assert_eq!(v[2]["sources"], "didchecks");
+}

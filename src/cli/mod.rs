@@ -13,6 +13,7 @@ use crate::reputation::providers::gilraen::{Gilraen, GilraenSource};
 use crate::reputation::providers::hiya_status::HiyaStatus;
 use crate::reputation::{LiveSource, LocalSource, SourceError};
 
+pub mod bulk;
 mod cache;
 mod check;
 pub mod history;
