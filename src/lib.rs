@@ -11,7 +11,13 @@
 //!   reputation sources from [`reputation`], score) ending in a [`policy::Decision`].
 //!   The local source in production is [`reputation::hiya_cache`]: synced,
 //!   validated, fst-indexed and memory-mapped per country.
+//!   Live providers ([`reputation::providers`]) sit behind [`reputation::live`]:
+//!   the live cache, single flight, deadlines and circuit breakers.
 //! - [`sip::relay`]: the decision applied by splicing edits into the original bytes.
+//! - [`history`]: every decision, written to SQLite off the call path.
+//!
+//! Around the call path: [`admin`] (HTTP API, DIDChecks webhook), [`metrics`]
+//! (`/metrics`), [`reload`] (policy reload on SIGHUP or by API).
 //!
 //! [`config`] is the TOML contract; [`server`] starts and drains it all;
 //! [`cli`] holds the command implementations behind the thin `main.rs`;

@@ -116,7 +116,7 @@ fn record(i: u64, time_ms: i64) -> Record {
         caller_e164: Some(format!("+1555{i:07}")),
         called: "+15551234567".into(),
         trust: "from".into(),
-        action: if i % 2 == 0 { "pass" } else { "reject" }.into(),
+        action: if i.is_multiple_of(2) { "pass" } else { "reject" }.into(),
         rule: "threshold".into(),
         response_code: (i % 2 == 1).then_some(603),
         score: (i % 100) as u8,
@@ -197,7 +197,7 @@ fn graceful_shutdown_under_load_loses_no_record_and_exports_parse_back() {
         std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let from = if i % 3 == 0 {
+                let from = if i.is_multiple_of(3) {
                     "<sip:+16665550100@x>"
                 } else {
                     "<sip:+15550001111@x>"
@@ -207,7 +207,7 @@ fn graceful_shutdown_under_load_loses_no_record_and_exports_parse_back() {
                     listen,
                 );
                 i += 1;
-                if i % 50 == 0 {
+                if i.is_multiple_of(50) {
                     std::thread::sleep(Duration::from_millis(5));
                 }
             }

@@ -39,7 +39,8 @@ pub(super) struct HistoryParams {
 }
 
 impl HistoryParams {
-    fn filter(&self, state: &AdminState) -> Result<Filter, Response> {
+    /// The filter, or the message of a 400.
+    fn filter(&self, state: &AdminState) -> Result<Filter, String> {
         crate::cli::history::filter(
             &state.config,
             self.from.as_deref(),
@@ -47,7 +48,7 @@ impl HistoryParams {
             self.number.as_deref(),
             self.action.as_deref(),
         )
-        .map_err(|e| json_error(StatusCode::BAD_REQUEST, &e.to_string()))
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -68,7 +69,7 @@ pub(super) async fn history(
 ) -> Response {
     let filter = match p.filter(&state) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(m) => return json_error(StatusCode::BAD_REQUEST, &m),
     };
     let limit = p.limit.unwrap_or(20);
     if limit == 0 || limit > MAX_PAGE_LIMIT {
@@ -141,7 +142,7 @@ pub(super) async fn export(
     };
     let filter = match p.filter(&state) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(m) => return json_error(StatusCode::BAD_REQUEST, &m),
     };
     let path = state.history_path();
     if !path.exists() {

@@ -119,7 +119,7 @@ pub fn csv_line(fields: &[impl AsRef<[u8]>]) -> anyhow::Result<Vec<u8>> {
         .has_headers(false)
         .from_writer(Vec::new());
     w.write_record(fields)?;
-    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)
+    w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))
 }
 
 impl<'a> RowWriter<'a> {
@@ -134,8 +134,8 @@ impl<'a> RowWriter<'a> {
             Format::Json => w.out.write_all(b"[")?,
             Format::Table => writeln!(
                 w.out,
-                "{:<24} {:<17} {:<17} {:<7} {:<15} {:>5} {:>4}  {}",
-                "time", "caller", "called", "action", "rule", "code", "score", "category"
+                "{:<24} {:<17} {:<17} {:<7} {:<15} {:>5} {:>4}  category",
+                "time", "caller", "called", "action", "rule", "code", "score"
             )?,
         }
         Ok(w)

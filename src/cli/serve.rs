@@ -130,9 +130,19 @@ pub async fn serve(
         hiya: cache,
         providers,
     } = build(&config)?;
-    let writer = HistoryWriter::start(&config.history.path, config.history.retention_days)
-        .map_err(ServerError::History)?;
-    let pipeline = pipeline.with_history(writer.sink());
+    let writer = if config.history.enabled {
+        Some(
+            HistoryWriter::start(&config.history.path, config.history.retention_days)
+                .map_err(ServerError::History)?,
+        )
+    } else {
+        tracing::warn!("history.enabled = false: decisions are not recorded");
+        None
+    };
+    let pipeline = match &writer {
+        Some(w) => pipeline.with_history(w.sink()),
+        None => pipeline,
+    };
     let server = Server::bind(Arc::clone(&config), pipeline).await?;
     let admin_listener = admin::bind(&config).await.map_err(|e| match e {
         AdminError::NoToken { .. } => ServerError::Config(ConfigError::Invalid {
@@ -150,7 +160,7 @@ pub async fn serve(
     let admin_state = Arc::new(AdminState {
         hiya: cache.clone(),
         providers: providers.clone(),
-        history: Some(Arc::clone(&writer.sink().stats)),
+        history: writer.as_ref().map(|w| Arc::clone(&w.sink().stats)),
         proxy: Some(server.proxy()),
         reloader: Some(reloader),
         ..AdminState::new(Arc::clone(&config), server.pipeline())
@@ -225,8 +235,10 @@ pub async fn serve(
     );
     server.run(stopped(stop_rx)).await;
     // Every call is decided now: write what is queued, then exit.
-    let _ = tokio::task::spawn_blocking(move || writer.close()).await;
-    tracing::info!("history flushed");
+    if let Some(writer) = writer {
+        let _ = tokio::task::spawn_blocking(move || writer.close()).await;
+        tracing::info!("history flushed");
+    }
     Ok(())
 }
 

@@ -340,6 +340,9 @@ impl Default for LiveCacheConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistoryConfig {
+    /// Record every decision (on by default; off only for measurements or
+    /// when another system keeps the record).
+    pub enabled: bool,
     pub path: PathBuf,
     pub retention_days: u32,
 }
@@ -347,6 +350,7 @@ pub struct HistoryConfig {
 impl Default for HistoryConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             path: "sipsentry-data/history.db".into(),
             retention_days: 90,
         }
