@@ -116,7 +116,12 @@ fn record(i: u64, time_ms: i64) -> Record {
         caller_e164: Some(format!("+1555{i:07}")),
         called: "+15551234567".into(),
         trust: "from".into(),
-        action: if i.is_multiple_of(2) { "pass" } else { "reject" }.into(),
+        action: if i.is_multiple_of(2) {
+            "pass"
+        } else {
+            "reject"
+        }
+        .into(),
         rule: "threshold".into(),
         response_code: (i % 2 == 1).then_some(603),
         score: (i % 100) as u8,
