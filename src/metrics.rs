@@ -35,12 +35,6 @@ pub fn render(state: &Arc<AdminState>) -> Result<String, std::fmt::Error> {
 #[derive(Debug)]
 struct Snapshot(Arc<AdminState>);
 
-impl std::fmt::Debug for AdminState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminState").finish_non_exhaustive()
-    }
-}
-
 fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }

@@ -154,17 +154,7 @@ pub(super) async fn export(
         let result = (|| -> anyhow::Result<()> {
             let conn = open_read(&path)?;
             let mut writer = RowWriter::new(format, &mut out)?;
-            let mut failed = None;
-            query::scan(&conn, &filter, None, |row| match writer.row(&row) {
-                Ok(()) => true,
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
-            })?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
+            writer.scan(&conn, &filter)?;
             writer.finish()?;
             Ok(())
         })();

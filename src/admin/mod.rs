@@ -82,6 +82,13 @@ pub struct AdminState {
     pub reloader: Option<Reloader>,
 }
 
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token or the webhook secret.
+        f.debug_struct("AdminState").finish_non_exhaustive()
+    }
+}
+
 impl AdminState {
     /// State with the secrets read from the environment variables the
     /// config names.

@@ -86,20 +86,7 @@ pub fn history(
             }
             rows.len() as u64
         }
-        None => {
-            let mut err = None;
-            let n = query::scan(&conn, filter, None, |r| match writer.row(&r) {
-                Ok(()) => true,
-                Err(e) => {
-                    err = Some(e);
-                    false
-                }
-            })?;
-            if let Some(e) = err {
-                return Err(e);
-            }
-            n
-        }
+        None => writer.scan(&conn, filter)?,
     };
     writer.finish()?;
     Ok(n)
@@ -168,6 +155,22 @@ impl<'a> RowWriter<'a> {
         }
         self.first = false;
         Ok(())
+    }
+
+    /// Writes every row `filter` matches, oldest first, one at a time.
+    pub fn scan(&mut self, conn: &rusqlite::Connection, filter: &Filter) -> anyhow::Result<u64> {
+        let mut failed = None;
+        let n = query::scan(conn, filter, None, |r| match self.row(&r) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 
     pub fn finish(self) -> anyhow::Result<()> {
