@@ -4,6 +4,10 @@
 //! ([`super::transaction`]); every other request is relayed statelessly with a
 //! deterministic branch, and responses follow the Via chain back. Relayed bytes
 //! are the received bytes with edits spliced in ([`super::relay`]).
+//!
+//! This file routes requests (CANCEL, ACK, loose routing, checks); `invite`
+//! holds the screened INVITE and carries out decisions; `response` routes
+//! responses back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,23 +18,21 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
-use tracing::Instrument;
 
-use super::caller;
 use super::header::{self, NameAddr, Via};
 use super::message::{HeaderName, Message, Method, ParseError};
 use super::relay::{self, RequestEdit};
 use super::respond;
-use super::transaction::{
-    Forwarded, Retransmit, ServerTx, T2, TimerAction, TxRef, TxState, TxTable,
-};
+use super::transaction::{TimerAction, TxRef, TxState, TxTable};
 use super::transport::Peer;
 use super::uri::Uri;
-use crate::config::{Action, Config, DivertMode};
-use crate::pipeline::{CallCtx, Pipeline};
-use crate::policy::Decision;
+use crate::config::Config;
+use crate::pipeline::Pipeline;
 
 /// Every branch the proxy writes starts with this (RFC 3261 magic cookie + our mark).
+mod invite;
+mod response;
+
 pub const BRANCH_PREFIX: &str = "z9hG4bK-ss-";
 /// Calls waiting on live lookups at once; beyond this, `on_lookup_failure` applies.
 pub const MAX_SCREENING: usize = 10_000;
@@ -443,187 +445,6 @@ impl Proxy {
         }
     }
 
-    fn on_initial_invite(self: &Arc<Self>, msg: Message, top: &Via<'_>, from: Peer, key: String) {
-        let reply_to = self.reply_peer(top, from);
-        // Held from before anything is sent until the call is decided, so a
-        // shutdown that starts meanwhile waits for this call (mini-redis's
-        // drop-the-last-sender drain). No guard left: shutdown has begun.
-        let guard = self.drain_guard.lock().clone();
-        if guard.is_none() || self.draining.load(Ordering::Relaxed) {
-            return self.reply(&msg, top, from, 503, &["Retry-After: 5".into()]);
-        }
-        let trying = respond::build(&msg, 100, None, &[]);
-        let mut tx = ServerTx::new(key.clone(), msg.clone(), reply_to);
-        tx.last_response = Some(trying.clone());
-        let (tx, fresh) = self.txs.insert(tx);
-        if !fresh {
-            return self.on_retransmission(&tx);
-        }
-        self.stats.invites_screened.fetch_add(1, Ordering::Relaxed);
-
-        let trusted = self.is_trusted(from.addr().ip());
-        let caller = caller::identify(&msg, trusted, &self.pipeline.policy().country);
-        let called = Uri::parse(&String::from_utf8_lossy(msg.request_uri()))
-            .and_then(|u| u.user_base().map(|u| u.into_owned()))
-            .unwrap_or_default();
-        let call_id = String::from_utf8_lossy(msg.call_id()).into_owned();
-        let span = tracing::debug_span!(
-            "call",
-            call_id = %call_id,
-            caller = caller.e164.as_deref().unwrap_or(&caller.raw),
-            decision = tracing::field::Empty
-        );
-        let mut ctx = CallCtx::new(call_id, from.addr(), caller, called);
-        if let Some(decision) = span.in_scope(|| self.pipeline.screen_now(&mut ctx)) {
-            span.record("decision", decision.action.as_str());
-            // Decided at once: a forwarded INVITE goes out before the 100, so
-            // the call does not wait behind our own provisional. Over UDP the
-            // single SIP thread guarantees no response can overtake the 100;
-            // over TCP, responses arrive on another thread, so the 100 goes first.
-            let forwards = self.forwards(&decision);
-            if !forwards || from.is_tcp() {
-                self.send(reply_to, trying.clone());
-            }
-            span.in_scope(|| self.apply(&tx, &msg, &key, from, decision));
-            if forwards && !from.is_tcp() {
-                self.send(reply_to, trying);
-            }
-            return;
-        }
-        self.send(reply_to, trying);
-        let Ok(permit) = Arc::clone(&self.screening).try_acquire_owned() else {
-            let decision = self.pipeline.overload(&mut ctx);
-            return span.in_scope(|| self.apply(&tx, &msg, &key, from, decision));
-        };
-        // Only a call that needs a live provider leaves the SIP thread.
-        let proxy = Arc::clone(self);
-        self.rt.spawn(
-            async move {
-                let decision = proxy.pipeline.screen_live(&mut ctx).await;
-                tracing::Span::current().record("decision", decision.action.as_str());
-                proxy.apply(&tx, &msg, &key, from, decision);
-                drop((permit, guard));
-            }
-            .instrument(span),
-        );
-    }
-
-    /// Whether a decision relays the INVITE (rather than answering it here).
-    fn forwards(&self, d: &Decision) -> bool {
-        match d.action {
-            Action::Reject => false,
-            Action::Divert => self.pipeline.policy().config.divert_mode == DivertMode::Retarget,
-            _ => true,
-        }
-    }
-
-    /// Carries out a decision on a screened INVITE.
-    fn apply(self: &Arc<Self>, tx: &TxRef, msg: &Message, key: &str, from: Peer, d: Decision) {
-        let policy = self.pipeline.policy();
-        if tx.lock().state != TxState::Screening {
-            // Cancelled while screening: the 487 has gone already.
-            return;
-        }
-        if !self.forwards(&d) {
-            return match d.action {
-                Action::Reject => self.reject(tx, &d),
-                // Divert by redirect: tell the trunk where to send the call.
-                _ => {
-                    let contact = format!("Contact: <{}>", policy.divert_to.text);
-                    self.final_response(tx, 302, &[contact]);
-                }
-            };
-        }
-        let new_ruri = (d.action == Action::Divert).then(|| policy.divert_to.text.clone());
-        // A retargeted call still goes to the next hop (DESIGN.md §3): the PBX
-        // owns the voicemail or announcement service.
-        let own_route = self.own_route(msg);
-        let dest = self.route(msg, own_route.as_ref(), false, false);
-        let via = self.via_line(key, dest);
-        let rr = self.config.sip.record_route.then(|| {
-            let t = if from.is_tcp() { ";transport=tcp" } else { "" };
-            format!(
-                "Record-Route: <sip:{}:{};lr{t}>\r\n",
-                self.local.host,
-                self.local.addr.port()
-            )
-        });
-        let out = relay::forward_request(
-            msg,
-            &RequestEdit {
-                via_line: &via,
-                source: from.addr(),
-                new_ruri: new_ruri.as_deref(),
-                record_route: rr.as_deref(),
-                strip_labels: !self.is_trusted(from.addr().ip()),
-                own_route: own_route.map(|(r, _)| r),
-                labels: (d.action == Action::Tag).then_some((&d, &policy.labels)),
-            },
-        );
-        {
-            let mut t = tx.lock();
-            t.state = TxState::Forwarded;
-            t.touched = Instant::now();
-            t.forwarded = Some(Forwarded { dest, new_ruri });
-            if !dest.is_tcp() {
-                let r = Retransmit::new(dest, out.clone(), None, true);
-                self.txs.start_retransmit(&mut t, r);
-            }
-        }
-        self.send(dest, out);
-    }
-
-    /// Answers a rejected call with `policy.reject_code` and its headers
-    /// (603+ Reason per ATIS-1000099; 608 jwscard Call-Info).
-    fn reject(self: &Arc<Self>, tx: &TxRef, d: &Decision) {
-        let policy = self.pipeline.policy();
-        let code = policy.config.reject_code;
-        let url = &policy.config.redress_url;
-        let mut extra = Vec::new();
-        match code {
-            603 => {
-                let url_part = if url.is_empty() {
-                    String::new()
-                } else {
-                    format!("url={url};")
-                };
-                extra.push(format!(
-                    "Reason: SIP;cause=603;text=\"v=analytics1;{url_part}id={}\";location=LN",
-                    d.id
-                ));
-            }
-            608 if !url.is_empty() => extra.push(format!("Call-Info: <{url}>;purpose=jwscard")),
-            _ => {}
-        }
-        self.final_response(tx, code, &extra);
-    }
-
-    /// Sends a final response the proxy generated, retransmitted over UDP
-    /// with Timer G until the ACK (RFC 3261 §17.2.1).
-    fn final_response(self: &Arc<Self>, tx: &TxRef, code: u16, extra: &[String]) {
-        let (resp, peer) = {
-            let mut t = tx.lock();
-            let top_text = relay::top_via(&t.invite)
-                .map(|r| String::from_utf8_lossy(&t.invite.buf[r]).into_owned());
-            let tag = top_text
-                .as_deref()
-                .and_then(Via::parse)
-                .map(|v| self.to_tag(&v));
-            let resp = respond::build(&t.invite, code, tag.as_deref(), extra);
-            t.state = TxState::Completed;
-            t.local_final = true;
-            t.touched = Instant::now();
-            t.last_response = Some(resp.clone());
-            t.stop_timer();
-            if !t.reply_to.is_tcp() {
-                let r = Retransmit::new(t.reply_to, resp.clone(), Some(T2), false);
-                self.txs.start_retransmit(&mut t, r);
-            }
-            (resp, t.reply_to)
-        };
-        self.send(peer, resp);
-    }
-
     /// Runs the retransmission timers that are due (called by the ticker).
     pub(crate) fn fire_timers(self: &Arc<Self>, now: Instant) {
         for action in self.txs.due_timers(now) {
@@ -713,61 +534,6 @@ impl Proxy {
         let out = relay::forward_request(&msg, &edit);
         self.send(dest, out);
     }
-
-    fn on_response(self: &Arc<Self>, msg: Message) {
-        let Some(top_range) = relay::top_via(&msg) else {
-            return self.drop_msg("response without Via");
-        };
-        let top_text = String::from_utf8_lossy(&msg.buf[top_range]).into_owned();
-        let Some(top) = Via::parse(&top_text) else {
-            return self.drop_msg("response with a bad Via");
-        };
-        let branch = top.branch().unwrap_or_default();
-        if !branch.starts_with(BRANCH_PREFIX) || !self.is_self(top.host, top.port) {
-            return self.drop_msg("response whose top Via is not ours");
-        }
-        let code = msg.status().unwrap_or(0);
-        let tx = (msg.cseq_method == Method::Invite)
-            .then(|| self.txs.get(branch))
-            .flatten();
-        if code == 100 {
-            // Stops Timer A; never forwarded (RFC 3261 §16.7 step 3).
-            if let Some(tx) = tx {
-                tx.lock().stop_timer();
-            }
-            return;
-        }
-        let Some(out) = relay::forward_response(&msg) else {
-            return self.drop_msg("response with only our Via");
-        };
-        if let Some(tx) = tx {
-            let peer = {
-                let mut t = tx.lock();
-                t.stop_timer();
-                if code >= 200 && t.state == TxState::Forwarded {
-                    t.state = TxState::Completed;
-                }
-                t.touched = Instant::now();
-                t.last_response = Some(out.clone());
-                t.reply_to
-            };
-            return self.send(peer, out);
-        }
-        // Stateless: the Via below ours says where (received/rport honoured).
-        let next = second_via(&msg).and_then(|text| {
-            let via = Via::parse(&text)?;
-            let addr = via.response_target()?;
-            Some(if via.is_tcp() {
-                Peer::Tcp(addr)
-            } else {
-                Peer::Udp(addr)
-            })
-        });
-        match next {
-            Some(peer) => self.send(peer, out),
-            None => self.drop_msg("response whose next Via is unreachable"),
-        }
-    }
 }
 
 /// Header syntax a proxy depends on (RFC 4475 §3.1.2): every Via element
@@ -799,17 +565,6 @@ fn check_request(msg: &Message) -> Result<(), &'static str> {
         }
     }
     Ok(())
-}
-
-/// The second Via element of a message (the one below the proxy's own).
-fn second_via(msg: &Message) -> Option<std::borrow::Cow<'_, str>> {
-    msg.headers_named(HeaderName::Via)
-        .flat_map(|h| {
-            let v = msg.value(h);
-            header::split_commas(v).into_iter().map(move |r| &v[r])
-        })
-        .nth(1)
-        .and_then(header::text)
 }
 
 /// A URI's address when its host is an IP literal.

@@ -1,0 +1,212 @@
+//! The screened INVITE: the server transaction held while the pipeline
+//! decides, and the decision carried out (relay with labels, retarget,
+//! redirect, reject).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::Instrument;
+
+use std::time::Instant;
+
+use super::Proxy;
+use crate::config::{Action, DivertMode};
+use crate::pipeline::CallCtx;
+use crate::policy::Decision;
+use crate::sip::caller;
+use crate::sip::header::Via;
+use crate::sip::message::Message;
+use crate::sip::relay::{self, RequestEdit};
+use crate::sip::respond;
+use crate::sip::transaction::{Forwarded, Retransmit, ServerTx, T2, TxRef, TxState};
+use crate::sip::transport::Peer;
+use crate::sip::uri::Uri;
+
+impl Proxy {
+    pub(super) fn on_initial_invite(
+        self: &Arc<Self>,
+        msg: Message,
+        top: &Via<'_>,
+        from: Peer,
+        key: String,
+    ) {
+        let reply_to = self.reply_peer(top, from);
+        // Held from before anything is sent until the call is decided, so a
+        // shutdown that starts meanwhile waits for this call (mini-redis's
+        // drop-the-last-sender drain). No guard left: shutdown has begun.
+        let guard = self.drain_guard.lock().clone();
+        if guard.is_none() || self.draining.load(Ordering::Relaxed) {
+            return self.reply(&msg, top, from, 503, &["Retry-After: 5".into()]);
+        }
+        let trying = respond::build(&msg, 100, None, &[]);
+        let mut tx = ServerTx::new(key.clone(), msg.clone(), reply_to);
+        tx.last_response = Some(trying.clone());
+        let (tx, fresh) = self.txs.insert(tx);
+        if !fresh {
+            return self.on_retransmission(&tx);
+        }
+        self.stats.invites_screened.fetch_add(1, Ordering::Relaxed);
+
+        let trusted = self.is_trusted(from.addr().ip());
+        let caller = caller::identify(&msg, trusted, &self.pipeline.policy().country);
+        let called = Uri::parse(&String::from_utf8_lossy(msg.request_uri()))
+            .and_then(|u| u.user_base().map(|u| u.into_owned()))
+            .unwrap_or_default();
+        let call_id = String::from_utf8_lossy(msg.call_id()).into_owned();
+        let span = tracing::debug_span!(
+            "call",
+            call_id = %call_id,
+            caller = caller.e164.as_deref().unwrap_or(&caller.raw),
+            decision = tracing::field::Empty
+        );
+        let mut ctx = CallCtx::new(call_id, from.addr(), caller, called);
+        if let Some(decision) = span.in_scope(|| self.pipeline.screen_now(&mut ctx)) {
+            span.record("decision", decision.action.as_str());
+            // Decided at once: a forwarded INVITE goes out before the 100, so
+            // the call does not wait behind our own provisional. Over UDP the
+            // single SIP thread guarantees no response can overtake the 100;
+            // over TCP, responses arrive on another thread, so the 100 goes first.
+            let forwards = self.forwards(&decision);
+            if !forwards || from.is_tcp() {
+                self.send(reply_to, trying.clone());
+            }
+            span.in_scope(|| self.apply(&tx, &msg, &key, from, decision));
+            if forwards && !from.is_tcp() {
+                self.send(reply_to, trying);
+            }
+            return;
+        }
+        self.send(reply_to, trying);
+        let Ok(permit) = Arc::clone(&self.screening).try_acquire_owned() else {
+            let decision = self.pipeline.overload(&mut ctx);
+            return span.in_scope(|| self.apply(&tx, &msg, &key, from, decision));
+        };
+        // Only a call that needs a live provider leaves the SIP thread.
+        let proxy = Arc::clone(self);
+        self.rt.spawn(
+            async move {
+                let decision = proxy.pipeline.screen_live(&mut ctx).await;
+                tracing::Span::current().record("decision", decision.action.as_str());
+                proxy.apply(&tx, &msg, &key, from, decision);
+                drop((permit, guard));
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Whether a decision relays the INVITE (rather than answering it here).
+    fn forwards(&self, d: &Decision) -> bool {
+        match d.action {
+            Action::Reject => false,
+            Action::Divert => self.pipeline.policy().config.divert_mode == DivertMode::Retarget,
+            _ => true,
+        }
+    }
+
+    /// Carries out a decision on a screened INVITE.
+    fn apply(self: &Arc<Self>, tx: &TxRef, msg: &Message, key: &str, from: Peer, d: Decision) {
+        let policy = self.pipeline.policy();
+        if tx.lock().state != TxState::Screening {
+            // Cancelled while screening: the 487 has gone already.
+            return;
+        }
+        if !self.forwards(&d) {
+            return match d.action {
+                Action::Reject => self.reject(tx, &d),
+                // Divert by redirect: tell the trunk where to send the call.
+                _ => {
+                    let contact = format!("Contact: <{}>", policy.divert_to.text);
+                    self.final_response(tx, 302, &[contact]);
+                }
+            };
+        }
+        let new_ruri = (d.action == Action::Divert).then(|| policy.divert_to.text.clone());
+        // A retargeted call still goes to the next hop (DESIGN.md §3): the PBX
+        // owns the voicemail or announcement service.
+        let own_route = self.own_route(msg);
+        let dest = self.route(msg, own_route.as_ref(), false, false);
+        let via = self.via_line(key, dest);
+        let rr = self.config.sip.record_route.then(|| {
+            let t = if from.is_tcp() { ";transport=tcp" } else { "" };
+            format!(
+                "Record-Route: <sip:{}:{};lr{t}>\r\n",
+                self.local.host,
+                self.local.addr.port()
+            )
+        });
+        let out = relay::forward_request(
+            msg,
+            &RequestEdit {
+                via_line: &via,
+                source: from.addr(),
+                new_ruri: new_ruri.as_deref(),
+                record_route: rr.as_deref(),
+                strip_labels: !self.is_trusted(from.addr().ip()),
+                own_route: own_route.map(|(r, _)| r),
+                labels: (d.action == Action::Tag).then_some((&d, &policy.labels)),
+            },
+        );
+        {
+            let mut t = tx.lock();
+            t.state = TxState::Forwarded;
+            t.touched = Instant::now();
+            t.forwarded = Some(Forwarded { dest, new_ruri });
+            if !dest.is_tcp() {
+                let r = Retransmit::new(dest, out.clone(), None, true);
+                self.txs.start_retransmit(&mut t, r);
+            }
+        }
+        self.send(dest, out);
+    }
+
+    /// Answers a rejected call with `policy.reject_code` and its headers
+    /// (603+ Reason per ATIS-1000099; 608 jwscard Call-Info).
+    fn reject(self: &Arc<Self>, tx: &TxRef, d: &Decision) {
+        let policy = self.pipeline.policy();
+        let code = policy.config.reject_code;
+        let url = &policy.config.redress_url;
+        let mut extra = Vec::new();
+        match code {
+            603 => {
+                let url_part = if url.is_empty() {
+                    String::new()
+                } else {
+                    format!("url={url};")
+                };
+                extra.push(format!(
+                    "Reason: SIP;cause=603;text=\"v=analytics1;{url_part}id={}\";location=LN",
+                    d.id
+                ));
+            }
+            608 if !url.is_empty() => extra.push(format!("Call-Info: <{url}>;purpose=jwscard")),
+            _ => {}
+        }
+        self.final_response(tx, code, &extra);
+    }
+
+    /// Sends a final response the proxy generated, retransmitted over UDP
+    /// with Timer G until the ACK (RFC 3261 §17.2.1).
+    pub(super) fn final_response(self: &Arc<Self>, tx: &TxRef, code: u16, extra: &[String]) {
+        let (resp, peer) = {
+            let mut t = tx.lock();
+            let top_text = relay::top_via(&t.invite)
+                .map(|r| String::from_utf8_lossy(&t.invite.buf[r]).into_owned());
+            let tag = top_text
+                .as_deref()
+                .and_then(Via::parse)
+                .map(|v| self.to_tag(&v));
+            let resp = respond::build(&t.invite, code, tag.as_deref(), extra);
+            t.state = TxState::Completed;
+            t.local_final = true;
+            t.touched = Instant::now();
+            t.last_response = Some(resp.clone());
+            t.stop_timer();
+            if !t.reply_to.is_tcp() {
+                let r = Retransmit::new(t.reply_to, resp.clone(), Some(T2), false);
+                self.txs.start_retransmit(&mut t, r);
+            }
+            (resp, t.reply_to)
+        };
+        self.send(peer, resp);
+    }
+}

@@ -1,0 +1,80 @@
+//! Responses from downstream, routed back by the Via the proxy removes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::BRANCH_PREFIX;
+use super::Proxy;
+use crate::sip::header::{self, Via};
+use crate::sip::message::{HeaderName, Message, Method};
+use crate::sip::relay;
+use crate::sip::transaction::TxState;
+use crate::sip::transport::Peer;
+
+impl Proxy {
+    pub(super) fn on_response(self: &Arc<Self>, msg: Message) {
+        let Some(top_range) = relay::top_via(&msg) else {
+            return self.drop_msg("response without Via");
+        };
+        let top_text = String::from_utf8_lossy(&msg.buf[top_range]).into_owned();
+        let Some(top) = Via::parse(&top_text) else {
+            return self.drop_msg("response with a bad Via");
+        };
+        let branch = top.branch().unwrap_or_default();
+        if !branch.starts_with(BRANCH_PREFIX) || !self.is_self(top.host, top.port) {
+            return self.drop_msg("response whose top Via is not ours");
+        }
+        let code = msg.status().unwrap_or(0);
+        let tx = (msg.cseq_method == Method::Invite)
+            .then(|| self.txs.get(branch))
+            .flatten();
+        if code == 100 {
+            // Stops Timer A; never forwarded (RFC 3261 §16.7 step 3).
+            if let Some(tx) = tx {
+                tx.lock().stop_timer();
+            }
+            return;
+        }
+        let Some(out) = relay::forward_response(&msg) else {
+            return self.drop_msg("response with only our Via");
+        };
+        if let Some(tx) = tx {
+            let peer = {
+                let mut t = tx.lock();
+                t.stop_timer();
+                if code >= 200 && t.state == TxState::Forwarded {
+                    t.state = TxState::Completed;
+                }
+                t.touched = Instant::now();
+                t.last_response = Some(out.clone());
+                t.reply_to
+            };
+            return self.send(peer, out);
+        }
+        // Stateless: the Via below ours says where (received/rport honoured).
+        let next = second_via(&msg).and_then(|text| {
+            let via = Via::parse(&text)?;
+            let addr = via.response_target()?;
+            Some(if via.is_tcp() {
+                Peer::Tcp(addr)
+            } else {
+                Peer::Udp(addr)
+            })
+        });
+        match next {
+            Some(peer) => self.send(peer, out),
+            None => self.drop_msg("response whose next Via is unreachable"),
+        }
+    }
+}
+
+/// The second Via element of a message (the one below the proxy's own).
+fn second_via(msg: &Message) -> Option<std::borrow::Cow<'_, str>> {
+    msg.headers_named(HeaderName::Via)
+        .flat_map(|h| {
+            let v = msg.value(h);
+            header::split_commas(v).into_iter().map(move |r| &v[r])
+        })
+        .nth(1)
+        .and_then(header::text)
+}
