@@ -44,6 +44,9 @@ pub struct CallCtx {
     /// history (`check` is not).
     pub record: bool,
     pub started: Instant,
+    /// The policy this call is screened under: the one in force when it
+    /// started, so a reload never changes a call halfway.
+    policy: Option<Arc<Policy>>,
 }
 
 impl CallCtx {
@@ -58,7 +61,16 @@ impl CallCtx {
             live_missing: 0,
             record: true,
             started: Instant::now(),
+            policy: None,
         }
+    }
+
+    /// Screens the call under `policy` (the proxy passes the one it
+    /// identified the caller with); otherwise the pipeline takes the policy in
+    /// force at the first phase.
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = Some(policy);
+        self
     }
 
     fn elapsed_us(&self) -> u64 {
@@ -78,8 +90,8 @@ pub enum Flow {
 
 /// The configured phases and sources.
 pub struct Pipeline {
-    /// Swapped whole on reload (SIGHUP, `POST /api/v1/reload`): a call in
-    /// flight keeps the policy it loaded.
+    /// Swapped whole on reload (SIGHUP, `POST /api/v1/reload`); each call
+    /// takes one snapshot ([`CallCtx`]), so a call in flight keeps its policy.
     policy: ArcSwap<Policy>,
     local: Vec<Arc<dyn LocalSource>>,
     live: LiveLookup,
@@ -182,10 +194,14 @@ impl Pipeline {
         self.policy.store(policy);
     }
 
+    /// The call's policy snapshot, taken on first use.
+    fn call_policy(&self, ctx: &mut CallCtx) -> Arc<Policy> {
+        Arc::clone(ctx.policy.get_or_insert_with(|| self.policy.load_full()))
+    }
+
     /// Phase: per-DID opt-in and opt-out. An unscreened call passes with no
     /// lookup and no label.
-    fn called(&self, ctx: &mut CallCtx) -> Flow {
-        let policy = self.policy.load();
+    fn called(&self, policy: &Policy, ctx: &mut CallCtx) -> Flow {
         let c = &policy.config;
         if c.screen_called.is_empty() && c.skip_called.is_empty() {
             return Flow::Continue;
@@ -200,11 +216,11 @@ impl Pipeline {
     }
 
     /// Phase: allow and deny lists.
-    fn lists(&self, ctx: &mut CallCtx) -> Flow {
+    fn lists(&self, policy: &Policy, ctx: &mut CallCtx) -> Flow {
         let Some(e164) = ctx.caller.e164.as_deref() else {
             return Flow::Continue;
         };
-        match self.policy.load().lists(e164) {
+        match policy.lists(e164) {
             Some((Rule::Allowlist, ev)) => {
                 ctx.evidence.push(ev);
                 Flow::Decide(Rule::Allowlist, Action::Pass)
@@ -218,16 +234,16 @@ impl Pipeline {
     }
 
     /// Phase: callers without a number get the `anonymous` action.
-    fn anonymous(&self, ctx: &mut CallCtx) -> Flow {
+    fn anonymous(&self, policy: &Policy, ctx: &mut CallCtx) -> Flow {
         if ctx.caller.anonymous {
-            Flow::Decide(Rule::Anonymous, self.policy.load().config.anonymous)
+            Flow::Decide(Rule::Anonymous, policy.config.anonymous)
         } else {
             Flow::Continue
         }
     }
 
     /// Phase: local, in-memory sources. Continues with whatever evidence they hold.
-    fn local_lookup(&self, ctx: &mut CallCtx) -> Flow {
+    fn local_lookup(&self, _: &Policy, ctx: &mut CallCtx) -> Flow {
         if let Some(e164) = ctx.caller.e164.as_deref() {
             for source in &self.local {
                 if let Some(ev) = source.lookup(e164) {
@@ -240,7 +256,7 @@ impl Pipeline {
 
     /// Phase: the live cache, when no local source knew the caller. Continues
     /// with the cached answers; records which providers still need asking.
-    fn live_cache(&self, ctx: &mut CallCtx) -> Flow {
+    fn live_cache(&self, _: &Policy, ctx: &mut CallCtx) -> Flow {
         if self.live.is_empty() || !ctx.evidence.is_empty() {
             return Flow::Continue;
         }
@@ -260,8 +276,7 @@ impl Pipeline {
     /// Phase: score the evidence (re-scored when `[scores]` differs from the
     /// defaults); a category override of the deciding evidence, else the
     /// thresholds.
-    fn score(&self, ctx: &mut CallCtx) -> (Rule, Action) {
-        let policy = self.policy.load();
+    fn score(&self, policy: &Policy, ctx: &mut CallCtx) -> (Rule, Action) {
         if !policy.scores.is_default() {
             for ev in &mut ctx.evidence {
                 policy.scores.rescore(ev);
@@ -281,6 +296,7 @@ impl Pipeline {
     /// Runs every phase that does not wait. `None` means the call needs the
     /// live lookup ([`Pipeline::screen_live`]).
     pub fn screen_now(&self, ctx: &mut CallCtx) -> Option<Decision> {
+        let policy = self.call_policy(ctx);
         for phase in [
             Self::called,
             Self::lists,
@@ -288,12 +304,12 @@ impl Pipeline {
             Self::local_lookup,
             Self::live_cache,
         ] {
-            if let Flow::Decide(rule, action) = phase(self, ctx) {
-                return Some(self.logging(ctx, rule, action));
+            if let Flow::Decide(rule, action) = phase(self, &policy, ctx) {
+                return Some(self.logging(&policy, ctx, rule, action));
             }
         }
         if ctx.live_missing != 0 {
-            if self.policy.load().config.live_mode == LiveMode::Inline {
+            if policy.config.live_mode == LiveMode::Inline {
                 return None;
             }
             // Background: forward on what is known now; the answers are for
@@ -302,22 +318,20 @@ impl Pipeline {
                 self.live.prefetch(e164, ctx.live_missing);
             }
         }
-        let (rule, action) = self.score(ctx);
-        Some(self.logging(ctx, rule, action))
+        let (rule, action) = self.score(&policy, ctx);
+        Some(self.logging(&policy, ctx, rule, action))
     }
 
     /// The live phase and what follows it; call after `screen_now` returned `None`.
     pub async fn screen_live(&self, ctx: &mut CallCtx) -> Decision {
-        self.live_lookup(ctx).await;
+        let policy = self.call_policy(ctx);
+        self.live_lookup(&policy, ctx).await;
         let (rule, action) = if Self::live_answered(ctx) || !ctx.evidence.is_empty() {
-            self.score(ctx)
+            self.score(&policy, ctx)
         } else {
-            (
-                Rule::FailurePolicy,
-                self.policy.load().config.on_lookup_failure,
-            )
+            (Rule::FailurePolicy, policy.config.on_lookup_failure)
         };
-        self.logging(ctx, rule, action)
+        self.logging(&policy, ctx, rule, action)
     }
 
     /// The whole pipeline, for callers that can wait (the `check` command).
@@ -330,17 +344,22 @@ impl Pipeline {
 
     /// The decision for a call that could not be screened (overload).
     pub fn overload(&self, ctx: &mut CallCtx) -> Decision {
-        let action = self.policy.load().config.on_lookup_failure;
-        self.logging(ctx, Rule::Overload, action)
+        let policy = self.call_policy(ctx);
+        self.logging(
+            &policy,
+            ctx,
+            Rule::Overload,
+            policy.config.on_lookup_failure,
+        )
     }
 
     /// Phase: live providers without a cached answer, in parallel, until the
     /// call's budget (counted from its arrival) runs out.
-    async fn live_lookup(&self, ctx: &mut CallCtx) {
+    async fn live_lookup(&self, policy: &Policy, ctx: &mut CallCtx) {
         let Some(e164) = ctx.caller.e164.clone() else {
             return;
         };
-        let budget = Duration::from_millis(self.policy.load().config.lookup_budget_ms);
+        let budget = Duration::from_millis(policy.config.lookup_budget_ms);
         // Measured on tokio's clock (tests pause it), minus the time spent so far.
         let deadline = tokio::time::Instant::now() + budget.saturating_sub(ctx.started.elapsed());
         self.live
@@ -357,12 +376,9 @@ impl Pipeline {
 
     /// Phase: logging. Every path ends here, whatever decided the call: it
     /// builds the decision (applying `dry_run`) and emits the call's record.
-    fn logging(&self, ctx: &mut CallCtx, rule: Rule, action: Action) -> Decision {
+    fn logging(&self, policy: &Policy, ctx: &mut CallCtx, rule: Rule, action: Action) -> Decision {
         let evidence = std::mem::take(&mut ctx.evidence);
-        let decision = self
-            .policy
-            .load()
-            .decide(rule, action, evidence, ctx.elapsed_us());
+        let decision = policy.decide(rule, action, evidence, ctx.elapsed_us());
         tracing::debug!(
             decision = %decision.id,
             action = decision.action.as_str(),
@@ -379,14 +395,13 @@ impl Pipeline {
             .decision_seconds
             .observe(decision.decision_us as f64 / 1e6);
         if let Some(sink) = &self.history {
-            sink.record(self.record(ctx, &decision));
+            sink.record(Self::record(policy, ctx, &decision));
         }
         decision
     }
 
     /// The history row of a decision (DESIGN.md §8).
-    fn record(&self, ctx: &CallCtx, d: &Decision) -> Record {
-        let policy = self.policy.load();
+    fn record(policy: &Policy, ctx: &CallCtx, d: &Decision) -> Record {
         let response_code = match d.action {
             Action::Reject => Some(policy.config.reject_code),
             Action::Divert if policy.config.divert_mode == DivertMode::Redirect => Some(302),
@@ -396,13 +411,13 @@ impl Pipeline {
             decision_id: d.id.clone(),
             time_ms: crate::history::now_ms(),
             call_id: ctx.call_id.clone(),
-            source: ctx.source.to_string(),
+            source: ctx.source,
             caller: ctx.caller.raw.clone(),
             caller_e164: ctx.caller.e164.clone(),
             called: ctx.called.clone(),
-            trust: ctx.caller.trust.as_str().to_string(),
-            action: d.action.as_str().to_string(),
-            rule: d.rule.as_str().to_string(),
+            trust: ctx.caller.trust.as_str(),
+            action: d.action.as_str(),
+            rule: d.rule.as_str(),
             response_code,
             score: d.score,
             category: d.category.clone(),

@@ -111,18 +111,17 @@ fn record(i: u64, time_ms: i64) -> Record {
         decision_id: format!("d{i}"),
         time_ms,
         call_id: format!("c{i}@x"),
-        source: "127.0.0.1:5060".into(),
+        source: ([127, 0, 0, 1], 5060).into(),
         caller: format!("+1555{i:07}"),
         caller_e164: Some(format!("+1555{i:07}")),
         called: "+15551234567".into(),
-        trust: "from".into(),
+        trust: "from",
         action: if i.is_multiple_of(2) {
             "pass"
         } else {
             "reject"
-        }
-        .into(),
-        rule: "threshold".into(),
+        },
+        rule: "threshold",
         response_code: (i % 2 == 1).then_some(603),
         score: (i % 100) as u8,
         category: Some("Scam, \"quoted\"".into()),

@@ -180,7 +180,10 @@ pub(super) async fn export(
 
 /// `GET /api/v1/cache`: the Hiya cache per country, the live cache, credit.
 pub(super) async fn cache(State(state): State<Arc<AdminState>>) -> Response {
-    let hiya = crate::cli::cache_status(&state.config);
+    let hiya = match &state.hiya {
+        Some(h) => crate::cli::cache_status_of(h),
+        None => crate::cli::cache_status(&state.config),
+    };
     let live = state.pipeline.live().cache().stats();
     axum::Json(serde_json::json!({
         "hiya": hiya,

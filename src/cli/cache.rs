@@ -90,12 +90,18 @@ pub struct CacheStatus {
     pub age_s: u64,
 }
 
-/// `sipsentry cache status`.
+/// `sipsentry cache status`: opens the caches on disk.
 pub fn cache_status(config: &Config) -> Vec<CacheStatus> {
-    let cache = HiyaCache::open(&config.hiya_cache.dir, &config.hiya_cache.countries);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    cache_status_of(&HiyaCache::open(
+        &config.hiya_cache.dir,
+        &config.hiya_cache.countries,
+    ))
+}
+
+/// The status of caches already open (the serving ones, for the admin API:
+/// no re-reading and re-hashing of the files per request).
+pub fn cache_status_of(cache: &HiyaCache) -> Vec<CacheStatus> {
+    let now_ms = crate::history::now_ms() as u64;
     cache
         .snapshot()
         .values()

@@ -127,7 +127,9 @@ pub enum OwnCheckError {
         "check --own needs the Hiya reputation-status provider: set providers.hiya_status.enabled = true and its base_url"
     )]
     NotEnabled,
-    #[error("{0:?} is not a phone number")]
+    #[error(
+        "{0:?} is not a phone number; give it in E.164 (+15551234567) or in the national form of numbers.default_country"
+    )]
     NotANumber(String),
     #[error(transparent)]
     Provider(#[from] SourceError),

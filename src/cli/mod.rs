@@ -20,7 +20,8 @@ pub mod history;
 mod serve;
 
 pub use cache::{
-    BalanceStatus, CacheStatus, cache_import, cache_status, cache_sync, didchecks_balance,
+    BalanceStatus, CacheStatus, cache_import, cache_status, cache_status_of, cache_sync,
+    didchecks_balance,
 };
 pub use check::{
     CheckReport, OwnCheckError, OwnReport, check, check_own, check_with, explain, explain_own,

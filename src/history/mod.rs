@@ -27,17 +27,17 @@ pub struct Record {
     pub time_ms: i64,
     pub call_id: String,
     /// The address the INVITE came from.
-    pub source: String,
+    pub source: std::net::SocketAddr,
     /// The caller as received (user part or tel number).
     pub caller: String,
     pub caller_e164: Option<String>,
     pub called: String,
     /// Which header the caller came from: pai, rpid or from.
-    pub trust: String,
+    pub trust: &'static str,
     /// pass, tag, divert or reject (what was done; see `dry_run`).
-    pub action: String,
+    pub action: &'static str,
     /// The rule that fired.
-    pub rule: String,
+    pub rule: &'static str,
     /// The response sipsentry sent itself (reject code, 302); `None` when the
     /// call was relayed and the PBX answers it.
     pub response_code: Option<u16>,
@@ -73,8 +73,12 @@ pub enum HistoryError {
         found: i64,
         known: i64,
     },
-    #[error("history query failed: {0}")]
+    #[error("history query failed: {0} (check that history.path is a sipsentry history database)")]
     Query(#[from] rusqlite::Error),
+    #[error(
+        "cannot start the history writer thread: {source} (is the process out of threads or memory?)"
+    )]
+    Thread { source: std::io::Error },
     #[error("bad history filter `{key}`: {message}")]
     Filter { key: &'static str, message: String },
 }

@@ -121,10 +121,7 @@ impl HistoryWriter {
             std::thread::Builder::new()
                 .name("history".into())
                 .spawn(move || run(conn, rx, &stats, retention_days))
-                .map_err(|source| HistoryError::Dir {
-                    path: path.to_path_buf(),
-                    source,
-                })?
+                .map_err(|source| HistoryError::Thread { source })?
         };
         Ok(HistoryWriter {
             sink: HistorySink { tx, stats },
@@ -243,7 +240,7 @@ fn write(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
                 r.decision_id,
                 r.time_ms,
                 r.call_id,
-                r.source,
+                r.source.to_string(),
                 r.caller,
                 r.caller_e164,
                 r.called,

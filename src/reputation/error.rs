@@ -39,7 +39,9 @@ pub enum SourceError {
         provider: &'static str,
         message: String,
     },
-    #[error("{provider}: rate limited (HTTP 429): {message}")]
+    #[error(
+        "{provider}: rate limited (HTTP 429): {message}; lower the request rate for this provider"
+    )]
     RateLimited {
         provider: &'static str,
         message: String,
@@ -55,13 +57,17 @@ pub enum SourceError {
         status: u16,
         message: String,
     },
-    #[error("{provider}: unexpected HTTP {status}: {message}")]
+    #[error(
+        "{provider}: unexpected HTTP {status}: {message}; check that base_url points at the provider's API"
+    )]
     Status {
         provider: &'static str,
         status: u16,
         message: String,
     },
-    #[error("{provider}: malformed response: {message}")]
+    #[error(
+        "{provider}: malformed response: {message}; not the documented format (check base_url, or the provider changed its API)"
+    )]
     Malformed {
         provider: &'static str,
         message: String,
@@ -71,7 +77,9 @@ pub enum SourceError {
         provider: &'static str,
         message: String,
     },
-    #[error("{provider}: no answer within {ms} ms")]
+    #[error(
+        "{provider}: no answer within {ms} ms; raise its timeout_ms or check the provider's status"
+    )]
     Timeout { provider: &'static str, ms: u64 },
     #[error("{provider}: skipped: circuit breaker open after repeated failures")]
     CircuitOpen { provider: &'static str },

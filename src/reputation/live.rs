@@ -105,13 +105,11 @@ pub struct ProviderStats {
     pub outcomes: [AtomicU64; 6],
     /// Request latency, seconds (requests actually sent).
     pub latency_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Requests sent; failed ones; lookups skipped (circuit open, too many
+    /// in flight). What the requests found is in `outcomes`.
     pub requests: AtomicU64,
-    pub found: AtomicU64,
-    pub no_data: AtomicU64,
     pub errors: AtomicU64,
     pub skipped: AtomicU64,
-    /// Sum of request latencies, for an average.
-    pub latency_us_total: AtomicU64,
 }
 
 impl Default for ProviderStats {
@@ -122,11 +120,8 @@ impl Default for ProviderStats {
                 PROVIDER_BUCKETS,
             ),
             requests: AtomicU64::new(0),
-            found: AtomicU64::new(0),
-            no_data: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
-            latency_us_total: AtomicU64::new(0),
         }
     }
 }
@@ -217,8 +212,9 @@ impl LiveLookup {
         reports: &mut Vec<LookupReport>,
     ) -> u64 {
         let mut missing = 0u64;
-        for p in &self.providers {
-            let outcome = match self.cache.get(p.index, e164) {
+        self.cache.get_each(e164, |index, cached| {
+            let p = &self.providers[index];
+            let outcome = match cached {
                 Cached::Hit(ev) => {
                     let mut ev = Evidence::clone(&ev);
                     ev.cached = true;
@@ -227,8 +223,8 @@ impl LiveLookup {
                 }
                 Cached::NoData => Outcome::CachedNoData,
                 _ => {
-                    missing |= 1 << p.index;
-                    continue;
+                    missing |= 1 << index;
+                    return;
                 }
             };
             p.stats.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
@@ -238,7 +234,7 @@ impl LiveLookup {
                 latency_us: 0,
                 error: None,
             });
-        }
+        });
         missing
     }
 
@@ -394,21 +390,11 @@ async fn run(p: &Provider, e164: &str) -> FlightResult {
             ms: p.timeout.as_millis() as u64,
         }),
     };
-    let took = started.elapsed();
     p.stats
-        .latency_us_total
-        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-    p.stats.latency_seconds.observe(took.as_secs_f64());
+        .latency_seconds
+        .observe(started.elapsed().as_secs_f64());
     match &result {
-        Ok(found) => {
-            p.breaker.success();
-            let counter = if found.is_some() {
-                &p.stats.found
-            } else {
-                &p.stats.no_data
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
+        Ok(_) => p.breaker.success(),
         Err(e) => {
             p.stats.errors.fetch_add(1, Ordering::Relaxed);
             if e.trips_breaker() && p.breaker.failure() {

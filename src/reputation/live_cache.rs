@@ -129,26 +129,45 @@ impl LiveCache {
     /// The fresh answer of provider `source` for `e164`.
     pub fn get(&self, source: usize, e164: &str) -> Cached {
         let now = Instant::now();
-        let found = key(e164).and_then(|k| self.map.get(&k)).and_then(|slots| {
+        let slots = key(e164).and_then(|k| self.map.get(&k));
+        self.count(Self::answer(slots.as_deref(), source, now))
+    }
+
+    /// Every provider's fresh answer for `e164`, from one map lookup:
+    /// `f(source index, answer)` once per provider, in order.
+    pub fn get_each(&self, e164: &str, mut f: impl FnMut(usize, Cached)) {
+        let now = Instant::now();
+        let slots = key(e164).and_then(|k| self.map.get(&k));
+        for source in 0..self.sources.len() {
+            f(
+                source,
+                self.count(Self::answer(slots.as_deref(), source, now)),
+            );
+        }
+    }
+
+    fn answer(slots: Option<&SmallVec<[Slot; 3]>>, source: usize, now: Instant) -> Cached {
+        let slot = slots.and_then(|slots| {
             slots
                 .iter()
                 .find(|s| s.source as usize == source && s.expires > now)
-                .map(|s| s.evidence.clone())
         });
-        match found {
-            Some(Some(ev)) => {
-                self.hits.add();
-                Cached::Hit(ev)
-            }
-            Some(None) => {
-                self.hits.add();
-                Cached::NoData
-            }
-            None => {
-                self.misses.add();
-                Cached::Miss
-            }
+        match slot {
+            Some(Slot {
+                evidence: Some(ev), ..
+            }) => Cached::Hit(Arc::clone(ev)),
+            Some(_) => Cached::NoData,
+            None => Cached::Miss,
         }
+    }
+
+    fn count(&self, c: Cached) -> Cached {
+        if matches!(c, Cached::Miss) {
+            self.misses.add();
+        } else {
+            self.hits.add();
+        }
+        c
     }
 
     /// Stores provider `source`'s answer (`None` = no data) with its TTL.

@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use super::encode;
 use super::{clamp_score, http_client, secret_from_env, send, snippet};
 use crate::config::GilraenConfig;
 use crate::reputation::{Evidence, LiveSource, LookupFuture, Source, SourceError};
@@ -49,18 +49,6 @@ pub const UNWANTED_FLOOR: u8 = 80;
 
 /// How long the tag dictionary is trusted before it is fetched again.
 pub const TAGS_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// RFC 3986 unreserved characters stay; everything else is percent-encoded.
-const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// RFC 3986 percent-encoding of one name or value.
-pub fn encode(s: &str) -> String {
-    utf8_percent_encode(s, RFC3986).to_string()
-}
 
 /// The signature of a request: sha256 hex of
 /// `method + host + path + sorted-encoded-params + secret`.

@@ -138,7 +138,7 @@ impl HiyaStatus {
 
     /// The reputation of one E.164 number; `None` when it is not registered.
     pub async fn reputation(&self, e164: &str) -> Result<Option<Reputation>, SourceError> {
-        let phone = super::gilraen::encode(e164);
+        let phone = super::encode(e164);
         let url = format!("{}{}", self.base, self.path.replace("{phone}", &phone));
         let request = self
             .http

@@ -111,6 +111,19 @@ pub(crate) fn snippet(body: &[u8]) -> String {
     }
 }
 
+/// RFC 3986 unreserved characters stay; everything else is percent-encoded.
+const RFC3986: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// RFC 3986 percent-encoding of one name, value or path segment (Gilraen's
+/// signed parameters, the number in the Hiya status path).
+pub fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, RFC3986).to_string()
+}
+
 /// A score from a provider's number, clamped to 0–100.
 pub(crate) fn clamp_score(x: f64) -> u8 {
     if x.is_nan() {

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tracing::Instrument;
-
 use std::time::Instant;
+
+use tracing::Instrument;
 
 use super::Proxy;
 use crate::config::{Action, DivertMode};
 use crate::pipeline::CallCtx;
-use crate::policy::Decision;
+use crate::policy::{Decision, Policy};
 use crate::sip::caller;
 use crate::sip::header::Via;
 use crate::sip::message::Message;
@@ -47,8 +47,11 @@ impl Proxy {
         }
         self.stats.invites_screened.fetch_add(1, Ordering::Relaxed);
 
+        // One policy for the whole call: identification, screening and the
+        // decision's execution (a reload mid-call does not mix two).
+        let policy = self.pipeline.policy();
         let trusted = self.is_trusted(from.addr().ip());
-        let caller = caller::identify(&msg, trusted, &self.pipeline.policy().country);
+        let caller = caller::identify(&msg, trusted, &policy.country);
         let called = Uri::parse(&String::from_utf8_lossy(msg.request_uri()))
             .and_then(|u| u.user_base().map(|u| u.into_owned()))
             .unwrap_or_default();
@@ -59,18 +62,19 @@ impl Proxy {
             caller = caller.e164.as_deref().unwrap_or(&caller.raw),
             decision = tracing::field::Empty
         );
-        let mut ctx = CallCtx::new(call_id, from.addr(), caller, called);
+        let mut ctx =
+            CallCtx::new(call_id, from.addr(), caller, called).with_policy(Arc::clone(&policy));
         if let Some(decision) = span.in_scope(|| self.pipeline.screen_now(&mut ctx)) {
             span.record("decision", decision.action.as_str());
             // Decided at once: a forwarded INVITE goes out before the 100, so
             // the call does not wait behind our own provisional. Over UDP the
             // single SIP thread guarantees no response can overtake the 100;
             // over TCP, responses arrive on another thread, so the 100 goes first.
-            let forwards = self.forwards(&decision);
+            let forwards = forwards(&policy, &decision);
             if !forwards || from.is_tcp() {
                 self.send(reply_to, trying.clone());
             }
-            span.in_scope(|| self.apply(&tx, &msg, &key, from, decision));
+            span.in_scope(|| self.apply(&tx, &msg, &key, from, &policy, decision));
             if forwards && !from.is_tcp() {
                 self.send(reply_to, trying);
             }
@@ -79,7 +83,7 @@ impl Proxy {
         self.send(reply_to, trying);
         let Ok(permit) = Arc::clone(&self.screening).try_acquire_owned() else {
             let decision = self.pipeline.overload(&mut ctx);
-            return span.in_scope(|| self.apply(&tx, &msg, &key, from, decision));
+            return span.in_scope(|| self.apply(&tx, &msg, &key, from, &policy, decision));
         };
         // Only a call that needs a live provider leaves the SIP thread.
         let proxy = Arc::clone(self);
@@ -87,32 +91,30 @@ impl Proxy {
             async move {
                 let decision = proxy.pipeline.screen_live(&mut ctx).await;
                 tracing::Span::current().record("decision", decision.action.as_str());
-                proxy.apply(&tx, &msg, &key, from, decision);
+                proxy.apply(&tx, &msg, &key, from, &policy, decision);
                 drop((permit, guard));
             }
             .instrument(span),
         );
     }
 
-    /// Whether a decision relays the INVITE (rather than answering it here).
-    fn forwards(&self, d: &Decision) -> bool {
-        match d.action {
-            Action::Reject => false,
-            Action::Divert => self.pipeline.policy().config.divert_mode == DivertMode::Retarget,
-            _ => true,
-        }
-    }
-
-    /// Carries out a decision on a screened INVITE.
-    fn apply(self: &Arc<Self>, tx: &TxRef, msg: &Message, key: &str, from: Peer, d: Decision) {
-        let policy = self.pipeline.policy();
+    /// Carries out a decision on a screened INVITE, under the call's policy.
+    fn apply(
+        self: &Arc<Self>,
+        tx: &TxRef,
+        msg: &Message,
+        key: &str,
+        from: Peer,
+        policy: &Policy,
+        d: Decision,
+    ) {
         if tx.lock().state != TxState::Screening {
             // Cancelled while screening: the 487 has gone already.
             return;
         }
-        if !self.forwards(&d) {
+        if !forwards(policy, &d) {
             return match d.action {
-                Action::Reject => self.reject(tx, &d),
+                Action::Reject => self.reject(tx, policy, &d),
                 // Divert by redirect: tell the trunk where to send the call.
                 _ => {
                     let contact = format!("Contact: <{}>", policy.divert_to.text);
@@ -161,8 +163,7 @@ impl Proxy {
 
     /// Answers a rejected call with `policy.reject_code` and its headers
     /// (603+ Reason per ATIS-1000099; 608 jwscard Call-Info).
-    fn reject(self: &Arc<Self>, tx: &TxRef, d: &Decision) {
-        let policy = self.pipeline.policy();
+    fn reject(self: &Arc<Self>, tx: &TxRef, policy: &Policy, d: &Decision) {
         let code = policy.config.reject_code;
         let url = &policy.config.redress_url;
         let mut extra = Vec::new();
@@ -208,5 +209,14 @@ impl Proxy {
             (resp, t.reply_to)
         };
         self.send(peer, resp);
+    }
+}
+
+/// Whether a decision relays the INVITE (rather than answering it here).
+fn forwards(policy: &Policy, d: &Decision) -> bool {
+    match d.action {
+        Action::Reject => false,
+        Action::Divert => policy.config.divert_mode == DivertMode::Retarget,
+        _ => true,
     }
 }

@@ -133,20 +133,13 @@ impl Proxy {
     pub fn handle(self: &Arc<Self>, buf: Bytes, from: Peer) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         match Message::parse(buf.clone()) {
-            Ok(msg) if msg.method().is_some() => {
-                if let Some(m) = msg.method() {
+            Ok(msg) => match msg.method() {
+                Some(m) => {
                     self.stats.requests[method_index(m)].fetch_add(1, Ordering::Relaxed);
+                    self.on_request(msg, from)
                 }
-                self.on_request(msg, from)
-            }
-            Ok(msg) => {
-                if let Some(class) = msg.status().map(|c| (c / 100) as usize)
-                    && (1..=6).contains(&class)
-                {
-                    self.stats.responses[class - 1].fetch_add(1, Ordering::Relaxed);
-                }
-                self.on_response(msg)
-            }
+                None => self.on_response(msg),
+            },
             Err(e) => self.on_parse_error(&buf, e, from),
         }
     }

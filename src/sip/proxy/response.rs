@@ -13,6 +13,11 @@ use crate::sip::transport::Peer;
 
 impl Proxy {
     pub(super) fn on_response(self: &Arc<Self>, msg: Message) {
+        if let Some(class) = msg.status().map(|c| (c / 100) as usize)
+            && (1..=6).contains(&class)
+        {
+            self.stats.responses[class - 1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let Some(top_range) = relay::top_via(&msg) else {
             return self.drop_msg("response without Via");
         };
