@@ -12,11 +12,30 @@ const CALLER: &str = "\"ACME CORP\" <sip:+15557654321@carrier.example;user=phone
 async fn a_passed_call_is_relayed_byte_for_byte_both_ways_over_udp() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, ""), |p| p).await;
+    relay_one_call(&proxy, &uac, &uas, "1").await;
+    proxy.stop().await;
+}
 
+/// `sip.busy_poll_us` changes how the SIP thread waits, never what it sends:
+/// the same bytes both ways while it polls, and again after the window has
+/// run out and the thread has gone back to sleeping in `recvfrom`.
+#[tokio::test]
+async fn a_busy_polling_proxy_relays_the_same_bytes_and_wakes_after_idling() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = start(config(uas.addr, "busy_poll_us = 2000\n"), |p| p).await;
+    relay_one_call(&proxy, &uac, &uas, "1").await;
+    tokio::time::sleep(Duration::from_millis(50)).await; // 25 windows: asleep now
+    relay_one_call(&proxy, &uac, &uas, "2").await;
+    proxy.stop().await;
+}
+
+/// INVITE/100/180/200, ACK and BYE/200 through the proxy, asserting that only
+/// the proxy's Via and Max-Forwards differ from what each side sent.
+async fn relay_one_call(proxy: &Proxy, uac: &Udp, uas: &Udp, n: &str) {
     let inv = invite(
         uac.addr,
         "UDP",
-        "z9hG4bKpass1",
+        &format!("z9hG4bKpass{n}"),
         CALLER,
         "X-Custom:   kept   as is\r\n",
     );
@@ -44,7 +63,13 @@ async fn a_passed_call_is_relayed_byte_for_byte_both_ways_over_udp() {
     }
 
     // The ACK for a 2xx and the BYE are new transactions, relayed to the next hop.
-    let ack = in_transaction("ACK", uac.addr, "UDP", "z9hG4bKack2xx", Some("uas1"));
+    let ack = in_transaction(
+        "ACK",
+        uac.addr,
+        "UDP",
+        &format!("z9hG4bKack2xx{n}"),
+        Some("uas1"),
+    );
     uac.send(proxy.addr, &ack).await;
     let got = uas.recv().await;
     assert_eq!(
@@ -52,7 +77,13 @@ async fn a_passed_call_is_relayed_byte_for_byte_both_ways_over_udp() {
         ack.replace("Max-Forwards: 70", "Max-Forwards: 69")
     );
 
-    let bye = in_transaction("BYE", uac.addr, "UDP", "z9hG4bKbye1", Some("uas1"));
+    let bye = in_transaction(
+        "BYE",
+        uac.addr,
+        "UDP",
+        &format!("z9hG4bKbye{n}"),
+        Some("uas1"),
+    );
     uac.send(proxy.addr, &bye).await;
     let got_bye = uas.recv().await;
     let ok = response_to(&got_bye, 200, "OK", "uas1");
@@ -60,7 +91,6 @@ async fn a_passed_call_is_relayed_byte_for_byte_both_ways_over_udp() {
     let got_ok = uac.recv().await;
     assert_eq!(status(&got_ok), 200);
     assert!(got_ok.contains("CSeq: 314159 BYE"));
-    proxy.stop().await;
 }
 
 #[tokio::test]

@@ -57,6 +57,10 @@ pub struct SipConfig {
     pub accept_from: Vec<IpNet>,
     pub trusted_peers: Vec<IpNet>,
     pub record_route: bool,
+    /// After each datagram, keep polling the UDP socket without sleeping for
+    /// this many microseconds (0 = off). Trades CPU for latency: see
+    /// [`crate::sip::udp`].
+    pub busy_poll_us: u32,
 }
 
 impl Default for SipConfig {
@@ -67,6 +71,7 @@ impl Default for SipConfig {
             accept_from: vec!["0.0.0.0/0".parse().expect("static net")],
             trusted_peers: vec!["127.0.0.1/32".parse().expect("static net")],
             record_route: false,
+            busy_poll_us: 0,
         }
     }
 }
@@ -463,6 +468,8 @@ mod tests {
                 "sip.trusted_peers",
             ),
             ("[sip]\nnext_hop = \"http://x\"\n", "sip.next_hop"),
+            ("[sip]\nbusy_poll_us = 20000\n", "sip.busy_poll_us"),
+            ("[sip]\nbusy_poll_us = -1\n", "busy_poll_us"),
             (
                 "[numbers]\ndefault_country = \"XX\"\n",
                 "numbers.default_country",

@@ -5,6 +5,10 @@ use super::{Config, ConfigError, REJECT_CODES, THRESHOLD_NEVER};
 use crate::number::{Country, NumberPattern};
 use crate::sip::uri::SipUri;
 
+/// Longest `sip.busy_poll_us`: past 10 ms a poll window saves nothing a
+/// sleeping thread would not, and only burns CPU.
+pub const MAX_BUSY_POLL_US: u32 = 10_000;
+
 impl Config {
     /// Checks what serde cannot: ranges, URIs, list syntax, cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -20,6 +24,15 @@ impl Config {
                 "sip.accept_from",
                 "is empty, so every call would be refused; use [\"0.0.0.0/0\"] to accept all"
                     .into(),
+            ));
+        }
+        if self.sip.busy_poll_us > MAX_BUSY_POLL_US {
+            return Err(invalid(
+                "sip.busy_poll_us",
+                format!(
+                    "{} µs is longer than the {MAX_BUSY_POLL_US} µs allowed; 1000 covers the gap between calls at 1,000 calls/s and above, 0 turns polling off",
+                    self.sip.busy_poll_us
+                ),
             ));
         }
         Country::from_iso(&self.numbers.default_country).ok_or_else(|| {

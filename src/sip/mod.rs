@@ -1,7 +1,7 @@
 //! SIP on the wire: framing and parsing ([`message`], [`header`], [`uri`]),
 //! byte-faithful editing ([`splice`], [`relay`]), locally generated responses
 //! ([`respond`]), caller identity ([`caller`]), INVITE transactions
-//! ([`transaction`]), sockets ([`transport`]) and the proxy logic ([`proxy`]).
+//! ([`transaction`]), sockets ([`transport`], [`udp`] for the SIP thread) and the proxy logic ([`proxy`]).
 
 pub mod caller;
 pub mod header;
@@ -12,4 +12,5 @@ pub mod respond;
 pub mod splice;
 pub mod transaction;
 pub mod transport;
+pub mod udp;
 pub mod uri;

@@ -1,4 +1,5 @@
-//! UDP and TCP on one port. Datagrams are handled on the receive task; each
+//! UDP and TCP on one port. Datagrams are handled on the SIP thread
+//! ([`super::udp`]); each
 //! TCP connection has a reader (framing by Content-Length) and a writer fed by
 //! a bounded queue, so a slow peer can never make the proxy buffer without
 //! limit or stall other calls.
@@ -177,30 +178,6 @@ impl Proxy {
             self.tcp.insert(addr, tx);
             let proxy = Arc::clone(&self);
             tokio::spawn(async move { proxy.run_connection(stream, addr, rx, permit).await });
-        }
-    }
-
-    /// The SIP thread: receives datagrams on a blocking socket and handles
-    /// each one before the next, until `stop` is set.
-    ///
-    /// Why a thread and not a task: a datagram arriving at an idle proxy then
-    /// wakes this thread straight out of `recvfrom`, instead of going through
-    /// epoll and the runtime's scheduler; on the reference VM that cut the
-    /// latency the proxy adds by about a fifth (README, performance). One thread also keeps
-    /// arrival order: a 180 and the 200 behind it leave in that order.
-    pub(crate) fn udp_thread(self: Arc<Self>, stop: Arc<std::sync::atomic::AtomicBool>) {
-        let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let (n, from) = match self.udp.recv_from(&mut buf) {
-                Ok(x) => x,
-                // Read timeouts (to notice `stop`), ICMP errors: carry on.
-                Err(_) => continue,
-            };
-            if n == 0 || buf[..n].iter().all(|b| b.is_ascii_whitespace()) {
-                continue; // keep-alive
-            }
-            let datagram = Bytes::copy_from_slice(&buf[..n]);
-            self.handle(datagram, Peer::Udp(from));
         }
     }
 }

@@ -38,10 +38,9 @@ impl Proxy {
         if guard.is_none() || self.draining.load(Ordering::Relaxed) {
             return self.reply(&msg, top, from, 503, &["Retry-After: 5".into()]);
         }
-        let trying = respond::build(&msg, 100, None, &[]);
-        let mut tx = ServerTx::new(key.clone(), msg.clone(), reply_to);
-        tx.last_response = Some(trying.clone());
-        let (tx, fresh) = self.txs.insert(tx);
+        let (tx, fresh) = self
+            .txs
+            .insert(ServerTx::new(key.clone(), msg.clone(), reply_to));
         if !fresh {
             return self.on_retransmission(&tx);
         }
@@ -70,17 +69,18 @@ impl Proxy {
             // the call does not wait behind our own provisional. Over UDP the
             // single SIP thread guarantees no response can overtake the 100;
             // over TCP, responses arrive on another thread, so the 100 goes first.
+            // The 100 is built only then, off the forwarded INVITE's path.
             let forwards = forwards(&policy, &decision);
             if !forwards || from.is_tcp() {
-                self.send(reply_to, trying.clone());
+                self.send_trying(&tx, &msg);
             }
             span.in_scope(|| self.apply(&tx, &msg, &key, from, &policy, decision));
             if forwards && !from.is_tcp() {
-                self.send(reply_to, trying);
+                self.send_trying(&tx, &msg);
             }
             return;
         }
-        self.send(reply_to, trying);
+        self.send_trying(&tx, &msg);
         let Ok(permit) = Arc::clone(&self.screening).try_acquire_owned() else {
             let decision = self.pipeline.overload(&mut ctx);
             return span.in_scope(|| self.apply(&tx, &msg, &key, from, &policy, decision));
@@ -96,6 +96,18 @@ impl Proxy {
             }
             .instrument(span),
         );
+    }
+
+    /// Sends 100 Trying upstream. It becomes the response a retransmitted
+    /// INVITE gets unless a later one (relayed or ours) already took its place.
+    fn send_trying(self: &Arc<Self>, tx: &TxRef, invite: &Message) {
+        let trying = respond::build(invite, 100, None, &[]);
+        let reply_to = {
+            let mut t = tx.lock();
+            t.last_response.get_or_insert_with(|| trying.clone());
+            t.reply_to
+        };
+        self.send(reply_to, trying);
     }
 
     /// Carries out a decision on a screened INVITE, under the call's policy.

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# What each relay adds to INVITE→final at one rate, against the UAS reached
+# directly: sipsentry sleeping and busy polling (`sip.busy_poll_us`),
+# Kamailio as a stateless forwarder (when installed), and the null relay
+# (examples/null_relay.rs: no SIP at all, the floor) sleeping and polling.
+# Each target is measured on its own (`--target X --compare UAS`), RUNS times,
+# in turn, so a noisy minute of the VM hits every row.
+#
+#   bash bench/e2e-floor.sh [RATE_PER_TARGET] [SECONDS] [RUNS] [POLL_US]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rate=${1:-2000}; secs=${2:-10}; runs=${3:-2}; poll=${4:-1000}
+cargo build --release -q --bin sipsentry --example null_relay
+B=target/release/sipsentry
+work=$(mktemp -d); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+UAS=127.0.0.1:25080
+"$B" bench --uas "$UAS" >/dev/null 2>&1 & pids+=($!)
+names=(); addrs=()
+for p in 0 "$poll"; do
+  port=$((25060 + (p > 0)))
+  printf '[sip]\nlisten = "127.0.0.1:%s"\nnext_hop = "sip:%s"\nbusy_poll_us = %s\n[hiya_cache]\nenabled = false\n[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:0"\n' \
+    "$port" "$UAS" "$p" >"$work/s$p.toml"
+  (cd "$work" && exec "$OLDPWD/$B" serve -c "s$p.toml") >"$work/s$p.log" 2>&1 & pids+=($!)
+  names+=("sipsentry, busy_poll_us = $p"); addrs+=("127.0.0.1:$port")
+done
+if command -v kamailio >/dev/null 2>&1; then
+  kamailio -f bench/kamailio-stateless.cfg -DD -E -m 64 -M 8 \
+    -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$work/kamailio.log" 2>&1 & pids+=($!)
+  names+=("Kamailio 5.6 stateless"); addrs+=("127.0.0.1:27060")
+fi
+for p in 0 "$poll"; do
+  port=$((25070 + (p > 0)))
+  target/release/examples/null_relay "127.0.0.1:$port" "$UAS" "$p" & pids+=($!)
+  names+=("null relay, poll $p µs"); addrs+=("127.0.0.1:$port")
+done
+sleep 1
+field() { python3 -c "import json,sys; r=json.load(sys.stdin); a={x['target']:x for x in r['added_invite_to_final']}; t=a['$1']; print(t['p50'], t['p99'])"; }
+: >"$work/results"
+for run in $(seq "$runs"); do
+  for i in "${!addrs[@]}"; do
+    json=$("$B" bench --target "${addrs[$i]}" --compare "$UAS" --rate $((rate * 2)) --duration "$secs" --json)
+    read -r p50 p99 < <(echo "$json" | field "${addrs[$i]}")
+    printf '%s\t%s\t%s\n' "${names[$i]}" "$p50" "$p99" >>"$work/results"
+  done
+done
+# Rows in start order; medians over the runs, then every run as p50/p99.
+python3 - "$work/results" "$rate" "$secs" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, p50, p99 = line.rstrip("\n").split("\t")
+    rows.setdefault(name, []).append((int(p50), int(p99)))
+print(f"| relay (added INVITE→final at {sys.argv[2]} INVITE/s, µs, runs of {sys.argv[3]} s) | median p50 | median p99 | each run p50/p99 |")
+print("|---|---|---|---|")
+for name, r in rows.items():
+    m50 = statistics.median(x for x, _ in r); m99 = statistics.median(y for _, y in r)
+    print(f"| {name} | {m50:g} | {m99:g} | {', '.join(f'{a}/{b}' for a, b in r)} |")
+PY
