@@ -237,14 +237,50 @@ impl TxTable {
 /// A deadline heap: (when, transaction key), earliest on top.
 type Deadlines = Mutex<BinaryHeap<Reverse<(Instant, String)>>>;
 
-/// Takes the keys whose deadline has passed, holding the lock only for that.
+/// Deadlines popped per hold of a heap's lock.
+const POP_BATCH: usize = 64;
+
+/// Takes the keys whose deadline has passed. The lock is held for at most
+/// [`POP_BATCH`] pops at a time and then handed straight to a waiter: a sweep
+/// pops about a thousand entries at 2,000 calls/s, each a sift through a heap
+/// larger than the CPU cache, and the SIP thread must not stall behind it for
+/// the next call's insert.
 fn pop_due(heap: &Deadlines, now: Instant) -> Vec<String> {
-    let mut heap = heap.lock();
     let mut due = Vec::new();
-    while heap.peek().is_some_and(|Reverse((t, _))| *t <= now) {
-        if let Some(Reverse((_, key))) = heap.pop() {
-            due.push(key);
+    loop {
+        let mut h = heap.lock();
+        for _ in 0..POP_BATCH {
+            if !h.peek().is_some_and(|Reverse((t, _))| *t <= now) {
+                return due;
+            }
+            if let Some(Reverse((_, key))) = h.pop() {
+                due.push(key);
+            }
         }
+        parking_lot::MutexGuard::unlock_fair(h);
     }
-    due
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pop_due_takes_every_due_key_across_batches_and_leaves_the_rest() {
+        let heap: Deadlines = Mutex::default();
+        let now = Instant::now();
+        let n = POP_BATCH * 3 + 5;
+        for i in 0..n {
+            heap.lock().push(Reverse((
+                now - Duration::from_millis(i as u64),
+                format!("due{i}"),
+            )));
+        }
+        heap.lock().push(Reverse((now + T1, "later".into())));
+        let due = pop_due(&heap, now);
+        assert_eq!(due.len(), n);
+        assert_eq!(due[0], format!("due{}", n - 1), "earliest first");
+        assert_eq!(heap.lock().len(), 1);
+        assert!(pop_due(&heap, now).is_empty());
+    }
 }
