@@ -250,7 +250,7 @@ fn pop_due(heap: &Deadlines, now: Instant) -> Vec<String> {
     loop {
         let mut h = heap.lock();
         for _ in 0..POP_BATCH {
-            if !h.peek().is_some_and(|Reverse((t, _))| *t <= now) {
+            if h.peek().is_none_or(|Reverse((t, _))| *t > now) {
                 return due;
             }
             if let Some(Reverse((_, key))) = h.pop() {
