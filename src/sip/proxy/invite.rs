@@ -38,12 +38,6 @@ impl Proxy {
         if guard.is_none() || self.draining.load(Ordering::Relaxed) {
             return self.reply(&msg, top, from, 503, &["Retry-After: 5".into()]);
         }
-        let (tx, fresh) = self
-            .txs
-            .insert(ServerTx::new(key.clone(), msg.clone(), reply_to));
-        if !fresh {
-            return self.on_retransmission(&tx);
-        }
         self.stats.invites_screened.fetch_add(1, Ordering::Relaxed);
 
         // One policy for the whole call: identification, screening and the
@@ -63,22 +57,30 @@ impl Proxy {
         );
         let mut ctx =
             CallCtx::new(call_id, from.addr(), caller, called).with_policy(Arc::clone(&policy));
-        if let Some(decision) = span.in_scope(|| self.pipeline.screen_now(&mut ctx)) {
-            span.record("decision", decision.action.as_str());
-            // Decided at once: a forwarded INVITE goes out before the 100, so
-            // the call does not wait behind our own provisional. Over UDP the
-            // single SIP thread guarantees no response can overtake the 100;
-            // over TCP, responses arrive on another thread, so the 100 goes first.
-            // The 100 is built only then, off the forwarded INVITE's path.
-            let forwards = forwards(&policy, &decision);
-            if !forwards || from.is_tcp() {
-                self.send_trying(&tx, &msg);
-            }
-            span.in_scope(|| self.apply(&tx, &msg, &key, from, &policy, decision));
-            if forwards && !from.is_tcp() {
-                self.send_trying(&tx, &msg);
-            }
-            return;
+        let decided = span.in_scope(|| self.pipeline.screen_now(&mut ctx));
+        if let Some(d) = &decided {
+            span.record("decision", d.action.as_str());
+        }
+        // Decided at once and relayed over UDP: the INVITE goes out first and
+        // the transaction is recorded after it (see `forward_first`).
+        if let Some(d) = decided
+            .as_ref()
+            .filter(|d| !from.is_tcp() && forwards(&policy, d))
+        {
+            return span.in_scope(|| self.forward_first(&msg, &key, from, reply_to, &policy, d));
+        }
+        let (tx, fresh) = self
+            .txs
+            .insert(ServerTx::new(key.clone(), msg.clone(), reply_to));
+        if !fresh {
+            // A twin of this INVITE on the other transport got here first.
+            return self.on_retransmission(&tx);
+        }
+        if let Some(decision) = decided {
+            // Answered here, or relayed over TCP (where responses arrive on
+            // another thread and could overtake a later 100): the 100 first.
+            self.send_trying(&tx, &msg);
+            return span.in_scope(|| self.apply(&tx, &msg, &key, from, &policy, decision));
         }
         self.send_trying(&tx, &msg);
         let Ok(permit) = Arc::clone(&self.screening).try_acquire_owned() else {
@@ -134,6 +136,66 @@ impl Proxy {
                 }
             };
         }
+        let (dest, out, new_ruri) = self.build_forward(msg, key, from, policy, &d);
+        {
+            let mut t = tx.lock();
+            t.state = TxState::Forwarded;
+            t.touched = Instant::now();
+            t.forwarded = Some(Forwarded { dest, new_ruri });
+            if !dest.is_tcp() {
+                let r = Retransmit::new(dest, out.clone(), None, true);
+                self.txs.start_retransmit(&mut t, r);
+            }
+        }
+        self.send(dest, out);
+    }
+
+    /// Relays an INVITE decided on the SIP thread, then records its
+    /// transaction and sends the 100.
+    ///
+    /// Why in that order: the transaction's bookkeeping (the table insert,
+    /// its deadlines, the Timer A entry) is a third of the INVITE's handling
+    /// time and nothing on the wire needs it yet. Over UDP every message is
+    /// handled on this one thread, so no response, retransmission or CANCEL
+    /// for this call can be looked at before the transaction is in the table.
+    fn forward_first(
+        self: &Arc<Self>,
+        msg: &Message,
+        key: &str,
+        from: Peer,
+        reply_to: Peer,
+        policy: &Policy,
+        d: &Decision,
+    ) {
+        let (dest, out, new_ruri) = self.build_forward(msg, key, from, policy, d);
+        self.send(dest, out.clone());
+        let mut tx = ServerTx::new(key.to_owned(), msg.clone(), reply_to);
+        tx.state = TxState::Forwarded;
+        tx.forwarded = Some(Forwarded { dest, new_ruri });
+        let (tx, fresh) = self.txs.insert(tx);
+        if !fresh {
+            // A twin over TCP won the race and owns the transaction; the PBX
+            // absorbs our copy as a retransmission.
+            return;
+        }
+        if !dest.is_tcp() {
+            let r = Retransmit::new(dest, out, None, true);
+            self.txs.start_retransmit(&mut tx.lock(), r);
+        }
+        self.send_trying(&tx, msg);
+    }
+
+    /// The INVITE as relayed for a decision that forwards it (pass, tag,
+    /// divert by retarget): where it goes, its bytes, and the new
+    /// Request-URI if the decision changed it.
+    fn build_forward(
+        &self,
+        msg: &Message,
+        key: &str,
+        from: Peer,
+        policy: &Policy,
+        d: &Decision,
+    ) -> (Peer, bytes::Bytes, Option<String>) {
         let new_ruri = (d.action == Action::Divert).then(|| policy.divert_to.text.clone());
         // A retargeted call still goes to the next hop (DESIGN.md §3): the PBX
         // owns the voicemail or announcement service.
@@ -157,20 +219,10 @@ impl Proxy {
                 record_route: rr.as_deref(),
                 strip_labels: !self.is_trusted(from.addr().ip()),
                 own_route: own_route.map(|(r, _)| r),
-                labels: (d.action == Action::Tag).then_some((&d, &policy.labels)),
+                labels: (d.action == Action::Tag).then_some((d, &policy.labels)),
             },
         );
-        {
-            let mut t = tx.lock();
-            t.state = TxState::Forwarded;
-            t.touched = Instant::now();
-            t.forwarded = Some(Forwarded { dest, new_ruri });
-            if !dest.is_tcp() {
-                let r = Retransmit::new(dest, out.clone(), None, true);
-                self.txs.start_retransmit(&mut t, r);
-            }
-        }
-        self.send(dest, out);
+        (dest, out, new_ruri)
     }
 
     /// Answers a rejected call with `policy.reject_code` and its headers
