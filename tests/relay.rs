@@ -135,6 +135,56 @@ async fn tcp_calls_are_framed_by_content_length_and_answered_on_the_same_connect
     proxy.stop().await;
 }
 
+/// A UDP trunk and a TCP PBX: the PBX's answers arrive on another thread
+/// than the INVITE did, so the transaction must exist before the INVITE
+/// leaves; its responses come back over UDP and a retransmitted INVITE is
+/// answered from the transaction, not relayed again.
+#[tokio::test]
+async fn a_udp_call_to_a_tcp_next_hop_is_relayed_once_and_answered_over_udp() {
+    let uas_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uas_addr = uas_listener.local_addr().unwrap();
+    let cfg = sipsentry::config::Config::from_toml(&format!(
+        "[sip]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{uas_addr};transport=tcp\"\nbusy_poll_us = 1000\n"
+    ))
+    .unwrap();
+    let proxy = start(cfg, |p| p).await;
+    let uac = Udp::new().await;
+    let inv = invite(uac.addr, "UDP", "z9hG4bKmixed1", CALLER, "");
+    uac.send(proxy.addr, &inv).await;
+
+    let (stream, _) = tokio::time::timeout(WAIT, uas_listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut uas = Tcp {
+        stream,
+        buf: Vec::new(),
+    };
+    let relayed = uas.recv().await;
+    let (via, rest) = split_proxy_via(&relayed);
+    assert!(via.starts_with("Via: SIP/2.0/TCP "), "{via}");
+    assert_eq!(rest, inv.replace("Max-Forwards: 70", "Max-Forwards: 69"));
+    let ringing = response_to(&relayed, 180, "Ringing", "mx1");
+    uas.send(&ringing).await;
+    assert_eq!(status(&uac.recv_starting("SIP/2.0 100").await), 100);
+    let got = uac.recv_starting("SIP/2.0 180").await;
+    assert_eq!(got, ringing.replacen(&via, "", 1));
+
+    // The trunk retransmits: it gets the 180 again and the PBX sees nothing.
+    uac.send(proxy.addr, &inv).await;
+    assert_eq!(status(&uac.recv_starting("SIP/2.0 180").await), 180);
+    let again = tokio::time::timeout(Duration::from_millis(300), uas.recv()).await;
+    assert!(again.is_err(), "retransmission relayed again: {again:?}");
+
+    let ok = response_to(&relayed, 200, "OK", "mx1");
+    uas.send(&ok).await;
+    assert_eq!(
+        uac.recv_starting("SIP/2.0 200").await,
+        ok.replacen(&via, "", 1)
+    );
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn many_tcp_connections_are_served_concurrently() {
     let uas = Udp::new().await;

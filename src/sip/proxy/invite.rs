@@ -155,9 +155,11 @@ impl Proxy {
     ///
     /// Why in that order: the transaction's bookkeeping (the table insert,
     /// its deadlines, the Timer A entry) is a third of the INVITE's handling
-    /// time and nothing on the wire needs it yet. Over UDP every message is
-    /// handled on this one thread, so no response, retransmission or CANCEL
-    /// for this call can be looked at before the transaction is in the table.
+    /// time and nothing on the wire needs it yet. When both sides are UDP,
+    /// every message is handled on this one thread, so no response,
+    /// retransmission or CANCEL for this call can be looked at before the
+    /// transaction is in the table. A next hop over TCP answers on another
+    /// thread, so there the transaction is recorded first.
     fn forward_first(
         self: &Arc<Self>,
         msg: &Message,
@@ -168,19 +170,24 @@ impl Proxy {
         d: &Decision,
     ) {
         let (dest, out, new_ruri) = self.build_forward(msg, key, from, policy, d);
-        self.send(dest, out.clone());
+        let udp = !dest.is_tcp();
+        if udp {
+            self.send(dest, out.clone());
+        }
         let mut tx = ServerTx::new(key.to_owned(), msg.clone(), reply_to);
         tx.state = TxState::Forwarded;
         tx.forwarded = Some(Forwarded { dest, new_ruri });
         let (tx, fresh) = self.txs.insert(tx);
         if !fresh {
-            // A twin over TCP won the race and owns the transaction; the PBX
-            // absorbs our copy as a retransmission.
+            // A twin over TCP won the race and owns the transaction (over UDP
+            // the PBX absorbs our copy as a retransmission).
             return;
         }
-        if !dest.is_tcp() {
+        if udp {
             let r = Retransmit::new(dest, out, None, true);
             self.txs.start_retransmit(&mut tx.lock(), r);
+        } else {
+            self.send(dest, out);
         }
         self.send_trying(&tx, msg);
     }
