@@ -9,6 +9,7 @@
 #   bash bench/e2e-floor.sh [RATE_PER_TARGET] [SECONDS] [RUNS] [POLL_US]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 rate=${1:-2000}; secs=${2:-10}; runs=${3:-2}; poll=${4:-1000}
 cargo build --release -q --bin sipsentry --example null_relay
 B=target/release/sipsentry
@@ -25,9 +26,8 @@ for p in 0 "$poll"; do
   (cd "$work" && exec "$OLDPWD/$B" serve -c "s$p.toml") >"$work/s$p.log" 2>&1 & pids+=($!)
   names+=("sipsentry, busy_poll_us = $p"); addrs+=("127.0.0.1:$port")
 done
-if command -v kamailio >/dev/null 2>&1; then
-  kamailio -f bench/kamailio-stateless.cfg -DD -E -m 64 -M 8 \
-    -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$work/kamailio.log" 2>&1 & pids+=($!)
+if start_kamailio "$work/kamailio.log"; then
+  pids+=($!)
   names+=("Kamailio 5.6 stateless"); addrs+=("127.0.0.1:27060")
 fi
 for p in 0 "$poll"; do
@@ -36,7 +36,6 @@ for p in 0 "$poll"; do
   names+=("null relay, poll $p µs"); addrs+=("127.0.0.1:$port")
 done
 sleep 1
-field() { python3 -c "import json,sys; r=json.load(sys.stdin); a={x['target']:x for x in r['added_invite_to_final']}; t=a['$1']; print(t['p50'], t['p99'])"; }
 : >"$work/results"
 for run in $(seq "$runs"); do
   for i in "${!addrs[@]}"; do

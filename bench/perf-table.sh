@@ -9,6 +9,7 @@
 # Every target gets the stated rate: a run with N targets sends N × rate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 SECS=${1:-10}
 B=target/release/sipsentry
 WORK=$(mktemp -d)
@@ -19,9 +20,8 @@ trap cleanup EXIT
 
 "$B" bench --uas "$UAS" >/dev/null 2>&1 & pids+=($!)
 KAMAILIO=no
-if command -v kamailio >/dev/null 2>&1; then
-  kamailio -f bench/kamailio-stateless.cfg -DD -E -m 64 -M 8 \
-    -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$WORK/kamailio.log" 2>&1 & pids+=($!)
+if start_kamailio "$WORK/kamailio.log"; then
+  pids+=($!)
   KAMAILIO=yes
 fi
 
@@ -34,7 +34,6 @@ cp "$WORK/pass.toml" "$WORK/tag.toml"
 "$B" cache import data/hiya-sample-IN.tsv.gz --country IN -c "$WORK/pass.toml" >/dev/null
 echo "+919000000002" >"$WORK/spam-caller.txt"
 
-field() { python3 -c "import json,sys; r=json.load(sys.stdin); a={x['target']:x for x in r['added_invite_to_final']}; t=a['$1']; print(t['p50'], t['p99'])"; }
 
 echo "| decision | rate (INVITE/s) | sipsentry added p50 | p99 | Kamailio added p50 | p99 |"
 echo "|---|---|---|---|---|---|"

@@ -112,14 +112,7 @@ async fn tcp_calls_are_framed_by_content_length_and_answered_on_the_same_connect
     let b = invite(me, "TCP", "z9hG4bKtcpB", CALLER, "");
     uac.send(&format!("{a}{b}")).await;
 
-    let (stream, _) = tokio::time::timeout(WAIT, uas_listener.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut uas = Tcp {
-        stream,
-        buf: Vec::new(),
-    };
+    let mut uas = Tcp::accept(&uas_listener).await;
     let mut got = [uas.recv().await, uas.recv().await];
     got.sort_by_key(|m| split_proxy_via(m).1);
     for (g, w) in got.iter().zip([&a, &b]) {
@@ -152,14 +145,7 @@ async fn a_udp_call_to_a_tcp_next_hop_is_relayed_once_and_answered_over_udp() {
     let inv = invite(uac.addr, "UDP", "z9hG4bKmixed1", CALLER, "");
     uac.send(proxy.addr, &inv).await;
 
-    let (stream, _) = tokio::time::timeout(WAIT, uas_listener.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut uas = Tcp {
-        stream,
-        buf: Vec::new(),
-    };
+    let mut uas = Tcp::accept(&uas_listener).await;
     let relayed = uas.recv().await;
     let (via, rest) = split_proxy_via(&relayed);
     assert!(via.starts_with("Via: SIP/2.0/TCP "), "{via}");

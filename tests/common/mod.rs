@@ -185,6 +185,18 @@ pub struct Tcp {
 }
 
 impl Tcp {
+    /// The PBX side: the proxy's next connection to `listener`.
+    pub async fn accept(listener: &tokio::net::TcpListener) -> Tcp {
+        let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .expect("the proxy should connect to the TCP next hop")
+            .unwrap();
+        Tcp {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub async fn connect(to: SocketAddr) -> Tcp {
         Tcp {
             stream: TcpStream::connect(to).await.unwrap(),

@@ -137,16 +137,7 @@ impl Proxy {
             };
         }
         let (dest, out, new_ruri) = self.build_forward(msg, key, from, policy, &d);
-        {
-            let mut t = tx.lock();
-            t.state = TxState::Forwarded;
-            t.touched = Instant::now();
-            t.forwarded = Some(Forwarded { dest, new_ruri });
-            if !dest.is_tcp() {
-                let r = Retransmit::new(dest, out.clone(), None, true);
-                self.txs.start_retransmit(&mut t, r);
-            }
-        }
+        self.record_forward(&mut tx.lock(), dest, &out, new_ruri);
         self.send(dest, out);
     }
 
@@ -174,22 +165,37 @@ impl Proxy {
         if udp {
             self.send(dest, out.clone());
         }
-        let mut tx = ServerTx::new(key.to_owned(), msg.clone(), reply_to);
-        tx.state = TxState::Forwarded;
-        tx.forwarded = Some(Forwarded { dest, new_ruri });
-        let (tx, fresh) = self.txs.insert(tx);
+        let (tx, fresh) = self
+            .txs
+            .insert(ServerTx::new(key.to_owned(), msg.clone(), reply_to));
         if !fresh {
             // A twin over TCP won the race and owns the transaction (over UDP
             // the PBX absorbs our copy as a retransmission).
             return;
         }
-        if udp {
-            let r = Retransmit::new(dest, out, None, true);
-            self.txs.start_retransmit(&mut tx.lock(), r);
-        } else {
+        self.record_forward(&mut tx.lock(), dest, &out, new_ruri);
+        if !udp {
             self.send(dest, out);
         }
         self.send_trying(&tx, msg);
+    }
+
+    /// Marks a transaction as relayed to `dest` and, over UDP, starts Timer A
+    /// with the relayed bytes (the caller holds the transaction's lock).
+    fn record_forward(
+        &self,
+        t: &mut ServerTx,
+        dest: Peer,
+        out: &bytes::Bytes,
+        new_ruri: Option<String>,
+    ) {
+        t.state = TxState::Forwarded;
+        t.touched = Instant::now();
+        t.forwarded = Some(Forwarded { dest, new_ruri });
+        if !dest.is_tcp() {
+            let r = Retransmit::new(dest, out.clone(), None, true);
+            self.txs.start_retransmit(t, r);
+        }
     }
 
     /// The INVITE as relayed for a decision that forwards it (pass, tag,
