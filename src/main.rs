@@ -130,6 +130,16 @@ struct BenchArgs {
     /// UAS: wait this many milliseconds before the 200 OK.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     answer_delay: u64,
+    /// Also answer as the UAS on this UDP address, on the UAC's own thread
+    /// (point the proxy's next hop and the --compare baseline here): the
+    /// UAS's wake-ups leave the figures. With --ring; not with --answer-delay.
+    #[arg(long, value_name = "LISTEN", conflicts_with = "uas")]
+    with_uas: Option<std::net::SocketAddr>,
+    /// Never sleep between messages: poll the sockets, yielding the CPU in
+    /// between. Takes a core; with --with-uas the instrument then wakes no
+    /// thread of its own, so what is left is what the target adds.
+    #[arg(long, conflicts_with = "uas")]
+    spin: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -473,6 +483,10 @@ fn bench(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
             .collect(),
         None => vec![],
     };
+    anyhow::ensure!(
+        args.with_uas.is_none() || args.answer_delay == 0,
+        "--with-uas answers at once; for --answer-delay run the UAS on its own (sipsentry bench --uas LISTEN)"
+    );
     let opts = uac::UacOptions {
         targets,
         tcp: matches!(args.transport, Transport::Tcp),
@@ -483,6 +497,12 @@ fn bench(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
         concurrency: args.concurrency,
         timeout: Duration::from_secs_f64(args.timeout),
         progress: !args.json,
+        uas: args.with_uas.map(|listen| uas::UasOptions {
+            listen,
+            ring: args.ring,
+            answer_delay: Duration::from_millis(args.answer_delay),
+        }),
+        spin: args.spin,
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {

@@ -48,6 +48,8 @@ fn options(
         concurrency: None,
         timeout: Duration::from_secs(3),
         progress: false,
+        uas: None,
+        spin: false,
     }
 }
 
@@ -116,6 +118,62 @@ async fn compare_interleaves_one_schedule_over_two_targets() {
     assert_eq!(added[0].target, proxy.addr.to_string());
     assert_eq!(added[0].baseline, uas.to_string());
     proxy.stop().await;
+}
+
+/// `--with-uas`: the UAC's own thread answers as the PBX, both for the calls
+/// the proxy relays to it and for the direct baseline; with and without
+/// `--spin` (never sleeping) every call completes with the UAS's 180 and 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uas_on_the_uac_thread_answers_relayed_and_direct_calls() {
+    for spin in [false, true] {
+        let uas: SocketAddr = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        let proxy = common::start(common::config(uas, ""), |p| p).await;
+        let mut opts = options(vec![proxy.addr, uas], 400.0, 200, vec![]);
+        opts.uas = Some(uas::UasOptions {
+            listen: uas,
+            ring: true,
+            answer_delay: Duration::ZERO,
+        });
+        opts.spin = spin;
+        let report = run(opts).await;
+        for t in &report.targets {
+            assert_eq!(
+                (t.sent, t.codes.get(&200).copied(), t.timeouts),
+                (100, Some(100), 0),
+                "spin {spin}, {}",
+                t.target
+            );
+            assert_eq!(t.metrics.bye_to_200.count, 100, "spin {spin}: BYE answered");
+            assert_eq!(
+                t.metrics.invite_to_provisional.count, 100,
+                "spin {spin}: the inline UAS rings (or the proxy's 100 comes first)"
+            );
+        }
+        assert_eq!(report.added_invite_to_final.len(), 1);
+        proxy.stop().await;
+    }
+}
+
+#[test]
+fn an_inline_uas_refuses_an_answer_delay_with_a_hint() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipsentry"))
+        .args([
+            "bench",
+            "--target",
+            "127.0.0.1:9",
+            "--with-uas",
+            "127.0.0.1:0",
+            "--answer-delay",
+            "20",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--with-uas") && err.contains("bench --uas"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

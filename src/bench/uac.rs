@@ -2,12 +2,15 @@
 //! schedule, ACKs every final response, sends BYE after a 2xx, and measures
 //! each call in microseconds.
 //!
-//! Why OS threads and blocking sockets instead of the async runtime: tokio's
-//! timer has millisecond granularity, which would swamp the tens of
-//! microseconds being measured. The sender sleeps to each scheduled instant
-//! (with the thread's timer slack set to 1 µs); readers timestamp a message
-//! the moment `recv` returns it; one state thread owns all per-call state, so
-//! nothing is locked per message.
+//! Why one OS thread with `ppoll` instead of the async runtime or a thread per
+//! job: tokio's timer has millisecond granularity, which would swamp the tens
+//! of microseconds being measured; and on a small machine every extra thread
+//! the instrument wakes (a sender, a reader handing each message to a state
+//! thread) is a wake-up that competes with the relay under test for the CPU.
+//! One thread sleeps in `ppoll` until the next scheduled INVITE or the next
+//! message (timer slack set to 1 µs), timestamps each message the moment
+//! `recv` returns it, and owns all per-call state, so nothing is locked or
+//! handed over per message.
 //!
 //! Open loop, no coordinated omission: call *i* is *defined* to be sent at
 //! `t0 + i/rate`, and every latency is measured from that instant. If the
@@ -16,16 +19,15 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use super::report::{self, Metrics, Report, Summary, TargetReport};
+use super::uas::{Inline, UasOptions};
 use crate::sip::header::{self, NameAddr};
 use crate::sip::message::{HeaderName, Message, Method, frame_len};
 
@@ -33,8 +35,8 @@ use crate::sip::message::{HeaderName, Message, Method, frame_len};
 const T1: Duration = Duration::from_millis(500);
 /// How long after Ctrl-C in-flight calls may still complete.
 const STOP_GRACE: Duration = Duration::from_secs(1);
-/// Messages read but not yet processed (bounded).
-const INBOX: usize = 65_536;
+/// How often unanswered INVITEs are retransmitted and calls timed out.
+const SWEEP: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Clone)]
 pub struct UacOptions {
@@ -53,6 +55,14 @@ pub struct UacOptions {
     /// A call with no final response (or a BYE with no 200) after this is a timeout.
     pub timeout: Duration,
     pub progress: bool,
+    /// Also be the UAS, on this thread: answer the requests that reach this
+    /// UDP address (the targets' next hop and the direct baseline), so the
+    /// UAS's own wake-ups leave the figures.
+    pub uas: Option<UasOptions>,
+    /// Never sleep: look at the sockets again and again, yielding the CPU in
+    /// between. With `uas` the instrument then wakes no thread of its own and
+    /// what remains in the figures is what the target adds.
+    pub spin: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -64,20 +74,18 @@ struct Call {
     done: bool,
 }
 
-/// Sends to targets over UDP or TCP.
-#[derive(Clone)]
+/// The sockets toward the targets: one UDP socket for all of them, or a TCP
+/// stream each. Blocking for sends; reads never block (see [`Inbound`]).
 enum Out {
-    Udp(Arc<UdpSocket>, Vec<SocketAddr>),
-    Tcp(Vec<Arc<Mutex<TcpStream>>>),
+    Udp(UdpSocket, Vec<SocketAddr>),
+    Tcp(Vec<TcpStream>),
 }
 
 impl Out {
     fn send(&self, target: usize, bytes: &[u8]) {
         let _ = match self {
             Out::Udp(sock, addrs) => sock.send_to(bytes, addrs[target]).map(|_| ()),
-            Out::Tcp(streams) => streams[target]
-                .lock()
-                .map_or(Ok(()), |mut s| s.write_all(bytes)),
+            Out::Tcp(streams) => (&streams[target]).write_all(bytes),
         };
     }
 }
@@ -189,10 +197,22 @@ fn tighten_timer_slack() {
     }
 }
 
-fn sleep_until(t: Instant) {
-    let now = Instant::now();
-    if t > now {
-        thread::sleep(t - now);
+/// Opens the sockets toward the targets.
+fn connect(opts: &UacOptions) -> io::Result<(Out, SocketAddr)> {
+    if opts.tcp {
+        let mut streams = Vec::new();
+        for &t in &opts.targets {
+            let s = TcpStream::connect_timeout(&t, Duration::from_secs(3))?;
+            s.set_nodelay(true)?;
+            streams.push(s);
+        }
+        let local = streams[0].local_addr()?;
+        Ok((Out::Tcp(streams), local))
+    } else {
+        let ip = local_ip_toward(opts.targets[0])?;
+        let sock = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        let local = sock.local_addr()?;
+        Ok((Out::Udp(sock, opts.targets.clone()), local))
     }
 }
 
@@ -203,26 +223,8 @@ pub fn run(opts: &UacOptions, stop: Arc<AtomicBool>) -> io::Result<Report> {
         !opts.targets.is_empty() && opts.rate > 0.0,
         "bench needs a target and a positive rate"
     );
-    let ip = local_ip_toward(opts.targets[0])?;
-    let (tx, inbox) = mpsc::sync_channel::<(Instant, Bytes)>(INBOX);
-    let (out, local) = if opts.tcp {
-        let mut streams = Vec::new();
-        let mut local = None;
-        for &t in &opts.targets {
-            let s = TcpStream::connect_timeout(&t, Duration::from_secs(3))?;
-            s.set_nodelay(true)?;
-            local.get_or_insert(s.local_addr()?);
-            spawn_tcp_reader(s.try_clone()?, tx.clone());
-            streams.push(Arc::new(Mutex::new(s)));
-        }
-        (Out::Tcp(streams), local.expect("one target at least"))
-    } else {
-        let sock = UdpSocket::bind(SocketAddr::new(ip, 0))?;
-        let local = sock.local_addr()?;
-        spawn_udp_reader(sock.try_clone()?, tx.clone());
-        (Out::Udp(Arc::new(sock), opts.targets.clone()), local)
-    };
-    drop(tx);
+    let (out, local) = connect(opts)?;
+    let uas = opts.uas.clone().map(Inline::bind).transpose()?;
     let wire = Arc::new(Wire {
         // Distinguishes this run's calls from stray responses of an earlier one.
         run: std::time::SystemTime::now()
@@ -235,80 +237,57 @@ pub fn run(opts: &UacOptions, stop: Arc<AtomicBool>) -> io::Result<Report> {
         called: opts.called.clone(),
         callers: opts.callers.clone(),
     });
-
+    tighten_timer_slack();
     let interval = Duration::from_secs_f64(1.0 / opts.rate);
     let t0 = Instant::now() + Duration::from_millis(20);
-    let sent = Arc::new(AtomicU64::new(0));
-    let completed = Arc::new(AtomicU64::new(0));
-    let sender_done = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let (wire, out, sent, completed, done, stop) = (
-            Arc::clone(&wire),
-            out.clone(),
-            Arc::clone(&sent),
-            Arc::clone(&completed),
-            Arc::clone(&sender_done),
-            Arc::clone(&stop),
-        );
-        let (count, concurrency) = (opts.count, opts.concurrency);
-        thread::spawn(move || {
-            tighten_timer_slack();
-            for i in 0..count {
-                sleep_until(t0 + interval.mul_f64(i as f64));
-                while concurrency.is_some_and(|k| {
-                    sent.load(Ordering::Relaxed) - completed.load(Ordering::Relaxed) >= k
-                }) && !stop.load(Ordering::Relaxed)
-                {
-                    thread::sleep(Duration::from_micros(50));
-                }
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                out.send(wire.target_of(i), wire.invite(i).as_bytes());
-                sent.store(i + 1, Ordering::Release);
-            }
-            done.store(true, Ordering::Release);
-        })
-    };
-
+    let mut inbound = Inbound::new(&out);
     let mut state = State::new(opts, Arc::clone(&wire), out, t0, interval);
     let progress = progress_bar(opts);
+    // Calls below `next` have been sent.
+    let mut next = 0u64;
     let mut stop_at: Option<Instant> = None;
     loop {
-        match inbox.recv_timeout(Duration::from_millis(5)) {
-            Ok((at, bytes)) => state.on_message(at, bytes),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
         let now = Instant::now();
-        if state.last_sweep + Duration::from_millis(5) <= now {
-            state.sweep(now, sent.load(Ordering::Acquire));
-            completed.store(state.completed, Ordering::Relaxed);
+        let stopping = stop.load(Ordering::Relaxed);
+        let room =
+            |next: u64, completed: u64| opts.concurrency.is_none_or(|k| next - completed < k);
+        while !stopping
+            && next < opts.count
+            && state.scheduled(next) <= now
+            && room(next, state.completed)
+        {
+            state
+                .out
+                .send(wire.target_of(next), wire.invite(next).as_bytes());
+            next += 1;
+        }
+        if state.last_sweep + SWEEP <= now {
+            state.sweep(now, next);
             if let Some(p) = &progress {
                 p.set_position(state.completed);
             }
         }
-        let all_sent = sender_done.load(Ordering::Acquire);
-        if all_sent && state.completed >= sent.load(Ordering::Acquire) {
+        let all_sent = next >= opts.count || stopping;
+        if all_sent && state.completed >= next {
             break;
         }
-        if stop.load(Ordering::Relaxed) {
-            let deadline = *stop_at.get_or_insert(now + STOP_GRACE);
-            if now >= deadline && all_sent {
-                break;
-            }
+        if stopping && now >= *stop_at.get_or_insert(now + STOP_GRACE) {
+            break;
+        }
+        // Sleep until the next INVITE is due, the next sweep, or a message.
+        let mut wake = state.last_sweep + SWEEP;
+        if !all_sent && room(next, state.completed) {
+            wake = wake.min(state.scheduled(next));
+        }
+        let timeout = wake.saturating_duration_since(now);
+        for (at, bytes) in inbound.wait(&state.out, uas.as_ref(), timeout, opts.spin)? {
+            state.on_message(at, bytes);
         }
     }
-    let _ = sender.join();
     if let Some(p) = progress {
         p.finish_and_clear();
     }
-    Ok(state.report(
-        opts,
-        sent.load(Ordering::Acquire),
-        stop.load(Ordering::Relaxed),
-        t0,
-    ))
+    Ok(state.report(opts, next, stop.load(Ordering::Relaxed), t0))
 }
 
 fn progress_bar(opts: &UacOptions) -> Option<indicatif::ProgressBar> {
@@ -325,54 +304,124 @@ fn progress_bar(opts: &UacOptions) -> Option<indicatif::ProgressBar> {
     })
 }
 
-fn spawn_udp_reader(sock: UdpSocket, tx: SyncSender<(Instant, Bytes)>) {
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            match sock.recv_from(&mut buf) {
-                Ok((n, _)) => {
-                    let at = Instant::now();
-                    if tx.send((at, Bytes::copy_from_slice(&buf[..n]))).is_err() {
-                        return;
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    // Wake up now and then to notice the run is over.
-                    if tx.send((Instant::now(), Bytes::new())).is_err() {
-                        return;
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-    });
+/// Reading what the targets send: waits with `ppoll` (microsecond timeouts),
+/// then takes everything already queued without blocking.
+struct Inbound {
+    buf: Vec<u8>,
+    /// Per TCP stream, bytes read but not yet framed.
+    partial: Vec<Vec<u8>>,
+    /// Messages of one wake-up, with the instant each was read.
+    got: Vec<(Instant, Bytes)>,
 }
 
-fn spawn_tcp_reader(mut stream: TcpStream, tx: SyncSender<(Instant, Bytes)>) {
-    thread::spawn(move || {
-        let mut buf = Vec::with_capacity(65_536);
-        let mut chunk = vec![0u8; 65_536];
-        loop {
-            let n = match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            let at = Instant::now();
-            buf.extend_from_slice(&chunk[..n]);
-            while let Ok(Some(len)) = frame_len(&buf) {
-                let frame: Vec<u8> = buf.drain(..len).collect();
-                if tx.send((at, Bytes::from(frame))).is_err() {
-                    return;
+impl Inbound {
+    fn new(out: &Out) -> Inbound {
+        let streams = match out {
+            Out::Udp(..) => 0,
+            Out::Tcp(s) => s.len(),
+        };
+        Inbound {
+            buf: vec![0u8; 65_536],
+            partial: vec![Vec::new(); streams],
+            got: Vec::new(),
+        }
+    }
+
+    /// Waits at most `timeout` for something to read (not at all when
+    /// `spin`: then it looks once and yields the CPU if nothing came), answers
+    /// what reached the inline UAS, and returns what reached the UAC.
+    fn wait(
+        &mut self,
+        out: &Out,
+        uas: Option<&Inline>,
+        timeout: Duration,
+        spin: bool,
+    ) -> io::Result<std::vec::Drain<'_, (Instant, Bytes)>> {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let timeout = if spin { Duration::ZERO } else { timeout };
+        let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        });
+        let mut fds: Vec<PollFd<'_>> = match out {
+            Out::Udp(sock, _) => vec![PollFd::new(sock, PollFlags::IN)],
+            Out::Tcp(streams) => streams
+                .iter()
+                .map(|s| PollFd::new(s, PollFlags::IN))
+                .collect(),
+        };
+        if let Some(uas) = uas {
+            fds.push(PollFd::new(&uas.sock, PollFlags::IN));
+        }
+        let ready = match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(n) => n > 0,
+            Err(rustix::io::Errno::INTR) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !ready {
+            if spin {
+                std::thread::yield_now();
+            }
+            return Ok(self.got.drain(..));
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        if let Some(uas) = uas
+            && ready.last() == Some(&true)
+        {
+            uas.answer_queued(&mut self.buf);
+        }
+        match out {
+            Out::Udp(sock, _) => {
+                if ready[0] {
+                    self.drain_udp(sock);
+                }
+            }
+            Out::Tcp(streams) => {
+                for (k, stream) in streams.iter().enumerate() {
+                    if ready[k] {
+                        self.read_tcp(k, stream)?;
+                    }
                 }
             }
         }
-    });
+        Ok(self.got.drain(..))
+    }
+
+    /// Every datagram already queued on `sock`, without blocking.
+    fn drain_udp(&mut self, sock: &UdpSocket) {
+        use rustix::io::Errno;
+        loop {
+            match rustix::net::recvfrom(sock, &mut self.buf[..], rustix::net::RecvFlags::DONTWAIT) {
+                Ok((n, _, _)) => {
+                    let at = Instant::now();
+                    self.got.push((at, Bytes::copy_from_slice(&self.buf[..n])));
+                }
+                Err(Errno::INTR) => {}
+                // AGAIN: all read. Anything else is an ICMP error for an
+                // earlier send; the call it belongs to times out on its own.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// One read from a readable stream, split into messages.
+    fn read_tcp(&mut self, k: usize, mut stream: &TcpStream) -> io::Result<()> {
+        let n = stream.read(&mut self.buf)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the target closed the TCP connection",
+            ));
+        }
+        let at = Instant::now();
+        let partial = &mut self.partial[k];
+        partial.extend_from_slice(&self.buf[..n]);
+        while let Ok(Some(len)) = frame_len(partial) {
+            let frame: Vec<u8> = partial.drain(..len).collect();
+            self.got.push((at, Bytes::from(frame)));
+        }
+        Ok(())
+    }
 }
 
 /// All per-call state, owned by one thread.

@@ -4,11 +4,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::sip::message::{Message, Method, frame_len};
@@ -49,41 +50,112 @@ fn answer(req: &Message, opts: &UasOptions, contact: &str) -> (Vec<Bytes>, Optio
     }
 }
 
+/// UDP on a thread of its own, blocking in `recvfrom`: each datagram costs
+/// one wake-up, not an epoll round and a runtime task switch, so the UAS takes
+/// as little CPU as possible from the relay being measured. Stops within
+/// 200 ms of `stop`.
+fn serve_udp(
+    udp: &Arc<std::net::UdpSocket>,
+    opts: &UasOptions,
+    contact: &str,
+    stop: &AtomicBool,
+    rt: &tokio::runtime::Handle,
+) {
+    let _ = udp.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = vec![0u8; 65_536];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((n, from)) = udp.recv_from(&mut buf) else {
+            continue;
+        };
+        let Some(last) = reply_now(udp, &buf[..n], from, opts, contact) else {
+            continue;
+        };
+        let (sock, delay) = (Arc::clone(udp), opts.answer_delay);
+        rt.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = sock.send_to(&last, from);
+        });
+    }
+}
+
+/// Answers one datagram on `udp`; returns the last response when it is to
+/// wait for `answer_delay`.
+fn reply_now(
+    udp: &std::net::UdpSocket,
+    datagram: &[u8],
+    from: SocketAddr,
+    opts: &UasOptions,
+    contact: &str,
+) -> Option<Bytes> {
+    let req = Message::parse(Bytes::copy_from_slice(datagram)).ok()?;
+    let (now, later) = answer(&req, opts, contact);
+    for r in now {
+        let _ = udp.send_to(&r, from);
+    }
+    match later {
+        Some(r) if opts.answer_delay.is_zero() => {
+            let _ = udp.send_to(&r, from);
+            None
+        }
+        other => other,
+    }
+}
+
+/// The UAS inside the UAC's thread (`sipsentry bench --with-uas`): answers
+/// without delay whatever is queued on its socket when the UAC looks.
+pub(crate) struct Inline {
+    pub(crate) sock: std::net::UdpSocket,
+    opts: UasOptions,
+    contact: String,
+}
+
+impl Inline {
+    pub(crate) fn bind(opts: UasOptions) -> std::io::Result<Inline> {
+        if !opts.answer_delay.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a UAS on the UAC's thread answers at once; run `sipsentry bench --uas` for --answer-delay",
+            ));
+        }
+        let sock = std::net::UdpSocket::bind(opts.listen)?;
+        let contact = format!("Contact: <sip:uas@{}>", sock.local_addr()?);
+        Ok(Inline {
+            sock,
+            opts,
+            contact,
+        })
+    }
+
+    /// Answers every request already queued, without blocking; how many.
+    pub(crate) fn answer_queued(&self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while let Ok((len, _, Some(from))) =
+            rustix::net::recvfrom(&self.sock, &mut *buf, rustix::net::RecvFlags::DONTWAIT)
+        {
+            if let Ok(from) = SocketAddr::try_from(from) {
+                reply_now(&self.sock, &buf[..len], from, &self.opts, &self.contact);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
 /// Serves until `shutdown` completes.
 pub async fn run(
     opts: UasOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let udp = Arc::new(UdpSocket::bind(opts.listen).await?);
+    let udp = Arc::new(std::net::UdpSocket::bind(opts.listen)?);
     let listen = udp.local_addr()?;
     let tcp = TcpListener::bind(listen).await?;
     let contact = format!("Contact: <sip:uas@{listen}>");
     let opts = Arc::new(opts);
-    let udp_task = {
-        let (udp, opts, contact) = (Arc::clone(&udp), Arc::clone(&opts), contact.clone());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_536];
-            while let Ok((n, from)) = udp.recv_from(&mut buf).await {
-                let Ok(req) = Message::parse(Bytes::copy_from_slice(&buf[..n])) else {
-                    continue;
-                };
-                let (now, later) = answer(&req, &opts, &contact);
-                for r in now {
-                    let _ = udp.send_to(&r, from).await;
-                }
-                if let Some(r) = later {
-                    if opts.answer_delay.is_zero() {
-                        let _ = udp.send_to(&r, from).await;
-                    } else {
-                        let (udp, delay) = (Arc::clone(&udp), opts.answer_delay);
-                        tokio::spawn(async move {
-                            tokio::time::sleep(delay).await;
-                            let _ = udp.send_to(&r, from).await;
-                        });
-                    }
-                }
-            }
-        })
+    let stop = Arc::new(AtomicBool::new(false));
+    let udp_thread = {
+        let (opts, contact, stop) = (Arc::clone(&opts), contact.clone(), Arc::clone(&stop));
+        let rt = tokio::runtime::Handle::current();
+        std::thread::spawn(move || serve_udp(&udp, &opts, &contact, &stop, &rt))
     };
     let tcp_task = tokio::spawn(async move {
         while let Ok((stream, _)) = tcp.accept().await {
@@ -129,7 +201,8 @@ pub async fn run(
     });
     eprintln!("sipsentry bench UAS listening on {listen} (UDP+TCP)");
     shutdown.await;
-    udp_task.abort();
+    stop.store(true, Ordering::Relaxed);
     tcp_task.abort();
+    let _ = tokio::task::spawn_blocking(move || udp_thread.join()).await;
     Ok(())
 }
