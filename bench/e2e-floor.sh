@@ -6,18 +6,29 @@
 # Each target is measured on its own (`--target X --compare UAS`), RUNS times,
 # in turn, so a noisy minute of the VM hits every row.
 #
-#   bash bench/e2e-floor.sh [RATE_PER_TARGET] [SECONDS] [RUNS] [POLL_US]
+# HARNESS `sleep` (default): the UAC and the UAS (`bench --uas`) sleep until
+# each message, as real endpoints do; their own wake-ups are in every figure.
+# HARNESS `spin`: the UAC answers as the UAS on its own thread
+# (`--with-uas`), never sleeps (`--spin`) and is pinned to CPU 0, the relays
+# to CPU 1, so the instrument wakes no thread and shares no core with the
+# relay: what remains is what each relay adds.
+#
+#   bash bench/e2e-floor.sh [RATE_PER_TARGET] [SECONDS] [RUNS] [POLL_US] [HARNESS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-rate=${1:-2000}; secs=${2:-10}; runs=${3:-2}; poll=${4:-1000}
+rate=${1:-2000}; secs=${2:-10}; runs=${3:-2}; poll=${4:-1000}; harness=${5:-sleep}
 cargo build --release -q --bin sipsentry --example null_relay
 B=target/release/sipsentry
 work=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 UAS=127.0.0.1:25080
-"$B" bench --uas "$UAS" >/dev/null 2>&1 & pids+=($!)
+case $harness in
+  sleep) "$B" bench --uas "$UAS" >/dev/null 2>&1 & pids+=($!); uac=("$B" bench) ;;
+  spin) uac=(taskset -c 0 "$B" bench --with-uas "$UAS" --spin) ;;
+  *) echo "HARNESS is sleep or spin, not $harness" >&2; exit 2 ;;
+esac
 names=(); addrs=()
 for p in 0 "$poll"; do
   port=$((25060 + (p > 0)))
@@ -35,23 +46,26 @@ for p in 0 "$poll"; do
   target/release/examples/null_relay "127.0.0.1:$port" "$UAS" "$p" & pids+=($!)
   names+=("null relay, poll $p µs"); addrs+=("127.0.0.1:$port")
 done
+if [ "$harness" = spin ]; then
+  for p in "${pids[@]}" $(pgrep -f kamailio-stateless.cfg || true); do taskset -a -cp 1 "$p" >/dev/null; done
+fi
 sleep 1
 : >"$work/results"
 for run in $(seq "$runs"); do
   for i in "${!addrs[@]}"; do
-    json=$("$B" bench --target "${addrs[$i]}" --compare "$UAS" --rate $((rate * 2)) --duration "$secs" --json)
+    json=$("${uac[@]}" --target "${addrs[$i]}" --compare "$UAS" --rate $((rate * 2)) --duration "$secs" --json)
     read -r p50 p99 < <(echo "$json" | field "${addrs[$i]}")
     printf '%s\t%s\t%s\n' "${names[$i]}" "$p50" "$p99" >>"$work/results"
   done
 done
 # Rows in start order; medians over the runs, then every run as p50/p99.
-python3 - "$work/results" "$rate" "$secs" <<'PY'
+python3 - "$work/results" "$rate" "$secs" "$harness" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     name, p50, p99 = line.rstrip("\n").split("\t")
     rows.setdefault(name, []).append((int(p50), int(p99)))
-print(f"| relay (added INVITE→final at {sys.argv[2]} INVITE/s, µs, runs of {sys.argv[3]} s) | median p50 | median p99 | each run p50/p99 |")
+print(f"| relay (added INVITE→final at {sys.argv[2]} INVITE/s, µs, runs of {sys.argv[3]} s, {sys.argv[4]} harness) | median p50 | median p99 | each run p50/p99 |")
 print("|---|---|---|---|")
 for name, r in rows.items():
     m50 = statistics.median(x for x, _ in r); m99 = statistics.median(y for _, y in r)

@@ -173,7 +173,10 @@ fn an_inline_uas_refuses_an_answer_delay_with_a_hint() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--with-uas") && err.contains("bench --uas"), "{err}");
+    assert!(
+        err.contains("--with-uas") && err.contains("bench --uas"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,13 @@
 //! [`report`] the HDR-histogram summary. `--compare` interleaves one schedule
 //! over two targets (through the proxy and straight to the UAS) so the
 //! difference is the latency the proxy adds, measured under the same load.
+//!
+//! On a small virtual machine the instrument's own wake-ups (the UAS woken by
+//! each INVITE, the UAC by each response) cost tens of microseconds each and
+//! vary with what else the cores are doing. `--with-uas` answers as the PBX
+//! on the UAC's own thread and `--spin` keeps that thread from ever
+//! sleeping, so a relay can be measured with nothing of the instrument's
+//! in the difference but the extra hops.
 
 pub mod report;
 pub mod uac;

@@ -210,7 +210,7 @@ fn connect(opts: &UacOptions) -> io::Result<(Out, SocketAddr)> {
         Ok((Out::Tcp(streams), local))
     } else {
         let ip = local_ip_toward(opts.targets[0])?;
-        let sock = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        let sock = super::uas::bind_udp(SocketAddr::new(ip, 0))?;
         let local = sock.local_addr()?;
         Ok((Out::Udp(sock, opts.targets.clone()), local))
     }
