@@ -222,6 +222,7 @@ fn main() -> ExitCode {
             use sipsentry::reputation::hiya_cache::build::BuildError;
             let config_error = e.chain().any(|c| {
                 c.downcast_ref::<ConfigError>().is_some()
+                    || c.downcast_ref::<UsageError>().is_some()
                     || matches!(
                         c.downcast_ref::<cli::OwnCheckError>(),
                         Some(
@@ -447,6 +448,15 @@ fn resolve(target: &str) -> anyhow::Result<std::net::SocketAddr> {
         .with_context(|| format!("{target:?} resolves to no address"))
 }
 
+/// A combination of arguments that cannot work (exit 2, like clap's own).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(&'static str);
+
+fn usage(ok: bool, why: &'static str) -> Result<(), UsageError> {
+    if ok { Ok(()) } else { Err(UsageError(why)) }
+}
+
 fn bench(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     use sipsentry::bench::{uac, uas};
     use std::time::Duration;
@@ -464,10 +474,10 @@ fn bench(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
     for other in &args.compare {
         targets.push(resolve(other)?);
     }
-    anyhow::ensure!(
+    usage(
         args.rate > 0.0 && args.rate.is_finite(),
-        "--rate must be a positive number"
-    );
+        "--rate must be a positive number",
+    )?;
     let count = match (args.count, args.duration) {
         (Some(n), _) => n,
         (None, Some(s)) => (s * args.rate).round() as u64,
@@ -483,10 +493,14 @@ fn bench(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
             .collect(),
         None => vec![],
     };
-    anyhow::ensure!(
+    usage(
+        args.with_uas.is_none() || matches!(args.transport, Transport::Udp),
+        "--with-uas answers over UDP only; for TCP run the UAS on its own (sipsentry bench --uas LISTEN)",
+    )?;
+    usage(
         args.with_uas.is_none() || args.answer_delay == 0,
-        "--with-uas answers at once; for --answer-delay run the UAS on its own (sipsentry bench --uas LISTEN)"
-    );
+        "--with-uas answers at once; for --answer-delay run the UAS on its own (sipsentry bench --uas LISTEN)",
+    )?;
     let opts = uac::UacOptions {
         targets,
         tcp: matches!(args.transport, Transport::Tcp),

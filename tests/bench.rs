@@ -158,25 +158,30 @@ async fn a_uas_on_the_uac_thread_answers_relayed_and_direct_calls() {
 }
 
 #[test]
-fn an_inline_uas_refuses_an_answer_delay_with_a_hint() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipsentry"))
-        .args([
-            "bench",
-            "--target",
-            "127.0.0.1:9",
-            "--with-uas",
-            "127.0.0.1:0",
-            "--answer-delay",
-            "20",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--with-uas") && err.contains("bench --uas"),
-        "{err}"
-    );
+fn an_inline_uas_refuses_an_answer_delay_and_tcp_with_a_hint() {
+    let cases = [
+        (["--answer-delay", "20"], "answers at once"),
+        (["--transport", "tcp"], "UDP only"),
+    ];
+    for (extra, why) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipsentry"))
+            .args([
+                "bench",
+                "--target",
+                "127.0.0.1:9",
+                "--with-uas",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: a usage error");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(why) && err.contains("sipsentry bench --uas"),
+            "{extra:?}: {err}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
