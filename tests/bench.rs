@@ -194,6 +194,25 @@ async fn tcp_transport_completes_every_call() {
     assert_eq!(report.targets[0].metrics.bye_to_200.count, 200);
 }
 
+/// A TCP target that hangs up is not an error of the instrument: its calls
+/// time out and the report says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_target_that_hangs_up_gives_timeouts_not_an_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        // Accept, then close at once.
+        let _ = listener.accept();
+    });
+    let mut opts = options(vec![target], 100.0, 5, vec![]);
+    opts.tcp = true;
+    opts.timeout = Duration::from_millis(300);
+    let report = run(opts).await;
+    let t = &report.targets[0];
+    assert_eq!((t.sent, t.timeouts), (5, 5));
+    assert!(t.codes.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_early_gives_a_partial_report() {
     let (uas, _uas_stop) = start_uas(false, 0).await;

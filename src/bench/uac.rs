@@ -37,6 +37,9 @@ const T1: Duration = Duration::from_millis(500);
 const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often unanswered INVITEs are retransmitted and calls timed out.
 const SWEEP: Duration = Duration::from_millis(5);
+/// Datagrams read in one go before due INVITEs are sent again, so a flood
+/// of responses cannot hold back the schedule.
+const BATCH: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct UacOptions {
@@ -310,6 +313,8 @@ struct Inbound {
     buf: Vec<u8>,
     /// Per TCP stream, bytes read but not yet framed.
     partial: Vec<Vec<u8>>,
+    /// Per TCP stream, whether the target closed it.
+    closed: Vec<bool>,
     /// Messages of one wake-up, with the instant each was read.
     got: Vec<(Instant, Bytes)>,
 }
@@ -323,6 +328,7 @@ impl Inbound {
         Inbound {
             buf: vec![0u8; 65_536],
             partial: vec![Vec::new(); streams],
+            closed: vec![false; streams],
             got: Vec::new(),
         }
     }
@@ -343,12 +349,15 @@ impl Inbound {
             tv_sec: 1,
             tv_nsec: 0,
         });
-        let mut fds: Vec<PollFd<'_>> = match out {
-            Out::Udp(sock, _) => vec![PollFd::new(sock, PollFlags::IN)],
+        // The UAC's sockets still open (their index in `out`), then the UAS's.
+        let (mut fds, open): (Vec<PollFd<'_>>, Vec<usize>) = match out {
+            Out::Udp(sock, _) => (vec![PollFd::new(sock, PollFlags::IN)], vec![0]),
             Out::Tcp(streams) => streams
                 .iter()
-                .map(|s| PollFd::new(s, PollFlags::IN))
-                .collect(),
+                .enumerate()
+                .filter(|(k, _)| !self.closed[*k])
+                .map(|(k, s)| (PollFd::new(s, PollFlags::IN), k))
+                .unzip(),
         };
         if let Some(uas) = uas {
             fds.push(PollFd::new(&uas.sock, PollFlags::IN));
@@ -368,29 +377,25 @@ impl Inbound {
         if let Some(uas) = uas
             && ready.last() == Some(&true)
         {
-            uas.answer_queued(&mut self.buf);
+            uas.answer_queued(&mut self.buf, BATCH);
         }
-        match out {
-            Out::Udp(sock, _) => {
-                if ready[0] {
-                    self.drain_udp(sock);
-                }
+        for (slot, &k) in open.iter().enumerate() {
+            if !ready[slot] {
+                continue;
             }
-            Out::Tcp(streams) => {
-                for (k, stream) in streams.iter().enumerate() {
-                    if ready[k] {
-                        self.read_tcp(k, stream)?;
-                    }
-                }
+            match out {
+                Out::Udp(sock, _) => self.drain_udp(sock),
+                Out::Tcp(streams) => self.read_tcp(k, &streams[k]),
             }
         }
         Ok(self.got.drain(..))
     }
 
-    /// Every datagram already queued on `sock`, without blocking.
+    /// The datagrams already queued on `sock` (at most [`BATCH`]), without
+    /// blocking.
     fn drain_udp(&mut self, sock: &UdpSocket) {
         use rustix::io::Errno;
-        loop {
+        for _ in 0..BATCH {
             match rustix::net::recvfrom(sock, &mut self.buf[..], rustix::net::RecvFlags::DONTWAIT) {
                 Ok((n, _, _)) => {
                     let at = Instant::now();
@@ -404,15 +409,17 @@ impl Inbound {
         }
     }
 
-    /// One read from a readable stream, split into messages.
-    fn read_tcp(&mut self, k: usize, mut stream: &TcpStream) -> io::Result<()> {
-        let n = stream.read(&mut self.buf)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the target closed the TCP connection",
-            ));
-        }
+    /// One read from a readable stream, split into messages. A stream the
+    /// target closed (or that failed) is read no more; its calls time out.
+    fn read_tcp(&mut self, k: usize, mut stream: &TcpStream) {
+        let n = match stream.read(&mut self.buf) {
+            Ok(n) if n > 0 => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            _ => {
+                self.closed[k] = true;
+                return;
+            }
+        };
         let at = Instant::now();
         let partial = &mut self.partial[k];
         partial.extend_from_slice(&self.buf[..n]);
@@ -420,7 +427,6 @@ impl Inbound {
             let frame: Vec<u8> = partial.drain(..len).collect();
             self.got.push((at, Bytes::from(frame)));
         }
-        Ok(())
     }
 }
 

@@ -126,15 +126,17 @@ impl Inline {
         })
     }
 
-    /// Answers every request already queued, without blocking; how many.
-    pub(crate) fn answer_queued(&self, buf: &mut [u8]) -> usize {
+    /// Answers the requests already queued (at most `max`), without
+    /// blocking; how many.
+    pub(crate) fn answer_queued(&self, buf: &mut [u8], max: usize) -> usize {
         let mut n = 0;
-        while let Ok((len, _, Some(from))) =
-            rustix::net::recvfrom(&self.sock, &mut *buf, rustix::net::RecvFlags::DONTWAIT)
+        while n < max
+            && let Ok((len, _, Some(from))) =
+                rustix::net::recvfrom(&self.sock, &mut *buf, rustix::net::RecvFlags::DONTWAIT)
         {
+            n += 1;
             if let Ok(from) = SocketAddr::try_from(from) {
                 reply_now(&self.sock, &buf[..len], from, &self.opts, &self.contact);
-                n += 1;
             }
         }
         n
