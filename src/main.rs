@@ -524,8 +524,7 @@ fn bench(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
         ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::Relaxed))
             .context("cannot install the Ctrl-C handler")?;
     }
-    let report = uac::run(&opts, stop)
-        .context("bench could not start; is the target listening? (a test UAS: sipsentry bench --uas HOST:PORT)")?;
+    let report = uac::run(&opts, stop).context("bench could not start")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -17,3 +17,20 @@
 pub mod report;
 pub mod uac;
 pub mod uas;
+
+use std::net::{SocketAddr, UdpSocket};
+
+/// What the instrument asks for as its sockets' receive queue: at 10,000
+/// calls/s about 30,000 datagrams arrive per second, so the default 208 KiB
+/// (~400 messages) overflows after a stall of ~15 ms, and a dropped datagram
+/// becomes a retransmission in the figures. The kernel caps it at
+/// `net.core.rmem_max`.
+const RECV_BUFFER: usize = 4 << 20;
+
+/// A UDP socket with the instrument's receive queue.
+pub(crate) fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let sock = UdpSocket::bind(addr)?;
+    // Best effort: a smaller queue only makes drops likelier.
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&sock, RECV_BUFFER);
+    Ok(sock)
+}

@@ -30,6 +30,8 @@ use super::report::{self, Metrics, Report, Summary, TargetReport};
 use super::uas::{Inline, UasOptions};
 use crate::sip::header::{self, NameAddr};
 use crate::sip::message::{HeaderName, Message, Method, frame_len};
+use crate::sip::udp::try_recv_from;
+use smallvec::SmallVec;
 
 /// RFC 3261 T1: first INVITE retransmission interval.
 const T1: Duration = Duration::from_millis(500);
@@ -205,15 +207,26 @@ fn connect(opts: &UacOptions) -> io::Result<(Out, SocketAddr)> {
     if opts.tcp {
         let mut streams = Vec::new();
         for &t in &opts.targets {
-            let s = TcpStream::connect_timeout(&t, Duration::from_secs(3))?;
+            let s = TcpStream::connect_timeout(&t, Duration::from_secs(3)).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot connect to {t} over TCP: {e}; is the target listening? (a test UAS: sipsentry bench --uas {t})"),
+                )
+            })?;
             s.set_nodelay(true)?;
             streams.push(s);
         }
         let local = streams[0].local_addr()?;
         Ok((Out::Tcp(streams), local))
     } else {
-        let ip = local_ip_toward(opts.targets[0])?;
-        let sock = super::uas::bind_udp(SocketAddr::new(ip, 0))?;
+        let target = opts.targets[0];
+        let ip = local_ip_toward(target).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("no route to {target}: {e}; check the address"),
+            )
+        })?;
+        let sock = super::bind_udp(SocketAddr::new(ip, 0))?;
         let local = sock.local_addr()?;
         Ok((Out::Udp(sock, opts.targets.clone()), local))
     }
@@ -350,15 +363,24 @@ impl Inbound {
             tv_nsec: 0,
         });
         // The UAC's sockets still open (their index in `out`), then the UAS's.
-        let (mut fds, open): (Vec<PollFd<'_>>, Vec<usize>) = match out {
-            Out::Udp(sock, _) => (vec![PollFd::new(sock, PollFlags::IN)], vec![0]),
-            Out::Tcp(streams) => streams
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| !self.closed[*k])
-                .map(|(k, s)| (PollFd::new(s, PollFlags::IN), k))
-                .unzip(),
-        };
+        // Inline storage: this runs for every wake-up, and in `spin` mode
+        // without pause.
+        let mut fds: SmallVec<[PollFd<'_>; 4]> = SmallVec::new();
+        let mut open: SmallVec<[usize; 4]> = SmallVec::new();
+        match out {
+            Out::Udp(sock, _) => {
+                fds.push(PollFd::new(sock, PollFlags::IN));
+                open.push(0);
+            }
+            Out::Tcp(streams) => {
+                for (k, stream) in streams.iter().enumerate() {
+                    if !self.closed[k] {
+                        fds.push(PollFd::new(stream, PollFlags::IN));
+                        open.push(k);
+                    }
+                }
+            }
+        }
         if let Some(uas) = uas {
             fds.push(PollFd::new(&uas.sock, PollFlags::IN));
         }
@@ -373,14 +395,14 @@ impl Inbound {
             }
             return Ok(self.got.drain(..));
         }
-        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        let is_ready = |slot: usize| !fds[slot].revents().is_empty();
         if let Some(uas) = uas
-            && ready.last() == Some(&true)
+            && is_ready(fds.len() - 1)
         {
             uas.answer_queued(&mut self.buf, BATCH);
         }
         for (slot, &k) in open.iter().enumerate() {
-            if !ready[slot] {
+            if !is_ready(slot) {
                 continue;
             }
             match out {
@@ -392,20 +414,15 @@ impl Inbound {
     }
 
     /// The datagrams already queued on `sock` (at most [`BATCH`]), without
-    /// blocking.
+    /// blocking. An error is an ICMP error for an earlier send; the call it
+    /// belongs to times out on its own.
     fn drain_udp(&mut self, sock: &UdpSocket) {
-        use rustix::io::Errno;
         for _ in 0..BATCH {
-            match rustix::net::recvfrom(sock, &mut self.buf[..], rustix::net::RecvFlags::DONTWAIT) {
-                Ok((n, _, _)) => {
-                    let at = Instant::now();
-                    self.got.push((at, Bytes::copy_from_slice(&self.buf[..n])));
-                }
-                Err(Errno::INTR) => {}
-                // AGAIN: all read. Anything else is an ICMP error for an
-                // earlier send; the call it belongs to times out on its own.
-                Err(_) => return,
-            }
+            let Ok(Some((n, _))) = try_recv_from(sock, &mut self.buf) else {
+                return;
+            };
+            let at = Instant::now();
+            self.got.push((at, Bytes::copy_from_slice(&self.buf[..n])));
         }
     }
 

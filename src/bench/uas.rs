@@ -12,8 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use super::bind_udp;
 use crate::sip::message::{Message, Method, frame_len};
 use crate::sip::respond;
+use crate::sip::udp::try_recv_from;
 
 #[derive(Debug, Clone)]
 pub struct UasOptions {
@@ -117,7 +119,15 @@ impl Inline {
                 "a UAS on the UAC's thread answers at once; run `sipsentry bench --uas` for --answer-delay",
             ));
         }
-        let sock = bind_udp(opts.listen)?;
+        let sock = bind_udp(opts.listen).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot answer as the UAS on {}: {e}; pick a free address for --with-uas (the proxy's next hop)",
+                    opts.listen
+                ),
+            )
+        })?;
         let contact = format!("Contact: <sip:uas@{}>", sock.local_addr()?);
         Ok(Inline {
             sock,
@@ -127,35 +137,15 @@ impl Inline {
     }
 
     /// Answers the requests already queued (at most `max`), without
-    /// blocking; how many.
-    pub(crate) fn answer_queued(&self, buf: &mut [u8], max: usize) -> usize {
-        let mut n = 0;
-        while n < max
-            && let Ok((len, _, Some(from))) =
-                rustix::net::recvfrom(&self.sock, &mut *buf, rustix::net::RecvFlags::DONTWAIT)
-        {
-            n += 1;
-            if let Ok(from) = SocketAddr::try_from(from) {
-                reply_now(&self.sock, &buf[..len], from, &self.opts, &self.contact);
-            }
+    /// blocking.
+    pub(crate) fn answer_queued(&self, buf: &mut [u8], max: usize) {
+        for _ in 0..max {
+            let Ok(Some((len, from))) = try_recv_from(&self.sock, buf) else {
+                return;
+            };
+            reply_now(&self.sock, &buf[..len], from, &self.opts, &self.contact);
         }
-        n
     }
-}
-
-/// What the instrument asks for as its sockets' receive queue: at 10,000
-/// calls/s about 30,000 datagrams arrive per second, so the default 208 KiB
-/// (~400 messages) overflows after a stall of ~15 ms, and a dropped datagram
-/// becomes a retransmission in the figures. The kernel caps it at
-/// `net.core.rmem_max`.
-pub(crate) const RECV_BUFFER: usize = 4 << 20;
-
-/// A UDP socket with the instrument's receive queue.
-pub(crate) fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let sock = std::net::UdpSocket::bind(addr)?;
-    // Best effort: a smaller queue only makes drops likelier.
-    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&sock, RECV_BUFFER);
-    Ok(sock)
 }
 
 /// Serves until `shutdown` completes.

@@ -84,27 +84,17 @@ impl<'a> Receiver<'a> {
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         if let Some(until) = self.poll_until {
             loop {
-                match rustix::net::recvfrom(self.sock, &mut *buf, RecvFlags::DONTWAIT) {
-                    Ok((n, _, Some(addr))) => {
-                        if let Ok(from) = SocketAddr::try_from(addr) {
-                            self.arm();
-                            return Ok((n, from));
-                        }
-                    }
-                    // No or a non-IP address cannot happen on a UDP/IP socket.
-                    Ok(_) => {}
-                    Err(Errno::AGAIN) => {
-                        if Instant::now() >= until {
-                            self.poll_until = None;
-                            break;
-                        }
-                        // Lets a thread woken onto this core run now rather
-                        // than at the next preemption tick.
-                        std::thread::yield_now();
-                    }
-                    Err(Errno::INTR) => {}
-                    Err(e) => return Err(e.into()),
+                if let Some(got) = try_recv_from(self.sock, buf)? {
+                    self.arm();
+                    return Ok(got);
                 }
+                if Instant::now() >= until {
+                    self.poll_until = None;
+                    break;
+                }
+                // Lets a thread woken onto this core run now rather than at
+                // the next preemption tick.
+                std::thread::yield_now();
             }
         }
         let got = self.sock.recv_from(buf)?;
@@ -115,6 +105,27 @@ impl<'a> Receiver<'a> {
     fn arm(&mut self) {
         if !self.window.is_zero() {
             self.poll_until = Some(Instant::now() + self.window);
+        }
+    }
+}
+
+/// One datagram if one is queued, without blocking (`recvfrom` with
+/// `MSG_DONTWAIT`): its length (at most `buf.len()`) and sender, or `None`
+/// when the queue is empty. Errors are ICMP errors reported for an earlier
+/// send.
+pub fn try_recv_from(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+    loop {
+        match rustix::net::recvfrom(sock, &mut *buf, RecvFlags::DONTWAIT) {
+            Ok((n, _, Some(addr))) => {
+                if let Ok(from) = SocketAddr::try_from(addr) {
+                    return Ok(Some((n, from)));
+                }
+            }
+            // No or a non-IP address cannot happen on a UDP/IP socket.
+            Ok(_) => {}
+            Err(Errno::AGAIN) => return Ok(None),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
