@@ -140,6 +140,12 @@ struct BenchArgs {
     /// thread of its own, so what is left is what the target adds.
     #[arg(long, conflicts_with = "uas")]
     spin: bool,
+    /// Also write every call's figures to FILE as CSV (call, target,
+    /// scheduled time on CLOCK_MONOTONIC in ns, µs to the provisional, to the
+    /// final and from BYE to its 200, status code), to match latencies with
+    /// a scheduler trace or a capture taken at the same time.
+    #[arg(long, value_name = "FILE", conflicts_with = "uas")]
+    samples: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -529,6 +535,14 @@ fn bench(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.text());
+    }
+    // After the report, so a samples file that cannot be written loses
+    // nothing else.
+    if let Some(path) = &args.samples {
+        std::fs::File::create(path)
+            .map_err(csv::Error::from)
+            .and_then(|f| report.write_samples(std::io::BufWriter::new(f)))
+            .with_context(|| format!("cannot write the samples to {}", path.display()))?;
     }
     Ok(())
 }

@@ -295,3 +295,106 @@ async fn a_concurrency_limit_delays_calls_and_the_delay_is_measured() {
     assert!(m.max > 600_000, "max {} µs: queueing was hidden", m.max);
     assert!(m.min >= 50_000 && m.min < 60_000, "min {} µs", m.min);
 }
+
+/// `--samples` writes one row per call in schedule order: its target, its
+/// scheduled instant on CLOCK_MONOTONIC (1/rate apart), and its own figures,
+/// which must match the target it went to (a UAS answering after 20 ms, or
+/// the inline UAS answering at once).
+#[test]
+fn samples_give_every_call_its_target_schedule_and_latency() {
+    let free = || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", s.local_addr().unwrap().port())
+    };
+    let (slow, fast) = (free(), free());
+    let bin = env!("CARGO_BIN_EXE_sipsentry");
+    let mut uas = std::process::Command::new(bin)
+        .args(["bench", "--uas", &slow, "--answer-delay", "20"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("calls.csv");
+    let before = monotonic_ns();
+    let out = std::process::Command::new(bin)
+        .args([
+            "bench",
+            "--with-uas",
+            &fast,
+            "--target",
+            &slow,
+            "--compare",
+            &fast,
+        ])
+        .args(["--rate", "500", "--count", "60", "--json", "--samples"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let after = monotonic_ns();
+    let _ = uas.kill();
+    let _ = uas.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report.get("calls").is_none(),
+        "samples stay out of the JSON report"
+    );
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("call,target,scheduled_monotonic_ns,provisional_us,final_us,code,bye_us")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 60, "one row per call");
+    let mut last_ns = 0u64;
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], i.to_string(), "schedule order");
+        let to_slow = i % 2 == 0;
+        assert_eq!(
+            row[1],
+            if to_slow { &slow } else { &fast },
+            "calls take turns"
+        );
+        let ns: u64 = row[2].parse().unwrap();
+        assert!(
+            before < ns && ns < after,
+            "scheduled during the run, on the same clock"
+        );
+        if i > 0 {
+            // 500/s: 2 ms apart, to within rounding of the schedule.
+            assert!(
+                (ns - last_ns).abs_diff(2_000_000) < 1_000,
+                "row {i}: {}",
+                ns - last_ns
+            );
+        }
+        last_ns = ns;
+        assert_eq!(row[5], "200");
+        let final_us: u64 = row[4].parse().unwrap();
+        if to_slow {
+            assert!(
+                final_us >= 20_000,
+                "row {i}: the slow UAS waits 20 ms, got {final_us} µs"
+            );
+        } else {
+            assert!(
+                final_us < 20_000,
+                "row {i}: the inline UAS answers at once, got {final_us} µs"
+            );
+        }
+        assert!(row[3].is_empty(), "no provisional without --ring");
+        assert!(row[6].parse::<u64>().is_ok(), "every BYE answered");
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

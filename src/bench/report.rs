@@ -107,9 +107,64 @@ pub struct Report {
     /// With `--compare`: INVITE→final of each target minus that of the last
     /// target (the baseline, e.g. the UAS reached directly).
     pub added_invite_to_final: Vec<Added>,
+    /// Every call's own figures, for `--samples` (not in the JSON report).
+    #[serde(skip)]
+    pub calls: Vec<CallSample>,
+}
+
+/// One call as measured: what `--samples` writes, a row per call, so that
+/// a latency can be matched against anything else recorded on the machine
+/// at that instant (a scheduler trace, a packet capture).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallSample {
+    /// The call's index in the schedule.
+    pub call: u64,
+    /// Index into [`Report::targets`].
+    pub target: usize,
+    /// When the call was scheduled to be sent, as `CLOCK_MONOTONIC`
+    /// nanoseconds (the clock of `perf`, and of ftrace with `trace_clock`
+    /// `mono`).
+    pub scheduled_monotonic_ns: u64,
+    /// Microseconds from the scheduled instant; `None` if it never came.
+    pub provisional_us: Option<u64>,
+    pub final_us: Option<u64>,
+    /// The final response's status code; 0 if none came.
+    pub code: u16,
+    /// Microseconds from sending the BYE to its response.
+    pub bye_us: Option<u64>,
 }
 
 impl Report {
+    /// Writes [`Report::calls`] as CSV with a header row, calls in schedule
+    /// order; a figure that never came is an empty field.
+    pub fn write_samples<W: std::io::Write>(&self, w: W) -> csv::Result<()> {
+        let mut out = csv::Writer::from_writer(w);
+        out.write_record([
+            "call",
+            "target",
+            "scheduled_monotonic_ns",
+            "provisional_us",
+            "final_us",
+            "code",
+            "bye_us",
+        ])?;
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        for c in &self.calls {
+            let target = self.targets.get(c.target).map_or("", |t| t.target.as_str());
+            out.write_record([
+                c.call.to_string(),
+                target.to_string(),
+                c.scheduled_monotonic_ns.to_string(),
+                opt(c.provisional_us),
+                opt(c.final_us),
+                c.code.to_string(),
+                opt(c.bye_us),
+            ])?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
     pub fn text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
-use super::report::{self, Metrics, Report, Summary, TargetReport};
+use super::report::{self, CallSample, Metrics, Report, Summary, TargetReport};
 use super::uas::{Inline, UasOptions};
 use crate::sip::header::{self, NameAddr};
 use crate::sip::message::{HeaderName, Message, Method, frame_len};
@@ -77,6 +77,10 @@ struct Call {
     retransmits: u8,
     bye_sent: Option<Instant>,
     done: bool,
+    /// The figures recorded for this call, in µs (for `--samples`).
+    provisional_us: Option<u64>,
+    final_us: Option<u64>,
+    bye_us: Option<u64>,
 }
 
 /// The sockets toward the targets: one UDP socket for all of them, or a TCP
@@ -533,7 +537,9 @@ impl State {
                     counters.report.retransmissions_seen += 1;
                 } else {
                     let _ = counters.hist[0].record(us(sched).max(1));
-                    self.calls[i as usize].provisional = true;
+                    let call = &mut self.calls[i as usize];
+                    call.provisional = true;
+                    call.provisional_us = Some(us(sched));
                 }
             }
             (Method::Invite, _) => {
@@ -548,6 +554,7 @@ impl State {
                 let _ = counters.hist[1].record(us(sched).max(1));
                 *counters.report.codes.entry(code).or_default() += 1;
                 self.calls[i as usize].final_code = code;
+                self.calls[i as usize].final_us = Some(us(sched));
                 let ack = self.wire.in_dialog("ACK", i, &msg, non2xx);
                 self.out.send(target, ack.as_bytes());
                 if non2xx || call.done {
@@ -561,6 +568,7 @@ impl State {
             (Method::Bye, 200..=699) => {
                 if let (Some(sent), false) = (call.bye_sent, call.done) {
                     let _ = counters.hist[2].record(us(sent).max(1));
+                    self.calls[i as usize].bye_us = Some(us(sent));
                     self.finish(i);
                 } else {
                     counters.report.retransmissions_seen += 1;
@@ -633,6 +641,22 @@ impl State {
                 .collect(),
             _ => Vec::new(),
         };
+        let start_ns = monotonic_ns(self.t0);
+        let calls = (0..sent)
+            .map(|i| {
+                let c = &self.calls[i as usize];
+                CallSample {
+                    call: i,
+                    target: self.wire.target_of(i),
+                    scheduled_monotonic_ns: start_ns
+                        + self.interval.mul_f64(i as f64).as_nanos() as u64,
+                    provisional_us: c.provisional_us,
+                    final_us: c.final_us,
+                    code: c.final_code,
+                    bye_us: c.bye_us,
+                }
+            })
+            .collect();
         Report {
             transport: self.wire.transport.to_lowercase(),
             rate: opts.rate,
@@ -641,6 +665,20 @@ impl State {
             elapsed_s: t0.elapsed().as_secs_f64(),
             targets,
             added_invite_to_final: added,
+            calls,
         }
+    }
+}
+
+/// `at` on `CLOCK_MONOTONIC`, in nanoseconds: the clock `Instant` reads on
+/// Linux, whose raw value `Instant` does not expose.
+fn monotonic_ns(at: Instant) -> u64 {
+    let now = Instant::now();
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    if at <= now {
+        now_ns.saturating_sub(now.duration_since(at).as_nanos() as u64)
+    } else {
+        now_ns + at.duration_since(now).as_nanos() as u64
     }
 }
