@@ -134,21 +134,19 @@ impl Server {
                 .expect("spawn the SIP thread")
         };
         // One ticker for every transaction's retransmissions (10 ms is far
-        // finer than SIP timers need) and, every 500 ms, expiry.
+        // finer than SIP timers need) and expiry. Expiry runs on every tick:
+        // once every 500 ms it took 1.2–1.9 ms of CPU at 2,000 calls/s, a pause that
+        // on a small machine lands on the SIP thread's core.
         let sweeper = {
             let proxy = Arc::clone(&proxy);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(TIMER_TICK);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut n: u32 = 0;
                 loop {
                     tick.tick().await;
                     let now = Instant::now();
                     proxy.fire_timers(now);
-                    n = n.wrapping_add(1);
-                    if n.is_multiple_of(50) {
-                        proxy.txs.sweep(now);
-                    }
+                    proxy.txs.sweep(now);
                 }
             })
         };
