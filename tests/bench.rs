@@ -234,38 +234,9 @@ async fn stopping_early_gives_a_partial_report() {
 
 #[test]
 fn the_binary_prints_a_json_report() {
-    let uas_port = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap().port()
-    };
-    let bin = env!("CARGO_BIN_EXE_sipsentry");
-    let mut uas = std::process::Command::new(bin)
-        .args(["bench", "--uas", &format!("127.0.0.1:{uas_port}"), "--ring"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let out = std::process::Command::new(bin)
-        .args([
-            "bench",
-            "--target",
-            &format!("127.0.0.1:{uas_port}"),
-            "--rate",
-            "200",
-            "--count",
-            "100",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let _ = uas.kill();
-    let _ = uas.wait();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uas = free_udp_addr();
+    let _uas = UasProcess::start(&uas, &["--ring"]);
+    let v = bench_json(&["--target", &uas, "--rate", "200", "--count", "100"]);
     assert_eq!(v["targets"][0]["codes"]["200"], 100);
     assert_eq!(
         v["targets"][0]["metrics"]["invite_to_provisional"]["count"], 100,
@@ -302,44 +273,26 @@ async fn a_concurrency_limit_delays_calls_and_the_delay_is_measured() {
 /// the inline UAS answering at once).
 #[test]
 fn samples_give_every_call_its_target_schedule_and_latency() {
-    let free = || {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        format!("127.0.0.1:{}", s.local_addr().unwrap().port())
-    };
-    let (slow, fast) = (free(), free());
-    let bin = env!("CARGO_BIN_EXE_sipsentry");
-    let mut uas = std::process::Command::new(bin)
-        .args(["bench", "--uas", &slow, "--answer-delay", "20"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let (slow, fast) = (free_udp_addr(), free_udp_addr());
+    let _uas = UasProcess::start(&slow, &["--answer-delay", "20"]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("calls.csv");
     let before = monotonic_ns();
-    let out = std::process::Command::new(bin)
-        .args([
-            "bench",
-            "--with-uas",
-            &fast,
-            "--target",
-            &slow,
-            "--compare",
-            &fast,
-        ])
-        .args(["--rate", "500", "--count", "60", "--json", "--samples"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let report = bench_json(&[
+        "--with-uas",
+        &fast,
+        "--target",
+        &slow,
+        "--compare",
+        &fast,
+        "--rate",
+        "500",
+        "--count",
+        "60",
+        "--samples",
+        path.to_str().unwrap(),
+    ]);
     let after = monotonic_ns();
-    let _ = uas.kill();
-    let _ = uas.wait();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         report.get("calls").is_none(),
         "samples stay out of the JSON report"
@@ -397,4 +350,49 @@ fn samples_give_every_call_its_target_schedule_and_latency() {
 fn monotonic_ns() -> u64 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A loopback UDP address free right now.
+fn free_udp_addr() -> String {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", s.local_addr().unwrap().port())
+}
+
+/// `sipsentry bench --uas LISTEN ARGS…` as a child process, killed on drop.
+struct UasProcess(std::process::Child);
+
+impl UasProcess {
+    fn start(listen: &str, args: &[&str]) -> UasProcess {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sipsentry"))
+            .args(["bench", "--uas", listen])
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        UasProcess(child)
+    }
+}
+
+impl Drop for UasProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sipsentry bench ARGS… --json`: must succeed; its report.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipsentry"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
