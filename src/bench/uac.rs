@@ -72,12 +72,12 @@ pub struct UacOptions {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Call {
-    provisional: bool,
     final_code: u16,
     retransmits: u8,
     bye_sent: Option<Instant>,
     done: bool,
-    /// The figures recorded for this call, in µs (for `--samples`).
+    /// The figures recorded for this call, in µs (for `--samples`); a first
+    /// provisional response came when `provisional_us` is set.
     provisional_us: Option<u64>,
     final_us: Option<u64>,
     bye_us: Option<u64>,
@@ -533,13 +533,11 @@ impl State {
         let counters = &mut self.per_target[target];
         match (msg.cseq_method, code) {
             (Method::Invite, 100..=199) => {
-                if call.provisional || call.final_code != 0 {
+                if call.provisional_us.is_some() || call.final_code != 0 {
                     counters.report.retransmissions_seen += 1;
                 } else {
                     let _ = counters.hist[0].record(us(sched).max(1));
-                    let call = &mut self.calls[i as usize];
-                    call.provisional = true;
-                    call.provisional_us = Some(us(sched));
+                    self.calls[i as usize].provisional_us = Some(us(sched));
                 }
             }
             (Method::Invite, _) => {
@@ -602,7 +600,10 @@ impl State {
             {
                 self.per_target[target].report.bye_timeouts += 1;
                 self.finish(i);
-            } else if self.wire.transport != "TCP" && !call.provisional && call.final_code == 0 {
+            } else if self.wire.transport != "TCP"
+                && call.provisional_us.is_none()
+                && call.final_code == 0
+            {
                 // Timer A: T1, 2·T1, 4·T1… after the scheduled send.
                 let due = T1 * ((1u32 << (call.retransmits + 1)) - 1);
                 if age >= due && call.retransmits < 6 {
