@@ -11,15 +11,18 @@
 //! a task per transaction: each transaction holds its [`Retransmit`] state and
 //! a shared deadline heap is serviced by one ticker ([`TxTable::due_timers`]).
 //! Stopping a timer is clearing a field: no wake-up, no task to cancel, which
-//! keeps the forwarding path lean at thousands of calls per second.
+//! keeps the forwarding path lean at thousands of calls per second. The heap
+//! entry left behind (one per forwarded INVITE, as the PBX's answer stops
+//! nearly every Timer A) holds a `Weak` to its transaction rather than the
+//! key, so pushing it allocates nothing and popping it takes no hash lookup.
 //!
 //! Entries are dropped 64×T1 after their last change (the decision is
 //! remembered that long, so a late retransmission gets the same treatment), or
 //! after Timer C while a forwarded INVITE still waits for its final response.
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -150,9 +153,9 @@ pub type TxRef = Arc<Mutex<ServerTx>>;
 #[derive(Default)]
 pub struct TxTable {
     map: DashMap<String, TxRef>,
-    /// (check time, key): when to look at a transaction for expiry.
+    /// When to look at each transaction for expiry (one entry each).
     expiry: Deadlines,
-    /// (retransmission due, key).
+    /// When retransmissions are due.
     timers: Deadlines,
 }
 
@@ -171,26 +174,24 @@ impl TxTable {
             Entry::Vacant(v) => {
                 let tx = Arc::new(Mutex::new(tx));
                 v.insert(Arc::clone(&tx));
-                self.expiry
-                    .lock()
-                    .push(Reverse((Instant::now() + TIMER_64T1 + EXPIRY_GRACE, key)));
+                let first_look = Instant::now() + TIMER_64T1 + EXPIRY_GRACE;
+                self.expiry.lock().push(Deadline::new(first_look, &tx));
                 (tx, true)
             }
         }
     }
 
-    /// Starts retransmitting for a transaction (whose lock the caller holds).
-    pub fn start_retransmit(&self, tx: &mut ServerTx, r: Retransmit) {
-        self.timers.lock().push(Reverse((r.due, tx.key.clone())));
-        tx.retransmit = Some(r);
+    /// Starts retransmitting for `tx`; `t` is `tx` locked by the caller.
+    pub fn start_retransmit(&self, tx: &TxRef, t: &mut ServerTx, r: Retransmit) {
+        self.timers.lock().push(Deadline::new(r.due, tx));
+        t.retransmit = Some(r);
     }
 
     /// Collects what the timers due by `now` ask for, and reschedules them.
     pub fn due_timers(&self, now: Instant) -> Vec<TimerAction> {
         let due = pop_due(&self.timers, now);
         let mut actions = Vec::new();
-        for key in due {
-            let Some(tx) = self.get(&key) else { continue };
+        for tx in due {
             let mut t = tx.lock();
             let Some(r) = t.retransmit.as_mut() else {
                 continue;
@@ -210,7 +211,7 @@ impl TxTable {
             actions.push(TimerAction::Resend(r.dest, r.bytes.clone()));
             r.interval = r.cap.map_or(r.interval * 2, |c| (r.interval * 2).min(c));
             r.due = now + r.interval;
-            self.timers.lock().push(Reverse((r.due, key)));
+            self.timers.lock().push(Deadline::new(r.due, &tx));
         }
         actions
     }
@@ -224,18 +225,18 @@ impl TxTable {
     pub fn sweep(&self, now: Instant) {
         let due = pop_due(&self.expiry, now);
         let mut requeue = Vec::new();
-        for key in due {
-            let Some(tx) = self.get(&key) else { continue };
+        for tx in due {
             let mut t = tx.lock();
             let age = now.duration_since(t.touched);
             let waiting = matches!(t.state, TxState::Forwarded | TxState::Screening);
             let keep_until = if waiting { TIMER_C } else { TIMER_64T1 };
             if age < keep_until {
-                requeue.push(Reverse((t.touched + keep_until, key)));
+                requeue.push(Deadline::new(t.touched + keep_until, &tx));
             } else {
                 t.stop_timer();
+                let key = t.key.clone();
                 drop(t);
-                self.map.remove(&key);
+                self.map.remove_if(&key, |_, v| Arc::ptr_eq(v, &tx));
             }
         }
         if !requeue.is_empty() {
@@ -244,27 +245,63 @@ impl TxTable {
     }
 }
 
-/// A deadline heap: (when, transaction key), earliest on top.
-type Deadlines = Mutex<BinaryHeap<Reverse<(Instant, String)>>>;
+/// When to look at a transaction. Ordered by `due` alone.
+struct Deadline {
+    due: Instant,
+    tx: Weak<Mutex<ServerTx>>,
+}
+
+impl Deadline {
+    fn new(due: Instant, tx: &TxRef) -> Reverse<Deadline> {
+        Reverse(Deadline {
+            due,
+            tx: Arc::downgrade(tx),
+        })
+    }
+}
+
+impl PartialEq for Deadline {
+    fn eq(&self, other: &Self) -> bool {
+        self.due == other.due
+    }
+}
+
+impl Eq for Deadline {}
+
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Deadline {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.due.cmp(&other.due)
+    }
+}
+
+/// A deadline heap, earliest on top.
+type Deadlines = Mutex<BinaryHeap<Reverse<Deadline>>>;
 
 /// Deadlines popped per hold of a heap's lock.
 const POP_BATCH: usize = 64;
 
-/// Takes the keys whose deadline has passed. The lock is held for at most
-/// [`POP_BATCH`] pops at a time and then handed straight to a waiter: each
-/// pop is a sift through a heap larger than the CPU cache (64×T1 of calls),
-/// and the SIP thread must not stall behind a long run of them (after a
-/// pause of the ticker, say) for the next call's insert.
-fn pop_due(heap: &Deadlines, now: Instant) -> Vec<String> {
+/// Takes the transactions whose deadline has passed and that still exist.
+/// The lock is held for at most [`POP_BATCH`] pops at a time and then handed
+/// straight to a waiter: each pop is a sift through a heap larger than the
+/// CPU cache (64×T1 of calls), and the SIP thread must not stall behind a
+/// long run of them (after a pause of the ticker, say) for the next call's
+/// insert.
+fn pop_due(heap: &Deadlines, now: Instant) -> Vec<TxRef> {
     let mut due = Vec::new();
     loop {
         let mut h = heap.lock();
         for _ in 0..POP_BATCH {
-            if h.peek().is_none_or(|Reverse((t, _))| *t > now) {
+            if h.peek().is_none_or(|Reverse(d)| d.due > now) {
                 return due;
             }
-            if let Some(Reverse((_, key))) = h.pop() {
-                due.push(key);
+            if let Some(tx) = h.pop().and_then(|Reverse(d)| d.tx.upgrade()) {
+                due.push(tx);
             }
         }
         parking_lot::MutexGuard::unlock_fair(h);
@@ -330,21 +367,28 @@ mod tests {
     }
 
     #[test]
-    fn pop_due_takes_every_due_key_across_batches_and_leaves_the_rest() {
+    fn pop_due_takes_every_due_transaction_across_batches_and_leaves_the_rest() {
+        let tx = |key: String| -> TxRef {
+            let invite = Message::parse(Bytes::from_static(INVITE.as_bytes())).unwrap();
+            let peer = Peer::Udp("127.0.0.1:5070".parse().unwrap());
+            Arc::new(Mutex::new(ServerTx::new(key, invite, peer)))
+        };
         let heap: Deadlines = Mutex::default();
         let now = Instant::now();
         let n = POP_BATCH * 3 + 5;
-        for i in 0..n {
-            heap.lock().push(Reverse((
-                now - Duration::from_millis(i as u64),
-                format!("due{i}"),
-            )));
+        let live: Vec<TxRef> = (0..n).map(|i| tx(format!("due{i}"))).collect();
+        for (i, t) in live.iter().enumerate() {
+            heap.lock()
+                .push(Deadline::new(now - Duration::from_millis(i as u64), t));
         }
-        heap.lock().push(Reverse((now + T1, "later".into())));
+        let later = tx("later".into());
+        heap.lock().push(Deadline::new(now + T1, &later));
+        // A transaction already gone (dropped from the table) is skipped.
+        heap.lock().push(Deadline::new(now, &tx("gone".into())));
         let due = pop_due(&heap, now);
         assert_eq!(due.len(), n);
-        assert_eq!(due[0], format!("due{}", n - 1), "earliest first");
-        assert_eq!(heap.lock().len(), 1);
+        assert_eq!(due[0].lock().key, format!("due{}", n - 1), "earliest first");
+        assert_eq!(heap.lock().len(), 1, "only the later one is left");
         assert!(pop_due(&heap, now).is_empty());
     }
 }

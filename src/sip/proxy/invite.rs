@@ -137,7 +137,7 @@ impl Proxy {
             };
         }
         let (dest, out, new_ruri) = self.build_forward(msg, key, from, policy, &d);
-        self.record_forward(&mut tx.lock(), dest, &out, new_ruri);
+        self.record_forward(tx, dest, &out, new_ruri);
         self.send(dest, out);
     }
 
@@ -173,7 +173,7 @@ impl Proxy {
             // the PBX absorbs our copy as a retransmission).
             return;
         }
-        self.record_forward(&mut tx.lock(), dest, &out, new_ruri);
+        self.record_forward(&tx, dest, &out, new_ruri);
         if !udp {
             self.send(dest, out);
         }
@@ -181,20 +181,15 @@ impl Proxy {
     }
 
     /// Marks a transaction as relayed to `dest` and, over UDP, starts Timer A
-    /// with the relayed bytes (the caller holds the transaction's lock).
-    fn record_forward(
-        &self,
-        t: &mut ServerTx,
-        dest: Peer,
-        out: &bytes::Bytes,
-        new_ruri: Option<String>,
-    ) {
+    /// with the relayed bytes.
+    fn record_forward(&self, tx: &TxRef, dest: Peer, out: &bytes::Bytes, new_ruri: Option<String>) {
+        let mut t = tx.lock();
         t.state = TxState::Forwarded;
         t.touched = Instant::now();
         t.forwarded = Some(Forwarded { dest, new_ruri });
         if !dest.is_tcp() {
             let r = Retransmit::new(dest, out.clone(), None, true);
-            self.txs.start_retransmit(t, r);
+            self.txs.start_retransmit(tx, &mut t, r);
         }
     }
 
@@ -281,7 +276,7 @@ impl Proxy {
             t.stop_timer();
             if !t.reply_to.is_tcp() {
                 let r = Retransmit::new(t.reply_to, resp.clone(), Some(T2), false);
-                self.txs.start_retransmit(&mut t, r);
+                self.txs.start_retransmit(tx, &mut t, r);
             }
             (resp, t.reply_to)
         };
