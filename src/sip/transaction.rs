@@ -168,8 +168,7 @@ impl TxTable {
     /// the original): returns the entry and whether it is new.
     pub fn insert(&self, tx: ServerTx) -> (TxRef, bool) {
         use dashmap::mapref::entry::Entry;
-        let key = tx.key.clone();
-        match self.map.entry(key.clone()) {
+        match self.map.entry(tx.key.clone()) {
             Entry::Occupied(e) => (Arc::clone(e.get()), false),
             Entry::Vacant(v) => {
                 let tx = Arc::new(Mutex::new(tx));
