@@ -32,8 +32,7 @@ esac
 names=(); addrs=()
 for p in 0 "$poll"; do
   port=$((25060 + (p > 0)))
-  printf '[sip]\nlisten = "127.0.0.1:%s"\nnext_hop = "sip:%s"\nbusy_poll_us = %s\n[hiya_cache]\nenabled = false\n[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:0"\n' \
-    "$port" "$UAS" "$p" >"$work/s$p.toml"
+  relay_config "$work/s$p.toml" "127.0.0.1:$port" "$UAS" "$p"
   (cd "$work" && exec "$OLDPWD/$B" serve -c "s$p.toml") >"$work/s$p.log" 2>&1 & pids+=($!)
   names+=("sipsentry, busy_poll_us = $p"); addrs+=("127.0.0.1:$port")
 done

@@ -12,3 +12,11 @@ start_kamailio() {
   kamailio -f bench/kamailio-stateless.cfg -DD -E -m 64 -M 8 \
     -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$1" 2>&1 &
 }
+
+# `relay_config FILE LISTEN NEXT_HOP POLL_US`: a sipsentry config that passes
+# every call (no Hiya cache, no history, admin on a free port), for measuring
+# the relay alone.
+relay_config() {
+  printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\nbusy_poll_us = %s\n[hiya_cache]\nenabled = false\n[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:0"\n' \
+    "$2" "$3" "$4" >"$1"
+}

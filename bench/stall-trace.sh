@@ -24,9 +24,10 @@
 #   sudo bash bench/stall-trace.sh [sipsentry|null] [SECONDS] [POLL_US] [HARNESS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 relay=${1:-sipsentry}; secs=${2:-10}; poll=${3:-1000}; harness=${4:-spin}
 T=/sys/kernel/tracing
-[ -w "$T/tracing_on" ] || { echo "needs root and tracefs at $T" >&2; exit 2; }
+[ -w "$T/tracing_on" ] || { echo "cannot write $T/tracing_on: run as root (sudo bash $0 …) on a kernel with tracefs mounted there" >&2; exit 2; }
 case $relay in sipsentry|null) ;; *) echo "RELAY is sipsentry or null, not $relay" >&2; exit 2 ;; esac
 case $harness in sleep|spin) ;; *) echo "HARNESS is sleep or spin, not $harness" >&2; exit 2 ;; esac
 cargo build --release -q --bin sipsentry --example null_relay
@@ -42,8 +43,7 @@ cleanup() {
 trap cleanup EXIT
 UAS=127.0.0.1:25090 RELAY=127.0.0.1:25091
 if [ "$relay" = sipsentry ]; then
-  printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\nbusy_poll_us = %s\n[hiya_cache]\nenabled = false\n[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:0"\n' \
-    "$RELAY" "$UAS" "$poll" >"$work/s.toml"
+  relay_config "$work/s.toml" "$RELAY" "$UAS" "$poll"
   (cd "$work" && exec "$OLDPWD/$B" serve -c s.toml) >"$work/relay.log" 2>&1 & pids+=($!)
 else
   target/release/examples/null_relay "$RELAY" "$UAS" "$poll" & pids+=($!)

@@ -171,9 +171,9 @@ impl TxTable {
         match self.map.entry(tx.key.clone()) {
             Entry::Occupied(e) => (Arc::clone(e.get()), false),
             Entry::Vacant(v) => {
+                let first_look = tx.touched + TIMER_64T1 + EXPIRY_GRACE;
                 let tx = Arc::new(Mutex::new(tx));
                 v.insert(Arc::clone(&tx));
-                let first_look = Instant::now() + TIMER_64T1 + EXPIRY_GRACE;
                 self.expiry.lock().push(Deadline::new(first_look, &tx));
                 (tx, true)
             }
