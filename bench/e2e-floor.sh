@@ -12,6 +12,10 @@
 # (`--with-uas`), never sleeps (`--spin`) and is pinned to CPU 0, the relays
 # to CPU 1, so the instrument wakes no thread and shares no core with the
 # relay: what remains is what each relay adds.
+# HARNESS `onecore`: as `spin`, but the relays share CPU 0 with the
+# instrument and CPU 1 stays idle. Relayed and direct calls then meet the
+# same CPU's stalls (in `spin`, relayed calls meet both CPUs' and direct
+# calls one CPU's), and the relay's own CPU time adds to every relayed call.
 #
 #   bash bench/e2e-floor.sh [RATE_PER_TARGET] [SECONDS] [RUNS] [POLL_US] [HARNESS]
 set -euo pipefail
@@ -26,8 +30,8 @@ trap cleanup EXIT
 UAS=127.0.0.1:25080
 case $harness in
   sleep) "$B" bench --uas "$UAS" >/dev/null 2>&1 & pids+=($!); uac=("$B" bench) ;;
-  spin) uac=(taskset -c 0 "$B" bench --with-uas "$UAS" --spin) ;;
-  *) echo "HARNESS is sleep or spin, not $harness" >&2; exit 2 ;;
+  spin | onecore) uac=(taskset -c 0 "$B" bench --with-uas "$UAS" --spin) ;;
+  *) echo "HARNESS is sleep, spin or onecore, not $harness" >&2; exit 2 ;;
 esac
 names=(); addrs=()
 for p in 0 "$poll"; do
@@ -45,8 +49,10 @@ for p in 0 "$poll"; do
   target/release/examples/null_relay "127.0.0.1:$port" "$UAS" "$p" & pids+=($!)
   names+=("null relay, poll $p µs"); addrs+=("127.0.0.1:$port")
 done
-if [ "$harness" = spin ]; then
-  for p in "${pids[@]}" $(pgrep -f kamailio-stateless.cfg || true); do taskset -a -cp 1 "$p" >/dev/null; done
+relay_cpu=
+case $harness in spin) relay_cpu=1 ;; onecore) relay_cpu=0 ;; esac
+if [ -n "$relay_cpu" ]; then
+  for p in "${pids[@]}" $(pgrep -f kamailio-stateless.cfg || true); do taskset -a -cp "$relay_cpu" "$p" >/dev/null; done
 fi
 sleep 1
 : >"$work/results"
