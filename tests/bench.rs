@@ -3,6 +3,8 @@
 //! with an independent fact (a UAS that waits 20 ms before answering).
 
 mod common;
+#[path = "common/binary.rs"]
+mod binary;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -352,10 +354,9 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// A loopback UDP address free right now.
+/// A loopback UDP address free for a child process to bind.
 fn free_udp_addr() -> String {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", s.local_addr().unwrap().port())
+    format!("127.0.0.1:{}", binary::free_port())
 }
 
 /// `sipsentry bench --uas LISTEN ARGS…` as a child process, killed on drop.

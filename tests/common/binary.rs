@@ -8,15 +8,39 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sipsentry");
 
-/// A port free on both UDP and TCP right now.
+/// A port free on both UDP and TCP, for a child process to bind later.
+///
+/// Why not bind port 0 and hand that number on: the port is free again the
+/// moment the probe socket closes, and the kernel may give it to the next
+/// socket any thread of this test binary binds to port 0 before the child
+/// binds it. Ports below the kernel's ephemeral range are never handed out
+/// that way, and a counter keeps two calls in one process apart; the pid
+/// keeps two test binaries apart.
 pub fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let (low, high) = unassigned_ports();
+    let span = high - low;
+    let start = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..span {
+        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed) % span) % span;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }
+    panic!("no free port in {low}..{high}");
+}
+
+/// The ports from 20000 up to the start of the ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 by default).
+fn unassigned_ports() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    (20000, ephemeral_low.max(20000 + 1000))
 }
 
 /// `sipsentry serve` in `dir`, killed with SIGTERM when dropped.
