@@ -2,9 +2,9 @@
 //! the counts and codes it reports are exact, and its latency figures agree
 //! with an independent fact (a UAS that waits 20 ms before answering).
 
-mod common;
 #[path = "common/binary.rs"]
 mod binary;
+mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
