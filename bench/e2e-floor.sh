@@ -4,7 +4,9 @@
 # Kamailio as a stateless forwarder (when installed), and the null relay
 # (examples/null_relay.rs: no SIP at all, the floor) sleeping and polling.
 # Each target is measured on its own (`--target X --compare UAS`), RUNS times,
-# in turn, so a noisy minute of the VM hits every row.
+# in turn, so a noisy minute of the VM hits every row. Beside the latency, the
+# CPU time each relay's processes used per relayed call (user + system, from
+# /proc; a polling relay's includes its polling).
 #
 # HARNESS `sleep` (default): the UAC and the UAS (`bench --uas`) sleep until
 # each message, as real endpoints do; their own wake-ups are in every figure.
@@ -33,21 +35,21 @@ case $harness in
   spin | onecore) uac=(taskset -c 0 "$B" bench --with-uas "$UAS" --spin) ;;
   *) echo "HARNESS is sleep, spin or onecore, not $harness" >&2; exit 2 ;;
 esac
-names=(); addrs=()
+names=(); addrs=(); who=()
 for p in 0 "$poll"; do
   port=$((25060 + (p > 0)))
   relay_config "$work/s$p.toml" "127.0.0.1:$port" "$UAS" "$p"
   (cd "$work" && exec "$OLDPWD/$B" serve -c "s$p.toml") >"$work/s$p.log" 2>&1 & pids+=($!)
-  names+=("sipsentry, busy_poll_us = $p"); addrs+=("127.0.0.1:$port")
+  names+=("sipsentry, busy_poll_us = $p"); addrs+=("127.0.0.1:$port"); who+=($!)
 done
 if start_kamailio "$work/kamailio.log"; then
   pids+=($!)
-  names+=("Kamailio 5.6 stateless"); addrs+=("127.0.0.1:27060")
+  names+=("Kamailio 5.6 stateless"); addrs+=("127.0.0.1:27060"); who+=(kamailio)
 fi
 for p in 0 "$poll"; do
   port=$((25070 + (p > 0)))
   target/release/examples/null_relay "127.0.0.1:$port" "$UAS" "$p" & pids+=($!)
-  names+=("null relay, poll $p µs"); addrs+=("127.0.0.1:$port")
+  names+=("null relay, poll $p µs"); addrs+=("127.0.0.1:$port"); who+=($!)
 done
 relay_cpu=
 case $harness in spin) relay_cpu=1 ;; onecore) relay_cpu=0 ;; esac
@@ -56,11 +58,24 @@ if [ -n "$relay_cpu" ]; then
 fi
 sleep 1
 : >"$work/results"
+# `cpu_ticks WHO`: user + system clock ticks used so far by a relay (a pid,
+# or `kamailio` for all of Kamailio's processes).
+cpu_ticks() {
+  local p t=0
+  for p in $([ "$1" = kamailio ] && pgrep -f kamailio-stateless.cfg || echo "$1"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+tck=$(getconf CLK_TCK)
 for run in $(seq "$runs"); do
   for i in "${!addrs[@]}"; do
+    c0=$(cpu_ticks "${who[$i]}")
     json=$("${uac[@]}" --target "${addrs[$i]}" --compare "$UAS" --rate $((rate * 2)) --duration "$secs" --json)
+    c1=$(cpu_ticks "${who[$i]}")
     read -r p50 p99 < <(echo "$json" | field "${addrs[$i]}")
-    printf '%s\t%s\t%s\n' "${names[$i]}" "$p50" "$p99" >>"$work/results"
+    cpu_us=$(( (c1 - c0) * 1000000 / tck / (rate * secs) ))
+    printf '%s\t%s\t%s\t%s\n' "${names[$i]}" "$p50" "$p99" "$cpu_us" >>"$work/results"
   done
 done
 # Rows in start order; medians over the runs, then every run as p50/p99.
@@ -68,11 +83,11 @@ python3 - "$work/results" "$rate" "$secs" "$harness" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    name, p50, p99 = line.rstrip("\n").split("\t")
-    rows.setdefault(name, []).append((int(p50), int(p99)))
-print(f"| relay (added INVITE→final at {sys.argv[2]} INVITE/s, µs, runs of {sys.argv[3]} s, {sys.argv[4]} harness) | median p50 | median p99 | each run p50/p99 |")
-print("|---|---|---|---|")
+    name, p50, p99, cpu = line.rstrip("\n").split("\t")
+    rows.setdefault(name, []).append((int(p50), int(p99), int(cpu)))
+print(f"| relay (added INVITE→final at {sys.argv[2]} INVITE/s, µs, runs of {sys.argv[3]} s, {sys.argv[4]} harness) | median p50 | median p99 | CPU µs per call | each run p50/p99 |")
+print("|---|---|---|---|---|")
 for name, r in rows.items():
-    m50 = statistics.median(x for x, _ in r); m99 = statistics.median(y for _, y in r)
-    print(f"| {name} | {m50:g} | {m99:g} | {', '.join(f'{a}/{b}' for a, b in r)} |")
+    m50, m99, mcpu = (statistics.median(x[k] for x in r) for k in range(3))
+    print(f"| {name} | {m50:g} | {m99:g} | {mcpu:g} | {', '.join(f'{a}/{b}' for a, b, _ in r)} |")
 PY
