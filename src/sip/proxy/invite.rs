@@ -142,7 +142,8 @@ impl Proxy {
     }
 
     /// Relays an INVITE decided on the SIP thread, then records its
-    /// transaction and sends the 100.
+    /// transaction and sends the 100 (over TCP: records, sends the 100,
+    /// then relays).
     ///
     /// Why in that order: the transaction's bookkeeping (the table insert,
     /// its deadlines, the Timer A entry) is a third of the INVITE's handling
@@ -150,7 +151,8 @@ impl Proxy {
     /// every message is handled on this one thread, so no response,
     /// retransmission or CANCEL for this call can be looked at before the
     /// transaction is in the table. A next hop over TCP answers on another
-    /// thread, so there the transaction is recorded first.
+    /// thread, so there the transaction is recorded and the 100 sent first:
+    /// a quick 180 would otherwise race both.
     fn forward_first(
         self: &Arc<Self>,
         msg: &Message,
@@ -174,10 +176,12 @@ impl Proxy {
             return;
         }
         self.record_forward(&tx, dest, &out, new_ruri);
+        self.send_trying(&tx, msg);
         if !udp {
+            // After the 100: the PBX's 180 would come back on another thread
+            // and could reach the trunk ahead of a 100 sent after the INVITE.
             self.send(dest, out);
         }
-        self.send_trying(&tx, msg);
     }
 
     /// Marks a transaction as relayed to `dest` and, over UDP, starts Timer A
