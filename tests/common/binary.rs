@@ -8,30 +8,38 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sipsentry");
 
-/// A port free on both UDP and TCP, for a child process to bind later.
+/// A port free on both UDP and TCP, for a child process to bind later, with
+/// the three ports above it free too: SIPp's `-mp` takes its media port and
+/// the three above (RTP and RTCP, audio and video).
 ///
 /// Why not bind port 0 and hand that number on: the port is free again the
 /// moment the probe socket closes, and the kernel may give it to the next
 /// socket any thread of this test binary binds to port 0 before the child
 /// binds it. Ports below the kernel's ephemeral range are never handed out
-/// that way, and a counter keeps two calls in one process apart; the pid
-/// keeps two test binaries apart.
+/// that way, and a counter keeps two calls in one process apart (blocks of
+/// [`PORT_BLOCK`]); the pid keeps two test binaries apart.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let (low, high) = unassigned_ports();
-    let span = high - low;
-    let start = (std::process::id() % u32::from(span)) as u16;
-    for _ in 0..span {
-        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed) % span) % span;
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-        {
+    let blocks = (high - low) / PORT_BLOCK;
+    let start = (std::process::id() % u32::from(blocks)) as u16;
+    for _ in 0..blocks {
+        let block = (start + NEXT.fetch_add(1, Ordering::Relaxed) % blocks) % blocks;
+        let port = low + block * PORT_BLOCK;
+        let free = (port..port + PORT_BLOCK).all(|p| {
+            UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if free {
             return port;
         }
     }
-    panic!("no free port in {low}..{high}");
+    panic!("no {PORT_BLOCK} free ports together in {low}..{high}");
 }
+
+/// How many ports each [`free_port`] answer keeps for itself.
+const PORT_BLOCK: u16 = 4;
 
 /// The ports from 20000 up to the start of the ephemeral range
 /// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 by default).
