@@ -17,7 +17,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sipsentry");
 /// socket any thread of this test binary binds to port 0 before the child
 /// binds it. Ports below the kernel's ephemeral range are never handed out
 /// that way, and a counter keeps two calls in one process apart (blocks of
-/// [`PORT_BLOCK`]); the pid keeps two test binaries apart.
+/// [`PORT_BLOCK`]); the pid starts two test binaries at different blocks.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
