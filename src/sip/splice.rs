@@ -6,20 +6,27 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+
+/// Edits a relayed message usually needs (Via, Max-Forwards, a label or
+/// two, Record-Route) fit inline, so building a splice allocates nothing.
+const INLINE_EDITS: usize = 8;
+
+/// A source range and what replaces it (empty for a delete, an empty range
+/// for an insert).
+type Edit<'a> = (Range<usize>, Cow<'a, [u8]>);
 
 /// A set of non-overlapping edits against one source buffer. Replacement
 /// bytes are borrowed when they can be (the proxy's Via line, the display
 /// prefix), so most edits cost no allocation.
 #[derive(Debug, Default)]
 pub struct Splice<'a> {
-    edits: Vec<(Range<usize>, Cow<'a, [u8]>)>,
+    edits: SmallVec<[Edit<'a>; INLINE_EDITS]>,
 }
 
 impl<'a> Splice<'a> {
     pub fn new() -> Self {
-        Splice {
-            edits: Vec::with_capacity(8),
-        }
+        Splice::default()
     }
 
     /// Inserts `bytes` before source offset `at`. Inserts at one offset keep
@@ -43,10 +50,14 @@ impl<'a> Splice<'a> {
     /// Applies the edits. Edits are sorted by position (stable, so same-offset
     /// inserts keep their order); an edit overlapping an earlier one is a bug in
     /// the caller and is skipped rather than corrupting the message.
+    ///
+    /// The output is allocated at its exact final size: a buffer with spare
+    /// room would cost a second allocation when frozen into `Bytes`.
     pub fn apply(mut self, src: &[u8]) -> Bytes {
         self.edits.sort_by_key(|(r, _)| (r.start, r.end));
-        let extra: usize = self.edits.iter().map(|(_, b)| b.len()).sum();
-        let mut out = BytesMut::with_capacity(src.len() + extra);
+        let added: usize = self.edits.iter().map(|(_, b)| b.len()).sum();
+        let removed: usize = self.edits.iter().map(|(r, _)| r.len()).sum();
+        let mut out = BytesMut::with_capacity((src.len() + added).saturating_sub(removed));
         let mut pos = 0;
         for (r, bytes) in &self.edits {
             if r.start < pos || r.end > src.len() {

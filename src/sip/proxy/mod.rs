@@ -132,7 +132,7 @@ impl Proxy {
     /// Entry point for every received message.
     pub fn handle(self: &Arc<Self>, buf: Bytes, from: Peer) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        match Message::parse(buf.clone()) {
+        match Message::parse_or_return(buf) {
             Ok(msg) => match msg.method() {
                 Some(m) => {
                     self.stats.requests[method_index(m)].fetch_add(1, Ordering::Relaxed);
@@ -140,7 +140,7 @@ impl Proxy {
                 }
                 None => self.on_response(msg),
             },
-            Err(e) => self.on_parse_error(&buf, e, from),
+            Err((e, buf)) => self.on_parse_error(&buf, e, from),
         }
     }
 
@@ -177,9 +177,11 @@ impl Proxy {
         h.update(port.to_le_bytes());
         h.update(ruri);
         let digest = h.finalize();
-        let mut out = String::with_capacity(BRANCH_PREFIX.len() + 24);
+        let mut hex = [0u8; 24];
+        let mut out = String::with_capacity(BRANCH_PREFIX.len() + hex.len());
         out.push_str(BRANCH_PREFIX);
-        out.push_str(&hex::encode(&digest[..12]));
+        hex::encode_to_slice(&digest[..12], &mut hex).expect("12 bytes are 24 hex digits");
+        out.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
         out
     }
 

@@ -21,7 +21,7 @@ impl Proxy {
         let Some(top_range) = relay::top_via(&msg) else {
             return self.drop_msg("response without Via");
         };
-        let top_text = String::from_utf8_lossy(&msg.buf[top_range]).into_owned();
+        let top_text = String::from_utf8_lossy(&msg.buf[top_range]);
         let Some(top) = Via::parse(&top_text) else {
             return self.drop_msg("response with a bad Via");
         };
