@@ -243,9 +243,7 @@ impl Message {
             Err(e) => Err((e, msg.buf)),
         }
     }
-}
 
-impl Message {
     fn check_mandatory(&mut self) -> Result<(), ParseError> {
         for (name, label) in [
             (HeaderName::Via, "Via"),
