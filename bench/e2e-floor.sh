@@ -63,6 +63,7 @@ sleep 1
 cpu_ticks() {
   local p t=0
   for p in $([ "$1" = kamailio ] && pgrep -f kamailio-stateless.cfg || echo "$1"); do
+    [ -r "/proc/$p/stat" ] || { echo "relay process $p exited during the runs; run it by hand to see why" >&2; exit 1; }
     t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
   done
   echo "$t"

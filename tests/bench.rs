@@ -364,14 +364,16 @@ struct UasProcess(std::process::Child);
 
 impl UasProcess {
     fn start(listen: &str, args: &[&str]) -> UasProcess {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sipsentry"))
+        let child = std::process::Command::new(binary::BIN)
             .args(["bench", "--uas", listen])
             .args(args)
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        UasProcess(child)
+        let uas = UasProcess(child);
+        // The UAS answers OPTIONS at once, whatever its answer delay.
+        binary::wait_until_answering(listen.parse().unwrap());
+        uas
     }
 }
 
@@ -384,7 +386,7 @@ impl Drop for UasProcess {
 
 /// `sipsentry bench ARGS… --json`: must succeed; its report.
 fn bench_json(args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipsentry"))
+    let out = std::process::Command::new(binary::BIN)
         .arg("bench")
         .args(args)
         .arg("--json")

@@ -313,14 +313,19 @@ mod tests {
 
     const INVITE: &str = "INVITE sip:+15551234567@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\nMax-Forwards: 70\r\nFrom: <sip:+15557654321@127.0.0.1>;tag=a\r\nTo: <sip:+15551234567@127.0.0.1>\r\nCall-ID: sweep@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
 
+    /// A new transaction for the test INVITE, keyed `key`.
+    fn server_tx(key: &str) -> ServerTx {
+        let invite = Message::parse(Bytes::from_static(INVITE.as_bytes())).unwrap();
+        let peer = Peer::Udp("127.0.0.1:5070".parse().unwrap());
+        ServerTx::new(key.into(), invite, peer)
+    }
+
     /// A table holding one transaction in `state`, last changed `changed`
     /// after it was created; returns the table and the creation time.
     fn table_with(state: TxState, changed: Duration) -> (TxTable, Instant) {
         let table = TxTable::default();
         let start = Instant::now();
-        let invite = Message::parse(Bytes::from_static(INVITE.as_bytes())).unwrap();
-        let peer = Peer::Udp("127.0.0.1:5070".parse().unwrap());
-        let (tx, new) = table.insert(ServerTx::new("k".into(), invite, peer));
+        let (tx, new) = table.insert(server_tx("k"));
         assert!(new);
         let mut t = tx.lock();
         t.state = state;
@@ -367,11 +372,7 @@ mod tests {
 
     #[test]
     fn pop_due_takes_every_due_transaction_across_batches_and_leaves_the_rest() {
-        let tx = |key: String| -> TxRef {
-            let invite = Message::parse(Bytes::from_static(INVITE.as_bytes())).unwrap();
-            let peer = Peer::Udp("127.0.0.1:5070".parse().unwrap());
-            Arc::new(Mutex::new(ServerTx::new(key, invite, peer)))
-        };
+        let tx = |key: String| -> TxRef { Arc::new(Mutex::new(server_tx(&key))) };
         let heap: Deadlines = Mutex::default();
         let now = Instant::now();
         let n = POP_BATCH * 3 + 5;
