@@ -19,7 +19,13 @@
 # same CPU's stalls (in `spin`, relayed calls meet both CPUs' and direct
 # calls one CPU's), and the relay's own CPU time adds to every relayed call.
 #
-#   bash bench/e2e-floor.sh [RATE_PER_TARGET] [SECONDS] [RUNS] [POLL_US] [HARNESS]
+# HALT_POLL_NS=N (root, KVM guests with the haltpoll cpuidle driver): sets
+# the guest's idle halt polling (/sys/module/haltpoll/parameters/
+# guest_halt_poll_ns) to N for the runs and puts the old value back after.
+# The kernel's default is 200000; this VM's image boots with 0, so an idle
+# vCPU halts at once and every wake-up of a sleeping thread pays a VM exit.
+#
+#   [HALT_POLL_NS=N] bash bench/e2e-floor.sh [RATE_PER_TARGET] [SECONDS] [RUNS] [POLL_US] [HARNESS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -27,8 +33,19 @@ rate=${1:-2000}; secs=${2:-10}; runs=${3:-2}; poll=${4:-1000}; harness=${5:-slee
 cargo build --release -q --bin sipsentry --example null_relay
 B=target/release/sipsentry
 work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+halt_poll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+halt_poll_was=
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+  if [ -n "$halt_poll_was" ]; then echo "$halt_poll_was" >"$halt_poll"; fi
+}
 trap cleanup EXIT
+if [ -n "${HALT_POLL_NS:-}" ]; then
+  [ -w "$halt_poll" ] || { echo "HALT_POLL_NS needs root and the haltpoll cpuidle driver ($halt_poll)" >&2; exit 2; }
+  halt_poll_was=$(cat "$halt_poll")
+  echo "$HALT_POLL_NS" >"$halt_poll"
+fi
 UAS=127.0.0.1:25080
 case $harness in
   sleep) "$B" bench --uas "$UAS" >/dev/null 2>&1 & pids+=($!); uac=("$B" bench) ;;
@@ -80,13 +97,13 @@ for run in $(seq "$runs"); do
   done
 done
 # Rows in start order; medians over the runs, then every run as p50/p99.
-python3 - "$work/results" "$rate" "$secs" "$harness" <<'PY'
+python3 - "$work/results" "$rate" "$secs" "$harness" "${HALT_POLL_NS:+, guest_halt_poll_ns $HALT_POLL_NS}" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     name, p50, p99, cpu = line.rstrip("\n").split("\t")
     rows.setdefault(name, []).append((int(p50), int(p99), int(cpu)))
-print(f"| relay (added INVITE→final at {sys.argv[2]} INVITE/s, µs, runs of {sys.argv[3]} s, {sys.argv[4]} harness) | median p50 | median p99 | CPU µs per call | each run p50/p99 |")
+print(f"| relay (added INVITE→final at {sys.argv[2]} INVITE/s, µs, runs of {sys.argv[3]} s, {sys.argv[4]} harness{sys.argv[5]}) | median p50 | median p99 | CPU µs per call | each run p50/p99 |")
 print("|---|---|---|---|---|")
 for name, r in rows.items():
     m50, m99, mcpu = (statistics.median(x[k] for x in r) for k in range(3))

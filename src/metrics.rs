@@ -275,6 +275,18 @@ impl Collector for Snapshot {
                 "Records lost (queue full or write failed)",
                 vec![(vec![], load(&h.dropped))],
             )?;
+            counters(
+                &mut enc,
+                "sipsentry_history_write_errors",
+                "Batches the history database refused (their records are counted as dropped)",
+                vec![(vec![], load(&h.write_errors))],
+            )?;
+            counters(
+                &mut enc,
+                "sipsentry_history_pruned",
+                "Records deleted for being older than history.retention_days",
+                vec![(vec![], load(&h.pruned))],
+            )?;
         }
 
         // SIP traffic.
@@ -314,6 +326,30 @@ impl Collector for Snapshot {
                 "sipsentry_sip_forbidden",
                 "Requests refused: source outside sip.accept_from",
                 vec![(vec![], load(&st.forbidden))],
+            )?;
+            counters(
+                &mut enc,
+                "sipsentry_sip_retransmissions_absorbed",
+                "Retransmitted INVITEs answered from their transaction, not forwarded again",
+                vec![(vec![], load(&st.retransmissions_absorbed))],
+            )?;
+            counters(
+                &mut enc,
+                "sipsentry_sip_dropped",
+                "Messages dropped without an answer (e.g. a response whose Via is not ours)",
+                vec![(vec![], load(&st.dropped))],
+            )?;
+            counters(
+                &mut enc,
+                "sipsentry_sip_refused_full",
+                "New calls answered 503: sip.max_transactions calls were remembered",
+                vec![(vec![], load(&st.refused_full))],
+            )?;
+            gauges(
+                &mut enc,
+                "sipsentry_sip_transactions",
+                "INVITE transactions remembered now (kept 64xT1 after their last change)",
+                vec![(vec![], proxy.transactions() as f64)],
             )?;
         }
 

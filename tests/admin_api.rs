@@ -256,8 +256,18 @@ async fn api_requires_the_token_pages_history_exports_and_reports_metrics() {
         3.0
     );
     assert!(value("sipsentry_sip_requests_total", &[("method", "INVITE")]) >= 8.0);
+    // Every call is remembered for 64×T1; none was refused for room.
+    assert_eq!(value("sipsentry_sip_transactions", &[]), 8.0);
+    assert_eq!(value("sipsentry_sip_refused_full_total", &[]), 0.0);
+    assert_eq!(
+        value("sipsentry_sip_retransmissions_absorbed_total", &[]),
+        0.0
+    );
+    assert_eq!(value("sipsentry_sip_dropped_total", &[]), 0.0);
     assert_eq!(value("sipsentry_history_written_total", &[]), 8.0);
     assert_eq!(value("sipsentry_history_dropped_total", &[]), 0.0);
+    assert_eq!(value("sipsentry_history_write_errors_total", &[]), 0.0);
+    assert_eq!(value("sipsentry_history_pruned_total", &[]), 0.0);
     assert!(text.contains("sipsentry_decision_seconds_bucket"), "{text}");
 
     // Reload: a new deny entry applies to the next call...

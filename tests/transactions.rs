@@ -221,6 +221,60 @@ async fn a_late_retransmission_gets_the_remembered_decision() {
 }
 
 #[tokio::test]
+async fn a_retransmission_after_a_relayed_200_gets_that_200_again_and_is_not_forwarded() {
+    // A finished transaction lets go of its INVITE; what it still needs for
+    // a late retransmission is the response, which must survive that.
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = start(config(uas.addr, ""), |p| p).await;
+    let inv = invite(uac.addr, "UDP", "z9hG4bKdone", CALLER, "");
+    uac.send(proxy.addr, &inv).await;
+    assert_eq!(status(&uac.recv().await), 100);
+    let forwarded = uas.recv().await;
+    uas.send(proxy.addr, &response_to(&forwarded, 200, "OK", "u1"))
+        .await;
+    let ok = uac.recv().await;
+    assert_eq!(status(&ok), 200);
+    uac.send(proxy.addr, &inv).await;
+    assert_eq!(uac.recv().await, ok, "the same 200, byte for byte");
+    assert!(
+        uas.silent_for(Duration::from_millis(300)).await.is_none(),
+        "the retransmission is absorbed, not forwarded"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_transaction_table_answers_new_calls_503_and_still_serves_the_calls_it_holds() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = start(config(uas.addr, "max_transactions = 2\n"), |p| p).await;
+    let mut relayed = Vec::new();
+    for branch in ["z9hG4bKfull1", "z9hG4bKfull2"] {
+        uac.send(proxy.addr, &invite(uac.addr, "UDP", branch, CALLER, ""))
+            .await;
+        assert_eq!(status(&uac.recv().await), 100);
+        relayed.push(uas.recv().await);
+    }
+    let third = invite(uac.addr, "UDP", "z9hG4bKfull3", CALLER, "");
+    uac.send(proxy.addr, &third).await;
+    let refused = uac.recv().await;
+    assert_eq!(status(&refused), 503, "{refused}");
+    assert_eq!(header(&refused, "Retry-After"), Some("5"));
+    assert!(
+        uas.silent_for(Duration::from_millis(300)).await.is_none(),
+        "a refused call never reaches the PBX"
+    );
+    // The calls already held are answered as usual.
+    uas.send(proxy.addr, &response_to(&relayed[0], 200, "OK", "u1"))
+        .await;
+    let ok = uac.recv().await;
+    assert_eq!(
+        (status(&ok), header(&ok, "Call-ID")),
+        (200, Some("z9hG4bKfull1@test"))
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn a_provider_slower_than_the_budget_fails_open() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let cfg = config(

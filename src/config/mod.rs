@@ -61,6 +61,9 @@ pub struct SipConfig {
     /// this many microseconds (0 = off). Trades CPU for latency: see
     /// [`crate::sip::udp`].
     pub busy_poll_us: u32,
+    /// INVITE transactions remembered at once (each 64×T1 after its last
+    /// change, about 1.2 KB); new calls beyond get 503 Retry-After.
+    pub max_transactions: usize,
 }
 
 impl Default for SipConfig {
@@ -72,6 +75,7 @@ impl Default for SipConfig {
             trusted_peers: vec!["127.0.0.1/32".parse().expect("static net")],
             record_route: false,
             busy_poll_us: 0,
+            max_transactions: crate::sip::transaction::MAX_TRANSACTIONS,
         }
     }
 }
@@ -470,6 +474,7 @@ mod tests {
             ("[sip]\nnext_hop = \"http://x\"\n", "sip.next_hop"),
             ("[sip]\nbusy_poll_us = 20000\n", "sip.busy_poll_us"),
             ("[sip]\nbusy_poll_us = -1\n", "busy_poll_us"),
+            ("[sip]\nmax_transactions = 0\n", "sip.max_transactions"),
             (
                 "[numbers]\ndefault_country = \"XX\"\n",
                 "numbers.default_country",

@@ -35,6 +35,12 @@ impl Config {
                 ),
             ));
         }
+        if self.sip.max_transactions == 0 {
+            return Err(invalid(
+                "sip.max_transactions",
+                "is 0, so every call would get 503; at 2,000 calls/s about 66,000 are remembered (64×T1), so leave room above that".into(),
+            ));
+        }
         Country::from_iso(&self.numbers.default_country).ok_or_else(|| {
             invalid(
                 "numbers.default_country",

@@ -38,6 +38,22 @@ impl Proxy {
         if guard.is_none() || self.draining.load(Ordering::Relaxed) {
             return self.reply(&msg, top, from, 503, &["Retry-After: 5".into()]);
         }
+        if self.txs.is_full() {
+            // Bounded memory: `sip.max_transactions` calls are remembered.
+            // Logged on the first refusal and every 10,000th, not per INVITE.
+            if self
+                .stats
+                .refused_full
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(10_000)
+            {
+                tracing::warn!(
+                    limit = self.config.sip.max_transactions,
+                    "transaction table full: new calls get 503 until calls expire; raise sip.max_transactions if memory allows"
+                );
+            }
+            return self.reply(&msg, top, from, 503, &["Retry-After: 5".into()]);
+        }
         self.stats.invites_screened.fetch_add(1, Ordering::Relaxed);
 
         // One policy for the whole call: identification, screening and the
@@ -137,8 +153,9 @@ impl Proxy {
             };
         }
         let (dest, out, new_ruri) = self.build_forward(msg, key, from, policy, &d);
-        self.record_forward(tx, dest, &out, new_ruri);
-        self.send(dest, out);
+        if self.record_forward(tx, dest, &out, new_ruri) {
+            self.send(dest, out);
+        }
     }
 
     /// Relays an INVITE decided on the SIP thread, then records its
@@ -175,6 +192,7 @@ impl Proxy {
             // the PBX absorbs our copy as a retransmission).
             return;
         }
+        // Fresh, so still screening: recorded.
         self.record_forward(&tx, dest, &out, new_ruri);
         self.send_trying(&tx, msg);
         if !udp {
@@ -185,9 +203,20 @@ impl Proxy {
     }
 
     /// Marks a transaction as relayed to `dest` and, over UDP, starts Timer A
-    /// with the relayed bytes.
-    fn record_forward(&self, tx: &TxRef, dest: Peer, out: &bytes::Bytes, new_ruri: Option<String>) {
+    /// with the relayed bytes. False, and nothing recorded, when the call is
+    /// no longer screening (a CANCEL on the SIP thread answered it 487 while
+    /// a live lookup was deciding): then the INVITE must not go out.
+    fn record_forward(
+        &self,
+        tx: &TxRef,
+        dest: Peer,
+        out: &bytes::Bytes,
+        new_ruri: Option<String>,
+    ) -> bool {
         let mut t = tx.lock();
+        if t.state != TxState::Screening {
+            return false;
+        }
         t.state = TxState::Forwarded;
         t.touched = Instant::now();
         t.forwarded = Some(Forwarded { dest, new_ruri });
@@ -195,6 +224,7 @@ impl Proxy {
             let r = Retransmit::new(dest, out.clone(), None, true);
             self.txs.start_retransmit(tx, &mut t, r);
         }
+        true
     }
 
     /// The INVITE as relayed for a decision that forwards it (pass, tag,
@@ -263,26 +293,29 @@ impl Proxy {
 
     /// Sends a final response the proxy generated, retransmitted over UDP
     /// with Timer G until the ACK (RFC 3261 §17.2.1).
+    ///
+    /// Only while the call is still pending: the ticker's Timer B (408), a
+    /// CANCEL (487) and a live lookup's decision run on different threads
+    /// than the PBX's answer, and whichever finishes the transaction first
+    /// is the one the trunk gets.
     pub(super) fn final_response(self: &Arc<Self>, tx: &TxRef, code: u16, extra: &[String]) {
-        let (resp, peer) = {
+        let (resp, peer, _invite) = {
             let mut t = tx.lock();
-            let top_text = relay::top_via(&t.invite)
-                .map(|r| String::from_utf8_lossy(&t.invite.buf[r]).into_owned());
-            let tag = top_text
+            let Some(invite) = t.invite.as_ref().filter(|_| t.is_pending()) else {
+                return;
+            };
+            let tag = relay::top_via(invite)
+                .map(|r| String::from_utf8_lossy(&invite.buf[r]))
                 .as_deref()
                 .and_then(Via::parse)
                 .map(|v| self.to_tag(&v));
-            let resp = respond::build(&t.invite, code, tag.as_deref(), extra);
-            t.state = TxState::Completed;
-            t.local_final = true;
-            t.touched = Instant::now();
-            t.last_response = Some(resp.clone());
-            t.stop_timer();
+            let resp = respond::build(invite, code, tag.as_deref(), extra);
+            let invite = t.complete(resp.clone(), true);
             if !t.reply_to.is_tcp() {
                 let r = Retransmit::new(t.reply_to, resp.clone(), Some(T2), false);
                 self.txs.start_retransmit(tx, &mut t, r);
             }
-            (resp, t.reply_to)
+            (resp, t.reply_to, invite)
         };
         self.send(peer, resp);
     }

@@ -55,6 +55,8 @@ pub struct Stats {
     pub forbidden: AtomicU64,
     pub invites_screened: AtomicU64,
     pub retransmissions_absorbed: AtomicU64,
+    /// New INVITEs answered 503 because the transaction table was full.
+    pub refused_full: AtomicU64,
     pub dropped: AtomicU64,
 }
 
@@ -107,6 +109,7 @@ impl Proxy {
         drain_guard: mpsc::Sender<()>,
         rt: tokio::runtime::Handle,
     ) -> Self {
+        let max_transactions = config.sip.max_transactions;
         Proxy {
             config,
             pipeline,
@@ -116,7 +119,7 @@ impl Proxy {
             rt,
             tcp: DashMap::new(),
             tcp_slots: Arc::new(Semaphore::new(super::transport::MAX_TCP_CONNECTIONS)),
-            txs: TxTable::default(),
+            txs: TxTable::new(max_transactions),
             stats: Stats::default(),
             screening: Arc::new(Semaphore::new(MAX_SCREENING)),
             draining: AtomicBool::new(false),
@@ -127,6 +130,11 @@ impl Proxy {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// INVITE transactions remembered now.
+    pub fn transactions(&self) -> usize {
+        self.txs.len()
     }
 
     /// Entry point for every received message.

@@ -44,16 +44,19 @@ impl Proxy {
             return self.drop_msg("response with only our Via");
         };
         if let Some(tx) = tx {
-            let peer = {
+            let (peer, _invite) = {
                 let mut t = tx.lock();
-                t.stop_timer();
-                if code >= 200 && t.state == TxState::Forwarded {
-                    t.state = TxState::Completed;
-                }
-                t.touched = Instant::now();
-                t.last_response = Some(out.clone());
-                t.reply_to
+                let invite = if code >= 200 && t.state == TxState::Forwarded {
+                    t.complete(out.clone(), false)
+                } else {
+                    t.stop_timer();
+                    t.touched = Instant::now();
+                    t.last_response = Some(out.clone());
+                    None
+                };
+                (t.reply_to, invite)
             };
+            // The finished INVITE is freed after the send, not before it.
             return self.send(peer, out);
         }
         // Stateless: the Via below ours says where (received/rport honoured).
