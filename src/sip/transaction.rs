@@ -9,10 +9,10 @@
 //!
 //! Retransmissions (Timer A toward the PBX, Timer G toward the trunk) are not
 //! a task per transaction: each transaction holds its [`Retransmit`] state and
-//! a shared deadline heap is serviced by one ticker ([`TxTable::due_timers`]).
-//! Stopping a timer is clearing a field: no wake-up, no task to cancel, which
-//! keeps the forwarding path lean at thousands of calls per second. The heap
-//! entry left behind (one per forwarded INVITE, as the PBX's answer stops
+//! shared deadline queues (`transaction/deadlines.rs`) are serviced by one ticker
+//! ([`TxTable::due_timers`]). Stopping a timer is clearing a field: no
+//! wake-up, no task to cancel, which keeps the forwarding path lean at
+//! thousands of calls per second. The deadline left behind (one per forwarded INVITE, as the PBX's answer stops
 //! nearly every Timer A) holds a `Weak` to its transaction rather than the
 //! key, so pushing it allocates nothing and popping it takes no hash lookup.
 //!
@@ -27,10 +27,8 @@
 //! The table is bounded ([`TxTable::is_full`], `sip.max_transactions`): a
 //! flood of INVITEs is answered 503 rather than growing memory without end.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,6 +37,11 @@ use parking_lot::Mutex;
 
 use super::message::Message;
 use super::transport::Peer;
+
+mod deadlines;
+mod wake;
+use deadlines::Deadlines;
+use wake::Wake;
 
 /// RFC 3261 §17.1.1.1: round-trip estimate.
 pub const T1: Duration = Duration::from_millis(500);
@@ -192,6 +195,8 @@ pub struct TxTable {
     expiry: Deadlines,
     /// When retransmissions are due.
     timers: Deadlines,
+    /// When the ticker servicing both wakes.
+    wake: Wake,
 }
 
 impl Default for TxTable {
@@ -209,7 +214,20 @@ impl TxTable {
             limit,
             expiry: Deadlines::default(),
             timers: Deadlines::default(),
+            wake: Wake::default(),
         }
+    }
+
+    /// Waits until something may be due: the earliest deadline, but not
+    /// before `not_before`; while nothing is queued, until something is.
+    /// The ticker calls [`TxTable::due_timers`] and [`TxTable::sweep`] after.
+    pub async fn next_tick(&self, not_before: Instant) {
+        let earliest = || {
+            let (t, e) = (self.timers.earliest(), self.expiry.earliest());
+            t.into_iter().chain(e).min()
+        };
+        let at = self.wake.plan(earliest, not_before);
+        self.wake.sleep(at).await;
     }
 
     /// Transactions held now.
@@ -243,7 +261,8 @@ impl TxTable {
                 let tx = Arc::new(Mutex::new(tx));
                 v.insert(Arc::clone(&tx));
                 self.len.fetch_add(1, AtomicOrdering::Relaxed);
-                self.expiry.lock().push(Deadline::new(first_look, &tx));
+                self.expiry.push_first(first_look, &tx);
+                self.wake.queued(first_look);
                 (tx, true)
             }
         }
@@ -251,13 +270,14 @@ impl TxTable {
 
     /// Starts retransmitting for `tx`; `t` is `tx` locked by the caller.
     pub fn start_retransmit(&self, tx: &TxRef, t: &mut ServerTx, r: Retransmit) {
-        self.timers.lock().push(Deadline::new(r.due, tx));
+        self.timers.push_first(r.due, tx);
+        self.wake.queued(r.due);
         t.retransmit = Some(r);
     }
 
     /// Collects what the timers due by `now` ask for, and reschedules them.
     pub fn due_timers(&self, now: Instant) -> Vec<TimerAction> {
-        let due = pop_due(&self.timers, now);
+        let due = self.timers.pop_due(now);
         let mut actions = Vec::new();
         for tx in due {
             let mut t = tx.lock();
@@ -279,7 +299,7 @@ impl TxTable {
             actions.push(TimerAction::Resend(r.dest, r.bytes.clone()));
             r.interval = r.cap.map_or(r.interval * 2, |c| (r.interval * 2).min(c));
             r.due = now + r.interval;
-            self.timers.lock().push(Deadline::new(r.due, &tx));
+            self.timers.push(r.due, &tx);
         }
         actions
     }
@@ -287,11 +307,11 @@ impl TxTable {
     /// Drops transactions whose time has come; called on every timer tick,
     /// so each call does a tick's worth (at 2,000 calls/s, about 20
     /// transactions, tens of µs) rather than a burst of milliseconds every
-    /// so often. The heap lock is held only to pop and push, never while
+    /// so often. The queue's lock is held only to pop and push, never while
     /// transactions are examined, so the SIP thread inserting new calls never
     /// waits on a sweep.
     pub fn sweep(&self, now: Instant) {
-        let due = pop_due(&self.expiry, now);
+        let due = self.expiry.pop_due(now);
         let mut requeue = Vec::new();
         for tx in due {
             let mut t = tx.lock();
@@ -299,7 +319,7 @@ impl TxTable {
             let waiting = matches!(t.state, TxState::Forwarded | TxState::Screening);
             let keep_until = if waiting { TIMER_C } else { TIMER_64T1 };
             if age < keep_until {
-                requeue.push(Deadline::new(t.touched + keep_until, &tx));
+                requeue.push((t.touched + keep_until, Arc::clone(&tx)));
             } else {
                 t.stop_timer();
                 let key = t.key.clone();
@@ -314,71 +334,9 @@ impl TxTable {
             }
         }
         if !requeue.is_empty() {
-            self.expiry.lock().extend(requeue);
+            self.expiry
+                .extend(requeue.iter().map(|(due, tx)| (*due, tx)));
         }
-    }
-}
-
-/// When to look at a transaction. Ordered by `due` alone.
-struct Deadline {
-    due: Instant,
-    tx: Weak<Mutex<ServerTx>>,
-}
-
-impl Deadline {
-    fn new(due: Instant, tx: &TxRef) -> Reverse<Deadline> {
-        Reverse(Deadline {
-            due,
-            tx: Arc::downgrade(tx),
-        })
-    }
-}
-
-impl PartialEq for Deadline {
-    fn eq(&self, other: &Self) -> bool {
-        self.due == other.due
-    }
-}
-
-impl Eq for Deadline {}
-
-impl PartialOrd for Deadline {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Deadline {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.due.cmp(&other.due)
-    }
-}
-
-/// A deadline heap, earliest on top.
-type Deadlines = Mutex<BinaryHeap<Reverse<Deadline>>>;
-
-/// Deadlines popped per hold of a heap's lock.
-const POP_BATCH: usize = 64;
-
-/// Takes the transactions whose deadline has passed and that still exist.
-/// The lock is held for at most [`POP_BATCH`] pops at a time and then handed
-/// straight to a waiter: each pop is a sift through a heap larger than the
-/// CPU cache (64×T1 of calls), and the SIP thread must not stall behind a
-/// long run of them (after a pause of the ticker, say) for the next call's
-/// insert.
-fn pop_due(heap: &Deadlines, now: Instant) -> Vec<TxRef> {
-    let mut due = Vec::new();
-    loop {
-        let mut h = heap.lock();
-        for _ in 0..POP_BATCH {
-            if h.peek().is_none_or(|Reverse(d)| d.due > now) {
-                return due;
-            }
-            if let Some(tx) = h.pop().and_then(|Reverse(d)| d.tx.upgrade()) {
-                due.push(tx);
-            }
-        }
-        parking_lot::MutexGuard::unlock_fair(h);
     }
 }
 
@@ -389,7 +347,7 @@ mod tests {
     const INVITE: &str = "INVITE sip:+15551234567@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\nMax-Forwards: 70\r\nFrom: <sip:+15557654321@127.0.0.1>;tag=a\r\nTo: <sip:+15551234567@127.0.0.1>\r\nCall-ID: sweep@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
 
     /// A new transaction for the test INVITE, keyed `key`.
-    fn server_tx(key: &str) -> ServerTx {
+    pub(super) fn server_tx(key: &str) -> ServerTx {
         let invite = Message::parse(Bytes::from_static(INVITE.as_bytes())).unwrap();
         let peer = Peer::Udp("127.0.0.1:5070".parse().unwrap());
         ServerTx::new(key.into(), invite, peer)
@@ -480,27 +438,5 @@ mod tests {
         table.sweep(start + TIMER_64T1 + EXPIRY_GRACE + Duration::from_millis(50));
         assert_eq!(table.len(), 0, "expired ones leave the count");
         assert!(!table.is_full());
-    }
-
-    #[test]
-    fn pop_due_takes_every_due_transaction_across_batches_and_leaves_the_rest() {
-        let tx = |key: String| -> TxRef { Arc::new(Mutex::new(server_tx(&key))) };
-        let heap: Deadlines = Mutex::default();
-        let now = Instant::now();
-        let n = POP_BATCH * 3 + 5;
-        let live: Vec<TxRef> = (0..n).map(|i| tx(format!("due{i}"))).collect();
-        for (i, t) in live.iter().enumerate() {
-            heap.lock()
-                .push(Deadline::new(now - Duration::from_millis(i as u64), t));
-        }
-        let later = tx("later".into());
-        heap.lock().push(Deadline::new(now + T1, &later));
-        // A transaction already gone (dropped from the table) is skipped.
-        heap.lock().push(Deadline::new(now, &tx("gone".into())));
-        let due = pop_due(&heap, now);
-        assert_eq!(due.len(), n);
-        assert_eq!(due[0].lock().key, format!("due{}", n - 1), "earliest first");
-        assert_eq!(heap.lock().len(), 1, "only the later one is left");
-        assert!(pop_due(&heap, now).is_empty());
     }
 }
