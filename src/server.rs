@@ -164,6 +164,7 @@ impl Server {
             tracing::warn!("calls still under screening after {DRAIN_TIMEOUT:?}; stopping anyway");
         }
         stop_udp.store(true, Ordering::Relaxed);
+        poke(&proxy.udp);
         sweeper.abort();
         while tasks.join_next().await.is_some() {}
         let _ = tokio::task::spawn_blocking(move || udp_thread.join()).await;
@@ -175,8 +176,26 @@ impl Server {
     }
 }
 
-/// How often the SIP thread wakes from a blocking read to check for shutdown.
-const UDP_READ_TIMEOUT: Duration = Duration::from_millis(100);
+/// The longest the SIP thread sleeps in a blocking read before it looks at
+/// the stop flag. Only a fallback: shutdown wakes it at once ([`poke`]), so
+/// an idle proxy's SIP thread need not wake often to notice.
+const UDP_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Wakes the SIP thread out of its blocking read with an empty datagram to
+/// the proxy's own socket (read as a keep-alive, after which the thread
+/// sees the stop flag).
+fn poke(udp: &StdUdpSocket) {
+    let Ok(mut me) = udp.local_addr() else {
+        return;
+    };
+    if me.ip().is_unspecified() {
+        me.set_ip(match me {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let _ = udp.send_to(&[], me);
+}
 
 /// Binds UDP (a blocking socket for the SIP thread) and TCP on the same port;
 /// with port 0, retries until a port is free on both.
@@ -241,4 +260,24 @@ fn advertised_ip(listen: IpAddr, next_hop: SocketAddr) -> IpAddr {
         .and_then(|s| s.connect(next_hop).and_then(|_| s.local_addr()))
         .map(|a| a.ip())
         .unwrap_or(listen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poke_wakes_a_blocking_read_on_a_wildcard_or_loopback_socket() {
+        for bind in ["0.0.0.0:0", "127.0.0.1:0"] {
+            let sock = StdUdpSocket::bind(bind).unwrap();
+            // Far longer than the test may take: only the poke ends the read.
+            sock.set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            poke(&sock);
+            let mut buf = [0u8; 16];
+            let (n, from) = sock.recv_from(&mut buf).expect("the poke arrives");
+            assert_eq!(n, 0, "an empty datagram, read as a keep-alive");
+            assert_eq!(from.port(), sock.local_addr().unwrap().port());
+        }
+    }
 }

@@ -171,6 +171,27 @@ fn rows_older_than_the_retention_are_pruned() {
     );
 }
 
+#[test]
+fn a_record_after_a_quiet_spell_is_written_without_waiting_for_close() {
+    // After a second without records the writer blocks instead of waking
+    // every 20 ms; the next record must wake it.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let writer = HistoryWriter::start(&db, 90).unwrap();
+    let stats = Arc::clone(&writer.sink().stats);
+    let written = || stats.written.load(std::sync::atomic::Ordering::Relaxed);
+    for round in 1..=2 {
+        std::thread::sleep(std::time::Duration::from_millis(1_500));
+        sink_record(&writer, record(round, now_ms()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while written() < round && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(written(), round, "written while the writer still runs");
+    }
+    writer.close();
+}
+
 fn sink_record(w: &HistoryWriter, r: Record) {
     w.sink().record(r);
 }

@@ -18,11 +18,17 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 /// Records inserted per transaction at most.
 pub const BATCH_MAX: usize = 4_096;
 
-/// The writer wakes this often and takes everything queued. It never blocks
-/// in `recv`, so queueing a record never has to wake a thread: the call path
-/// pays no system call, and at any call rate the inserts go in a few large
-/// transactions a second instead of one per call.
+/// The writer wakes this often and takes everything queued. While calls
+/// come it never blocks in `recv`, so queueing a record never has to wake a
+/// thread: the call path pays no system call, and at any call rate the
+/// inserts go in a few large transactions a second instead of one per call.
+/// (After [`IDLE_ROUNDS`] empty rounds it blocks, and the first record after
+/// the quiet spell wakes it.)
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Empty rounds in a row (a second at [`BATCH_INTERVAL`]) after which the
+/// writer blocks until a record comes instead of waking every round.
+const IDLE_ROUNDS: u32 = 50;
 
 /// How often old rows are pruned (and at start).
 pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -167,29 +173,50 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, stats: &HistoryStats, rete
     let mut last_prune = Instant::now();
     prune(&conn, retention_days, stats);
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH_MAX);
+    let mut idle_rounds = 0;
     loop {
-        std::thread::sleep(BATCH_INTERVAL);
+        // The first message of this round, when it was waited for.
+        let mut first = None;
+        if idle_rounds < IDLE_ROUNDS {
+            std::thread::sleep(BATCH_INTERVAL);
+        } else {
+            // Idle for a while: block, so an idle proxy's writer does not
+            // wake 50 times a second. The next record wakes it (that one
+            // send pays a wake-up); then it goes back to sleeping between
+            // rounds.
+            match rx.recv_timeout(PRUNE_EVERY.saturating_sub(last_prune.elapsed())) {
+                Ok(msg) => first = Some(msg),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
         let mut close = None;
         let mut gone = false;
+        let mut received = 0;
         loop {
-            match rx.try_recv() {
-                Ok(Msg::Record(r)) => {
-                    batch.push(*r);
-                    if batch.len() == BATCH_MAX {
-                        flush(&mut conn, &mut batch, stats);
-                    }
-                }
-                Ok(Msg::Close(ack)) => {
-                    close = Some(ack);
-                    break;
-                }
+            let msg = match first.take().map_or_else(|| rx.try_recv(), Ok) {
+                Ok(msg) => msg,
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     gone = true;
                     break;
                 }
+            };
+            received += 1;
+            match msg {
+                Msg::Record(r) => {
+                    batch.push(*r);
+                    if batch.len() == BATCH_MAX {
+                        flush(&mut conn, &mut batch, stats);
+                    }
+                }
+                Msg::Close(ack) => {
+                    close = Some(ack);
+                    break;
+                }
             }
         }
+        idle_rounds = if received == 0 { idle_rounds + 1 } else { 0 };
         flush(&mut conn, &mut batch, stats);
         if let Some(ack) = close {
             let _ = ack.send(());
