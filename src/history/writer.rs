@@ -22,7 +22,7 @@ pub const BATCH_MAX: usize = 4_096;
 /// come it never blocks in `recv`, so queueing a record never has to wake a
 /// thread: the call path pays no system call, and at any call rate the
 /// inserts go in a few large transactions a second instead of one per call.
-/// (After [`IDLE_ROUNDS`] empty rounds it blocks, and the first record after
+/// (After a second of empty rounds it blocks, and the first record after
 /// the quiet spell wakes it.)
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(20);
 

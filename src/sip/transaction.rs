@@ -8,13 +8,14 @@
 //! without a second index.
 //!
 //! Retransmissions (Timer A toward the PBX, Timer G toward the trunk) are not
-//! a task per transaction: each transaction holds its [`Retransmit`] state and
-//! shared deadline queues (`transaction/deadlines.rs`) are serviced by one ticker
-//! ([`TxTable::due_timers`]). Stopping a timer is clearing a field: no
-//! wake-up, no task to cancel, which keeps the forwarding path lean at
-//! thousands of calls per second. The deadline left behind (one per forwarded INVITE, as the PBX's answer stops
-//! nearly every Timer A) holds a `Weak` to its transaction rather than the
-//! key, so pushing it allocates nothing and popping it takes no hash lookup.
+//! a task per transaction: each transaction holds its [`Retransmit`] state,
+//! and shared deadline queues (`transaction/deadlines.rs`) are serviced by
+//! one ticker ([`TxTable::due_timers`]). Stopping a timer is clearing a
+//! field: no wake-up, no task to cancel, which keeps the forwarding path
+//! lean at thousands of calls per second. The deadline left behind (one per
+//! forwarded INVITE, as the PBX's answer stops nearly every Timer A) holds a
+//! `Weak` to its transaction rather than the key, so pushing it allocates
+//! nothing and popping it takes no hash lookup.
 //!
 //! Entries are dropped 64×T1 after their last change (the decision is
 //! remembered that long, so a late retransmission gets the same treatment), or
