@@ -204,7 +204,17 @@ async fn max_forwards_zero_gets_483_and_a_missing_one_is_added() {
     let inv = invite(uac.addr, "UDP", "z9hG4bKmf0", CALLER, "")
         .replace("Max-Forwards: 70", "Max-Forwards: 0");
     uac.send(proxy.addr, &inv).await;
-    assert_eq!(status(&uac.recv().await), 483);
+    let refused = uac.recv().await;
+    assert_eq!(status(&refused), 483);
+    // Its ACK ends at the proxy that answered.
+    let ack = in_transaction(
+        "ACK",
+        uac.addr,
+        "UDP",
+        "z9hG4bKmf0",
+        Some(&to_tag(&refused)),
+    );
+    uac.send(proxy.addr, &ack).await;
 
     let inv =
         invite(uac.addr, "UDP", "z9hG4bKmfnone", CALLER, "").replace("Max-Forwards: 70\r\n", "");
@@ -246,7 +256,17 @@ async fn sources_outside_accept_from_get_403() {
         &invite(uac.addr, "UDP", "z9hG4bKforbid", CALLER, ""),
     )
     .await;
-    assert_eq!(status(&uac.recv().await), 403);
+    let refused = uac.recv().await;
+    assert_eq!(status(&refused), 403);
+    // Nor does the ACK of the 403 reach the PBX.
+    let ack = in_transaction(
+        "ACK",
+        uac.addr,
+        "UDP",
+        "z9hG4bKforbid",
+        Some(&to_tag(&refused)),
+    );
+    uac.send(proxy.addr, &ack).await;
     assert!(uas.silent_for(Duration::from_millis(200)).await.is_none());
     proxy.stop().await;
 }

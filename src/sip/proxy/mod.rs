@@ -317,7 +317,7 @@ impl Proxy {
             .is_some_and(|n| n.tag().is_some());
 
         match method {
-            Method::Ack => return self.on_ack(msg, from, key),
+            Method::Ack => return self.on_ack(msg, &top, from, key),
             Method::Cancel => return self.on_cancel(msg, &top, from, key),
             Method::Invite if !in_dialog => {
                 if let Some(tx) = self.txs.get(&key) {
@@ -504,7 +504,7 @@ impl Proxy {
         }
     }
 
-    fn on_ack(self: &Arc<Self>, msg: Message, from: Peer, key: String) {
+    fn on_ack(self: &Arc<Self>, msg: Message, top: &Via<'_>, from: Peer, key: String) {
         if let Some(tx) = self.txs.get(&key) {
             let forwarded = {
                 let mut t = tx.lock();
@@ -525,6 +525,19 @@ impl Proxy {
                 );
                 return self.send(fwd.dest, out);
             }
+        }
+        // The ACK of a final response the proxy sent without a transaction
+        // (403, 482, 483, 503, 400): its To tag is the one `reply` wrote, a
+        // keyed hash of this branch no UAS can produce. It ends here (RFC
+        // 3261 §17.1.1.3: a non-2xx ACK goes to whoever answered), rather
+        // than reaching the PBX, which never saw the call, on behalf of a
+        // source that may not even be in `sip.accept_from`.
+        let to_tag = header::text(msg.header(HeaderName::To).unwrap_or_default())
+            .as_deref()
+            .and_then(NameAddr::parse)
+            .and_then(|n| n.tag().map(str::to_owned));
+        if to_tag.is_some_and(|t| t == self.to_tag(top)) {
+            return tracing::debug!(peer = %from.addr(), "ACK for a response of our own; absorbed");
         }
         // ACK for a 2xx: a request of its own, routed like any in-dialog request.
         let own = self.own_route(&msg);
