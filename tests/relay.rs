@@ -268,6 +268,11 @@ async fn sources_outside_accept_from_get_403() {
     );
     uac.send(proxy.addr, &ack).await;
     assert!(uas.silent_for(Duration::from_millis(200)).await.is_none());
+    // A CANCEL from there matches no call and is refused the same way.
+    let cancel = in_transaction("CANCEL", uac.addr, "UDP", "z9hG4bKforbid2", None);
+    uac.send(proxy.addr, &cancel).await;
+    assert_eq!(status(&uac.recv().await), 403);
+    assert!(uas.silent_for(Duration::from_millis(200)).await.is_none());
     proxy.stop().await;
 }
 

@@ -460,7 +460,14 @@ impl Proxy {
 
     fn on_cancel(self: &Arc<Self>, msg: Message, top: &Via<'_>, from: Peer, key: String) {
         let Some(tx) = self.txs.get(&key) else {
-            // No transaction: RFC 3261 §16.10 says forward statelessly.
+            // No transaction, and none can exist for a source outside
+            // `sip.accept_from` (its INVITEs get 403): refused like them
+            // rather than carried to the PBX.
+            if !self.is_accepted(from.addr().ip()) {
+                self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+                return self.reply(&msg, top, from, 403, &[]);
+            }
+            // RFC 3261 §16.10: forward statelessly.
             let dest = self.route(&msg, None, false, false);
             let via = self.via_line(&key, dest);
             let out = relay::forward_request(&msg, &self.plain_edit(&via, from, None));
