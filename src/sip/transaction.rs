@@ -168,6 +168,15 @@ impl ServerTx {
         matches!(self.state, TxState::Screening | TxState::Forwarded)
     }
 
+    /// Whether a response with status `code` from the PBX goes on upstream.
+    /// Not after the proxy answered the call itself (Timer B's 408 while
+    /// the PBX was silent), except a 2xx: the trunk must not see a second,
+    /// different final response, but a call the PBX did answer must reach it
+    /// (RFC 3261 §16.7 step 5 forwards every 2xx).
+    pub fn relays_upstream(&self, code: u16) -> bool {
+        !self.local_final || (200..300).contains(&code)
+    }
+
     /// Records the final response sent upstream (relayed, or the proxy's own
     /// when `local`): no more retransmissions toward the PBX, and the INVITE
     /// is let go, as nothing left to do with this call needs it. It is
@@ -419,6 +428,21 @@ mod tests {
         assert!(!t.is_pending(), "no second final response");
         assert_eq!(t.state, TxState::Completed);
         assert_eq!(t.last_response.as_deref(), Some(&b"SIP/2.0 200 OK"[..]));
+    }
+
+    #[test]
+    fn after_its_own_final_response_the_proxy_relays_only_a_2xx() {
+        let mut t = server_tx("k");
+        for code in [180, 200, 486] {
+            assert!(t.relays_upstream(code), "relayed while the PBX answers");
+        }
+        t.complete(Bytes::from_static(b"SIP/2.0 408 Request Timeout"), true);
+        assert!(!t.relays_upstream(180));
+        assert!(!t.relays_upstream(486), "no second final response");
+        assert!(
+            t.relays_upstream(200),
+            "an answered call still gets through"
+        );
     }
 
     #[test]

@@ -46,6 +46,10 @@ impl Proxy {
         if let Some(tx) = tx {
             let (peer, _invite) = {
                 let mut t = tx.lock();
+                if !t.relays_upstream(code) {
+                    drop(t);
+                    return self.drop_msg("response after the proxy's own final response");
+                }
                 let invite = if code >= 200 && t.state == TxState::Forwarded {
                     t.complete(out.clone(), false)
                 } else {
