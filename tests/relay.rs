@@ -197,6 +197,25 @@ async fn many_tcp_connections_are_served_concurrently() {
     proxy.stop().await;
 }
 
+/// Sends the ACK of `refused` (a final response the proxy sent without a
+/// transaction, to the INVITE with `branch`) and asserts the PBX side gets
+/// nothing.
+async fn assert_ack_ends_at_the_proxy(
+    uac: &Udp,
+    uas: &Udp,
+    proxy: &Proxy,
+    branch: &str,
+    refused: &str,
+) {
+    let ack = in_transaction("ACK", uac.addr, "UDP", branch, Some(&to_tag(refused)));
+    uac.send(proxy.addr, &ack).await;
+    assert!(
+        uas.silent_for(Duration::from_millis(200)).await.is_none(),
+        "the ACK of the proxy's own {} was forwarded",
+        status(refused)
+    );
+}
+
 #[tokio::test]
 async fn max_forwards_zero_gets_483_and_a_missing_one_is_added() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
@@ -207,14 +226,7 @@ async fn max_forwards_zero_gets_483_and_a_missing_one_is_added() {
     let refused = uac.recv().await;
     assert_eq!(status(&refused), 483);
     // Its ACK ends at the proxy that answered.
-    let ack = in_transaction(
-        "ACK",
-        uac.addr,
-        "UDP",
-        "z9hG4bKmf0",
-        Some(&to_tag(&refused)),
-    );
-    uac.send(proxy.addr, &ack).await;
+    assert_ack_ends_at_the_proxy(&uac, &uas, &proxy, "z9hG4bKmf0", &refused).await;
 
     let inv =
         invite(uac.addr, "UDP", "z9hG4bKmfnone", CALLER, "").replace("Max-Forwards: 70\r\n", "");
@@ -259,15 +271,7 @@ async fn sources_outside_accept_from_get_403() {
     let refused = uac.recv().await;
     assert_eq!(status(&refused), 403);
     // Nor does the ACK of the 403 reach the PBX.
-    let ack = in_transaction(
-        "ACK",
-        uac.addr,
-        "UDP",
-        "z9hG4bKforbid",
-        Some(&to_tag(&refused)),
-    );
-    uac.send(proxy.addr, &ack).await;
-    assert!(uas.silent_for(Duration::from_millis(200)).await.is_none());
+    assert_ack_ends_at_the_proxy(&uac, &uas, &proxy, "z9hG4bKforbid", &refused).await;
     // A CANCEL from there matches no call and is refused the same way.
     let cancel = in_transaction("CANCEL", uac.addr, "UDP", "z9hG4bKforbid2", None);
     uac.send(proxy.addr, &cancel).await;
