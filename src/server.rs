@@ -145,7 +145,6 @@ impl Server {
                 loop {
                     let now = Instant::now();
                     proxy.fire_timers(now);
-                    proxy.txs.sweep(now);
                     proxy.txs.next_tick(now + TIMER_TICK).await;
                 }
             })

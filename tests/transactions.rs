@@ -275,6 +275,64 @@ async fn a_full_transaction_table_answers_new_calls_503_and_still_serves_the_cal
 }
 
 #[tokio::test]
+async fn timer_c_cancels_a_call_the_pbx_never_answers_and_tells_the_trunk_408() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = start(config(uas.addr, "timer_c_s = 1\n"), |p| p).await;
+    let inv = invite(uac.addr, "UDP", "z9hG4bKtimerc", CALLER, "");
+    uac.send(proxy.addr, &inv).await;
+    assert_eq!(status(&uac.recv().await), 100);
+    let forwarded = uas.recv().await;
+    uas.send(proxy.addr, &response_to(&forwarded, 180, "Ringing", "u1"))
+        .await;
+    assert_eq!(status(&uac.recv().await), 180);
+    // Ringing for ever: after Timer C the proxy gives up on both sides.
+    let cancel = uas.recv().await;
+    let (proxy_via, _) = split_proxy_via(&forwarded);
+    assert!(
+        cancel.starts_with("CANCEL sip:+15551234567@pbx.example SIP/2.0\r\n"),
+        "{cancel}"
+    );
+    assert_eq!(
+        cancel.matches("\r\nVia: ").count(),
+        1,
+        "only the proxy's Via: {cancel}"
+    );
+    assert!(cancel.contains(&proxy_via), "the INVITE's branch: {cancel}");
+    assert_eq!(header(&cancel, "CSeq"), Some("314159 CANCEL"));
+    assert_eq!(header(&cancel, "Call-ID"), header(&forwarded, "Call-ID"));
+    let timeout = uac.recv().await;
+    assert_eq!(status(&timeout), 408, "{timeout}");
+    uac.send(
+        proxy.addr,
+        &in_transaction(
+            "ACK",
+            uac.addr,
+            "UDP",
+            "z9hG4bKtimerc",
+            Some(&to_tag(&timeout)),
+        ),
+    )
+    .await;
+    // The PBX confirms: its 200 to the CANCEL and its 487 stay at the proxy.
+    uas.send(proxy.addr, &response_to(&cancel, 200, "OK", "u1"))
+        .await;
+    uas.send(
+        proxy.addr,
+        &response_to(&forwarded, 487, "Request Terminated", "u1"),
+    )
+    .await;
+    assert!(
+        uac.silent_for(Duration::from_millis(700)).await.is_none(),
+        "one final response upstream, the proxy's 408, and no retransmission after its ACK"
+    );
+    assert!(
+        uas.silent_for(Duration::from_millis(100)).await.is_none(),
+        "the ACK ends at the proxy"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn a_provider_slower_than_the_budget_fails_open() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let cfg = config(

@@ -64,6 +64,11 @@ pub struct SipConfig {
     /// INVITE transactions remembered at once (each 64×T1 after its last
     /// change, about 1.2 KB); new calls beyond get 503 Retry-After.
     pub max_transactions: usize,
+    /// Timer C in seconds: how long a forwarded INVITE waits for a final
+    /// response after the PBX's last provisional before the proxy CANCELs
+    /// it and answers 408 (RFC 3261 §16.6: over 3 minutes; carriers often
+    /// use 60–120 s as a ring timeout).
+    pub timer_c_s: u32,
 }
 
 impl Default for SipConfig {
@@ -76,6 +81,7 @@ impl Default for SipConfig {
             record_route: false,
             busy_poll_us: 0,
             max_transactions: crate::sip::transaction::MAX_TRANSACTIONS,
+            timer_c_s: crate::sip::transaction::TIMER_C.as_secs() as u32,
         }
     }
 }
@@ -475,6 +481,7 @@ mod tests {
             ("[sip]\nbusy_poll_us = 20000\n", "sip.busy_poll_us"),
             ("[sip]\nbusy_poll_us = -1\n", "busy_poll_us"),
             ("[sip]\nmax_transactions = 0\n", "sip.max_transactions"),
+            ("[sip]\ntimer_c_s = 0\n", "sip.timer_c_s"),
             (
                 "[numbers]\ndefault_country = \"XX\"\n",
                 "numbers.default_country",

@@ -41,6 +41,12 @@ impl Config {
                 "is 0, so every call would get 503; at 2,000 calls/s about 66,000 are remembered (64×T1), so leave room above that".into(),
             ));
         }
+        if self.sip.timer_c_s == 0 {
+            return Err(invalid(
+                "sip.timer_c_s",
+                "is 0, so every forwarded call would be cancelled at once; RFC 3261 asks for over 180 s, and 60–120 s is a common ring timeout".into(),
+            ));
+        }
         Country::from_iso(&self.numbers.default_country).ok_or_else(|| {
             invalid(
                 "numbers.default_country",

@@ -201,6 +201,9 @@ pub struct TxTable {
     len: AtomicUsize,
     /// [`TxTable::is_full`] from this many entries.
     limit: usize,
+    /// How long a forwarded INVITE waits for a final response after its last
+    /// provisional (Timer C; `sip.timer_c_s`).
+    timer_c: Duration,
     /// When to look at each transaction for expiry (one entry each).
     expiry: Deadlines,
     /// When retransmissions are due.
@@ -211,17 +214,19 @@ pub struct TxTable {
 
 impl Default for TxTable {
     fn default() -> Self {
-        TxTable::new(MAX_TRANSACTIONS)
+        TxTable::new(MAX_TRANSACTIONS, TIMER_C)
     }
 }
 
 impl TxTable {
-    /// A table that counts as full at `limit` transactions.
-    pub fn new(limit: usize) -> Self {
+    /// A table that counts as full at `limit` transactions, whose forwarded
+    /// INVITEs wait `timer_c` for a final response.
+    pub fn new(limit: usize, timer_c: Duration) -> Self {
         TxTable {
             map: DashMap::new(),
             len: AtomicUsize::new(0),
             limit,
+            timer_c,
             expiry: Deadlines::default(),
             timers: Deadlines::default(),
             wake: Wake::default(),
@@ -267,7 +272,9 @@ impl TxTable {
         match self.map.entry(tx.key.clone()) {
             Entry::Occupied(e) => (Arc::clone(e.get()), false),
             Entry::Vacant(v) => {
-                let first_look = tx.touched + TIMER_64T1 + EXPIRY_GRACE;
+                // Timer C shorter than 64×T1 (a configured ring timeout)
+                // needs an earlier look.
+                let first_look = tx.touched + (TIMER_64T1 + EXPIRY_GRACE).min(self.timer_c);
                 let tx = Arc::new(Mutex::new(tx));
                 v.insert(Arc::clone(&tx));
                 self.len.fetch_add(1, AtomicOrdering::Relaxed);
@@ -320,16 +327,30 @@ impl TxTable {
     /// so often. The queue's lock is held only to pop and push, never while
     /// transactions are examined, so the SIP thread inserting new calls never
     /// waits on a sweep.
-    pub fn sweep(&self, now: Instant) {
+    ///
+    /// Returns the forwarded INVITEs whose Timer C ran out: the caller
+    /// CANCELs them downstream and answers 408 upstream (RFC 3261 §16.8).
+    /// They stay 64×T1 more, for the ACK of that 408.
+    pub fn sweep(&self, now: Instant) -> Vec<TxRef> {
         let due = self.expiry.pop_due(now);
         let mut requeue = Vec::new();
+        let mut timed_out = Vec::new();
         for tx in due {
             let mut t = tx.lock();
             let age = now.duration_since(t.touched);
-            let waiting = matches!(t.state, TxState::Forwarded | TxState::Screening);
-            let keep_until = if waiting { TIMER_C } else { TIMER_64T1 };
+            let keep_until = match t.state {
+                TxState::Forwarded => self.timer_c,
+                // Bounded by the lookup budget; never cut short by a short
+                // configured Timer C.
+                TxState::Screening => TIMER_C,
+                TxState::Completed | TxState::Confirmed => TIMER_64T1,
+            };
             if age < keep_until {
                 requeue.push((t.touched + keep_until, Arc::clone(&tx)));
+            } else if t.state == TxState::Forwarded {
+                requeue.push((now + TIMER_64T1 + EXPIRY_GRACE, Arc::clone(&tx)));
+                drop(t);
+                timed_out.push(tx);
             } else {
                 t.stop_timer();
                 let key = t.key.clone();
@@ -347,6 +368,7 @@ impl TxTable {
             self.expiry
                 .extend(requeue.iter().map(|(due, tx)| (*due, tx)));
         }
+        timed_out
     }
 }
 
@@ -403,14 +425,38 @@ mod tests {
     }
 
     #[test]
-    fn a_forwarded_invite_without_a_final_response_is_kept_until_timer_c() {
+    fn a_forwarded_invite_without_a_final_response_is_handed_back_at_timer_c() {
         let (table, start) = table_with(TxState::Forwarded, Duration::ZERO);
-        table.sweep(start + TIMER_64T1 + EXPIRY_GRACE + Duration::from_millis(50));
+        let first_look = start + TIMER_64T1 + EXPIRY_GRACE + Duration::from_millis(50);
+        assert!(table.sweep(first_look).is_empty());
         assert!(table.get("k").is_some(), "still waiting for the PBX");
-        table.sweep(start + TIMER_C - Duration::from_millis(50));
-        assert!(table.get("k").is_some());
-        table.sweep(start + TIMER_C + Duration::from_millis(50));
-        assert!(table.get("k").is_none(), "Timer C has passed");
+        assert!(
+            table
+                .sweep(start + TIMER_C - Duration::from_millis(50))
+                .is_empty()
+        );
+        let late = start + TIMER_C + Duration::from_millis(50);
+        let timed_out = table.sweep(late);
+        assert_eq!(timed_out.len(), 1, "Timer C has passed: CANCEL and 408");
+        assert!(table.get("k").is_some(), "kept for the ACK of the 408");
+        // Answered 408 by the caller: dropped 64×T1 later.
+        timed_out[0]
+            .lock()
+            .complete(Bytes::from_static(b"SIP/2.0 408"), true);
+        let gone = Instant::now() + TIMER_64T1 + EXPIRY_GRACE + Duration::from_secs(1);
+        let gone = gone.max(late + TIMER_64T1 + EXPIRY_GRACE + Duration::from_secs(1));
+        assert!(table.sweep(gone).is_empty());
+        assert!(table.get("k").is_none());
+    }
+
+    #[test]
+    fn a_configured_timer_c_shorter_than_64t1_is_looked_at_in_time() {
+        let table = TxTable::new(10, Duration::from_secs(5));
+        let start = Instant::now();
+        let (tx, _) = table.insert(server_tx("k"));
+        tx.lock().state = TxState::Forwarded;
+        let timed_out = table.sweep(start + Duration::from_secs(6));
+        assert_eq!(timed_out.len(), 1, "not left until the 33 s look");
     }
 
     #[test]
@@ -447,7 +493,7 @@ mod tests {
 
     #[test]
     fn the_table_counts_its_transactions_and_is_full_at_its_limit() {
-        let table = TxTable::new(2);
+        let table = TxTable::new(2, TIMER_C);
         let start = Instant::now();
         assert!(table.is_empty());
         table.insert(server_tx("a"));

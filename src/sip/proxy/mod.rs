@@ -5,9 +5,10 @@
 //! deterministic branch, and responses follow the Via chain back. Relayed bytes
 //! are the received bytes with edits spliced in ([`super::relay`]).
 //!
-//! This file routes requests (CANCEL, ACK, loose routing, checks); `invite`
-//! holds the screened INVITE and carries out decisions; `response` routes
-//! responses back.
+//! This file routes requests (loose routing, checks); `in_transaction`
+//! handles what belongs to an INVITE under way (retransmissions, CANCEL,
+//! ACK, timers); `invite` holds the screened INVITE and carries out
+//! decisions; `response` routes responses back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,13 +24,14 @@ use super::header::{self, NameAddr, Via};
 use super::message::{HeaderName, Message, Method, ParseError};
 use super::relay::{self, RequestEdit};
 use super::respond;
-use super::transaction::{TimerAction, TxRef, TxState, TxTable};
+use super::transaction::TxTable;
 use super::transport::Peer;
 use super::uri::Uri;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 
 /// Every branch the proxy writes starts with this (RFC 3261 magic cookie + our mark).
+mod in_transaction;
 mod invite;
 mod response;
 
@@ -110,6 +112,7 @@ impl Proxy {
         rt: tokio::runtime::Handle,
     ) -> Self {
         let max_transactions = config.sip.max_transactions;
+        let timer_c = std::time::Duration::from_secs(u64::from(config.sip.timer_c_s));
         Proxy {
             config,
             pipeline,
@@ -119,7 +122,7 @@ impl Proxy {
             rt,
             tcp: DashMap::new(),
             tcp_slots: Arc::new(Semaphore::new(super::transport::MAX_TCP_CONNECTIONS)),
-            txs: TxTable::new(max_transactions),
+            txs: TxTable::new(max_transactions, timer_c),
             stats: Stats::default(),
             screening: Arc::new(Semaphore::new(MAX_SCREENING)),
             draining: AtomicBool::new(false),
@@ -193,7 +196,7 @@ impl Proxy {
         out
     }
 
-    fn via_line(&self, branch: &str, dest: Peer) -> String {
+    pub(super) fn via_line(&self, branch: &str, dest: Peer) -> String {
         let transport = if dest.is_tcp() { "TCP" } else { "UDP" };
         format!(
             "Via: SIP/2.0/{transport} {}:{};branch={branch}\r\n",
@@ -377,7 +380,10 @@ impl Proxy {
 
     /// The proxy's own Route element at the top of the Route set, and the next
     /// Route URI after it, if any.
-    fn own_route(&self, msg: &Message) -> Option<(std::ops::Range<usize>, Option<String>)> {
+    pub(super) fn own_route(
+        &self,
+        msg: &Message,
+    ) -> Option<(std::ops::Range<usize>, Option<String>)> {
         let mut elems = Vec::new();
         for h in msg.headers_named(HeaderName::Route) {
             let v = msg.value(h);
@@ -433,129 +439,6 @@ impl Proxy {
     fn drop_msg(&self, why: &str) {
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(why, "dropped message");
-    }
-
-    fn on_retransmission(self: &Arc<Self>, tx: &TxRef) {
-        self.stats
-            .retransmissions_absorbed
-            .fetch_add(1, Ordering::Relaxed);
-        let (resend, peer) = {
-            let tx = tx.lock();
-            (tx.last_response.clone(), tx.reply_to)
-        };
-        if let Some(resp) = resend {
-            self.send(peer, resp);
-        }
-    }
-
-    /// Runs the retransmission timers that are due (called by the ticker).
-    pub(crate) fn fire_timers(self: &Arc<Self>, now: Instant) {
-        for action in self.txs.due_timers(now) {
-            match action {
-                TimerAction::Resend(peer, bytes) => self.send(peer, bytes),
-                TimerAction::Timeout408(tx) => self.final_response(&tx, 408, &[]),
-            }
-        }
-    }
-
-    fn on_cancel(self: &Arc<Self>, msg: Message, top: &Via<'_>, from: Peer, key: String) {
-        let Some(tx) = self.txs.get(&key) else {
-            // No transaction, and none can exist for a source outside
-            // `sip.accept_from` (its INVITEs get 403): refused like them
-            // rather than carried to the PBX.
-            if !self.is_accepted(from.addr().ip()) {
-                self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
-                return self.reply(&msg, top, from, 403, &[]);
-            }
-            // RFC 3261 §16.10: forward statelessly.
-            let dest = self.route(&msg, None, false, false);
-            let via = self.via_line(&key, dest);
-            let out = relay::forward_request(&msg, &self.plain_edit(&via, from, None));
-            return self.send(dest, out);
-        };
-        let (state, forwarded) = {
-            let t = tx.lock();
-            (t.state, t.forwarded.clone())
-        };
-        match (state, forwarded) {
-            (TxState::Screening, _) => {
-                self.reply(&msg, top, from, 200, &[]);
-                self.final_response(&tx, 487, &[]);
-            }
-            (TxState::Forwarded, Some(fwd)) => {
-                let via = self.via_line(&key, fwd.dest);
-                let out = relay::forward_request(
-                    &msg,
-                    &self.plain_edit(&via, from, fwd.new_ruri.as_deref()),
-                );
-                self.send(fwd.dest, out);
-            }
-            _ => self.reply(&msg, top, from, 200, &[]),
-        }
-    }
-
-    fn plain_edit<'a>(
-        &self,
-        via: &'a str,
-        from: Peer,
-        new_ruri: Option<&'a str>,
-    ) -> RequestEdit<'a> {
-        RequestEdit {
-            via_line: via,
-            source: from.addr(),
-            new_ruri,
-            record_route: None,
-            strip_labels: !self.is_trusted(from.addr().ip()),
-            own_route: None,
-            labels: None,
-        }
-    }
-
-    fn on_ack(self: &Arc<Self>, msg: Message, top: &Via<'_>, from: Peer, key: String) {
-        if let Some(tx) = self.txs.get(&key) {
-            let forwarded = {
-                let mut t = tx.lock();
-                if t.local_final {
-                    // The ACK for our own final response ends Timer G; absorbed.
-                    t.stop_timer();
-                    t.state = TxState::Confirmed;
-                    t.touched = Instant::now();
-                    return;
-                }
-                t.forwarded.clone()
-            };
-            if let Some(fwd) = forwarded {
-                let via = self.via_line(&key, fwd.dest);
-                let out = relay::forward_request(
-                    &msg,
-                    &self.plain_edit(&via, from, fwd.new_ruri.as_deref()),
-                );
-                return self.send(fwd.dest, out);
-            }
-        }
-        // The ACK of a final response the proxy sent without a transaction
-        // (403, 482, 483, 503, 400): its To tag is the one `reply` wrote, a
-        // keyed hash of this branch no UAS can produce. It ends here (RFC
-        // 3261 §17.1.1.3: a non-2xx ACK goes to whoever answered), rather
-        // than reaching the PBX, which never saw the call, on behalf of a
-        // source that may not even be in `sip.accept_from`.
-        let to_tag = header::text(msg.header(HeaderName::To).unwrap_or_default())
-            .as_deref()
-            .and_then(NameAddr::parse)
-            .and_then(|n| n.tag().map(str::to_owned));
-        if to_tag.is_some_and(|t| t == self.to_tag(top)) {
-            return tracing::debug!(peer = %from.addr(), "ACK for a response of our own; absorbed");
-        }
-        // ACK for a 2xx: a request of its own, routed like any in-dialog request.
-        let own = self.own_route(&msg);
-        let ruri = String::from_utf8_lossy(msg.request_uri()).into_owned();
-        let to_self = Uri::parse(&ruri).is_some_and(|u| self.is_self(u.host, u.port));
-        let dest = self.route(&msg, own.as_ref(), true, to_self);
-        let via = self.via_line(&key, dest);
-        let mut edit = self.plain_edit(&via, from, None);
-        edit.own_route = own.map(|(r, _)| r);
-        let out = relay::forward_request(&msg, &edit);
-        self.send(dest, out);
     }
 }
 

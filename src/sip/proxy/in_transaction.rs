@@ -1,0 +1,150 @@
+//! Requests and timers of an INVITE transaction already under way: a
+//! retransmitted INVITE, its CANCEL and its ACK, and what the ticker finds
+//! due (retransmissions, Timer B, expiry, Timer C).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::Proxy;
+use crate::sip::header::{self, NameAddr, Via};
+use crate::sip::message::{HeaderName, Message};
+use crate::sip::relay::{self, RequestEdit};
+use crate::sip::transaction::{TimerAction, TxRef, TxState};
+use crate::sip::transport::Peer;
+use crate::sip::uri::Uri;
+
+impl Proxy {
+    pub(super) fn on_retransmission(self: &Arc<Self>, tx: &TxRef) {
+        self.stats
+            .retransmissions_absorbed
+            .fetch_add(1, Ordering::Relaxed);
+        let (resend, peer) = {
+            let tx = tx.lock();
+            (tx.last_response.clone(), tx.reply_to)
+        };
+        if let Some(resp) = resend {
+            self.send(peer, resp);
+        }
+    }
+
+    /// Runs the retransmission timers that are due, then expiry and Timer C
+    /// (called by the ticker).
+    pub(crate) fn fire_timers(self: &Arc<Self>, now: Instant) {
+        for action in self.txs.due_timers(now) {
+            match action {
+                TimerAction::Resend(peer, bytes) => self.send(peer, bytes),
+                TimerAction::Timeout408(tx) => self.final_response(&tx, 408, &[]),
+            }
+        }
+        for tx in self.txs.sweep(now) {
+            self.timer_c_fired(&tx);
+        }
+    }
+
+    pub(super) fn on_cancel(
+        self: &Arc<Self>,
+        msg: Message,
+        top: &Via<'_>,
+        from: Peer,
+        key: String,
+    ) {
+        let Some(tx) = self.txs.get(&key) else {
+            // No transaction, and none can exist for a source outside
+            // `sip.accept_from` (its INVITEs get 403): refused like them
+            // rather than carried to the PBX.
+            if !self.is_accepted(from.addr().ip()) {
+                self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+                return self.reply(&msg, top, from, 403, &[]);
+            }
+            // RFC 3261 §16.10: forward statelessly.
+            let dest = self.route(&msg, None, false, false);
+            let via = self.via_line(&key, dest);
+            let out = relay::forward_request(&msg, &self.plain_edit(&via, from, None));
+            return self.send(dest, out);
+        };
+        let (state, forwarded) = {
+            let t = tx.lock();
+            (t.state, t.forwarded.clone())
+        };
+        match (state, forwarded) {
+            (TxState::Screening, _) => {
+                self.reply(&msg, top, from, 200, &[]);
+                self.final_response(&tx, 487, &[]);
+            }
+            (TxState::Forwarded, Some(fwd)) => {
+                let via = self.via_line(&key, fwd.dest);
+                let out = relay::forward_request(
+                    &msg,
+                    &self.plain_edit(&via, from, fwd.new_ruri.as_deref()),
+                );
+                self.send(fwd.dest, out);
+            }
+            _ => self.reply(&msg, top, from, 200, &[]),
+        }
+    }
+
+    pub(super) fn plain_edit<'a>(
+        &self,
+        via: &'a str,
+        from: Peer,
+        new_ruri: Option<&'a str>,
+    ) -> RequestEdit<'a> {
+        RequestEdit {
+            via_line: via,
+            source: from.addr(),
+            new_ruri,
+            record_route: None,
+            strip_labels: !self.is_trusted(from.addr().ip()),
+            own_route: None,
+            labels: None,
+        }
+    }
+
+    pub(super) fn on_ack(self: &Arc<Self>, msg: Message, top: &Via<'_>, from: Peer, key: String) {
+        if let Some(tx) = self.txs.get(&key) {
+            let forwarded = {
+                let mut t = tx.lock();
+                if t.local_final {
+                    // The ACK for our own final response ends Timer G; absorbed.
+                    t.stop_timer();
+                    t.state = TxState::Confirmed;
+                    t.touched = Instant::now();
+                    return;
+                }
+                t.forwarded.clone()
+            };
+            if let Some(fwd) = forwarded {
+                let via = self.via_line(&key, fwd.dest);
+                let out = relay::forward_request(
+                    &msg,
+                    &self.plain_edit(&via, from, fwd.new_ruri.as_deref()),
+                );
+                return self.send(fwd.dest, out);
+            }
+        }
+        // The ACK of a final response the proxy sent without a transaction
+        // (403, 482, 483, 503, 400): its To tag is the one `reply` wrote, a
+        // keyed hash of this branch no UAS can produce. It ends here (RFC
+        // 3261 §17.1.1.3: a non-2xx ACK goes to whoever answered), rather
+        // than reaching the PBX, which never saw the call, on behalf of a
+        // source that may not even be in `sip.accept_from`.
+        let to_tag = header::text(msg.header(HeaderName::To).unwrap_or_default())
+            .as_deref()
+            .and_then(NameAddr::parse)
+            .and_then(|n| n.tag().map(str::to_owned));
+        if to_tag.is_some_and(|t| t == self.to_tag(top)) {
+            return tracing::debug!(peer = %from.addr(), "ACK for a response of our own; absorbed");
+        }
+        // ACK for a 2xx: a request of its own, routed like any in-dialog request.
+        let own = self.own_route(&msg);
+        let ruri = String::from_utf8_lossy(msg.request_uri()).into_owned();
+        let to_self = Uri::parse(&ruri).is_some_and(|u| self.is_self(u.host, u.port));
+        let dest = self.route(&msg, own.as_ref(), true, to_self);
+        let via = self.via_line(&key, dest);
+        let mut edit = self.plain_edit(&via, from, None);
+        edit.own_route = own.map(|(r, _)| r);
+        let out = relay::forward_request(&msg, &edit);
+        self.send(dest, out);
+    }
+}
