@@ -19,6 +19,15 @@ async fn slow_proxy_with(uas: &Udp, source: Arc<SlowSource>, extra: &str) -> Pro
     start(cfg, |p| p.with_live(source)).await
 }
 
+/// Sends an INVITE with `branch` from `uac`, expects the 100 and returns the
+/// INVITE and what the PBX side received of it.
+async fn relayed_invite(uac: &Udp, uas: &Udp, proxy: &Proxy, branch: &str) -> (String, String) {
+    let inv = invite(uac.addr, "UDP", branch, CALLER, "");
+    uac.send(proxy.addr, &inv).await;
+    assert_eq!(status(&uac.recv().await), 100);
+    (inv, uas.recv().await)
+}
+
 async fn slow_proxy(uas: &Udp, score: u8, extra: &str) -> Proxy {
     slow_proxy_with(uas, SlowSource::new(SCREENING, score), extra).await
 }
@@ -226,10 +235,7 @@ async fn a_retransmission_after_a_relayed_200_gets_that_200_again_and_is_not_for
     // a late retransmission is the response, which must survive that.
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, ""), |p| p).await;
-    let inv = invite(uac.addr, "UDP", "z9hG4bKdone", CALLER, "");
-    uac.send(proxy.addr, &inv).await;
-    assert_eq!(status(&uac.recv().await), 100);
-    let forwarded = uas.recv().await;
+    let (inv, forwarded) = relayed_invite(&uac, &uas, &proxy, "z9hG4bKdone").await;
     uas.send(proxy.addr, &response_to(&forwarded, 200, "OK", "u1"))
         .await;
     let ok = uac.recv().await;
@@ -249,10 +255,7 @@ async fn a_full_transaction_table_answers_new_calls_503_and_still_serves_the_cal
     let proxy = start(config(uas.addr, "max_transactions = 2\n"), |p| p).await;
     let mut relayed = Vec::new();
     for branch in ["z9hG4bKfull1", "z9hG4bKfull2"] {
-        uac.send(proxy.addr, &invite(uac.addr, "UDP", branch, CALLER, ""))
-            .await;
-        assert_eq!(status(&uac.recv().await), 100);
-        relayed.push(uas.recv().await);
+        relayed.push(relayed_invite(&uac, &uas, &proxy, branch).await.1);
     }
     let third = invite(uac.addr, "UDP", "z9hG4bKfull3", CALLER, "");
     uac.send(proxy.addr, &third).await;
@@ -278,10 +281,7 @@ async fn a_full_transaction_table_answers_new_calls_503_and_still_serves_the_cal
 async fn timer_c_cancels_a_call_the_pbx_never_answers_and_tells_the_trunk_408() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, "timer_c_s = 1\n"), |p| p).await;
-    let inv = invite(uac.addr, "UDP", "z9hG4bKtimerc", CALLER, "");
-    uac.send(proxy.addr, &inv).await;
-    assert_eq!(status(&uac.recv().await), 100);
-    let forwarded = uas.recv().await;
+    let (_, forwarded) = relayed_invite(&uac, &uas, &proxy, "z9hG4bKtimerc").await;
     uas.send(proxy.addr, &response_to(&forwarded, 180, "Ringing", "u1"))
         .await;
     assert_eq!(status(&uac.recv().await), 180);
