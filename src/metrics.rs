@@ -341,6 +341,12 @@ impl Collector for Snapshot {
             )?;
             counters(
                 &mut enc,
+                "sipsentry_sip_timer_c",
+                "Forwarded calls the PBX left without a final response past sip.timer_c_s (CANCELled, 408 upstream)",
+                vec![(vec![], load(&st.timer_c))],
+            )?;
+            counters(
+                &mut enc,
                 "sipsentry_sip_refused_full",
                 "New calls answered 503: sip.max_transactions calls were remembered",
                 vec![(vec![], load(&st.refused_full))],

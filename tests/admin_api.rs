@@ -264,6 +264,7 @@ async fn api_requires_the_token_pages_history_exports_and_reports_metrics() {
         0.0
     );
     assert_eq!(value("sipsentry_sip_dropped_total", &[]), 0.0);
+    assert_eq!(value("sipsentry_sip_timer_c_total", &[]), 0.0);
     assert_eq!(value("sipsentry_history_written_total", &[]), 8.0);
     assert_eq!(value("sipsentry_history_dropped_total", &[]), 0.0);
     assert_eq!(value("sipsentry_history_write_errors_total", &[]), 0.0);

@@ -302,6 +302,12 @@ async fn timer_c_cancels_a_call_the_pbx_never_answers_and_tells_the_trunk_408() 
     assert_eq!(header(&cancel, "Call-ID"), header(&forwarded, "Call-ID"));
     let timeout = uac.recv().await;
     assert_eq!(status(&timeout), 408, "{timeout}");
+    let fired = proxy
+        .core
+        .stats()
+        .timer_c
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(fired, 1, "counted for sipsentry_sip_timer_c_total");
     uac.send(
         proxy.addr,
         &in_transaction(

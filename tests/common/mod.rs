@@ -22,6 +22,8 @@ pub const WAIT: Duration = Duration::from_secs(3);
 /// A running proxy; stops (and drains) when dropped or `stop`ped.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The running proxy, for its counters.
+    pub core: Arc<sipsentry::sip::proxy::Proxy>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -118,12 +120,14 @@ pub async fn start(config: Config, customize: impl FnOnce(Pipeline) -> Pipeline)
         .await
         .expect("bind proxy");
     let addr = server.local_addr();
+    let core = server.proxy();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
     Proxy {
         addr,
+        core,
         stop: Some(stop),
         task: Some(task),
     }

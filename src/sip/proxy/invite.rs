@@ -342,6 +342,7 @@ impl Proxy {
                 .as_deref()
                 .map_or(invite.request_uri(), str::as_bytes);
             let own = self.own_route(invite).map(|(r, _)| r);
+            self.stats.timer_c.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(branch = %t.key, "Timer C: no final response from the PBX; CANCEL and 408");
             (fwd.dest, cancel::cancel_for(invite, &via, ruri, own))
         };

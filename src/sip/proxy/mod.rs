@@ -59,6 +59,8 @@ pub struct Stats {
     pub retransmissions_absorbed: AtomicU64,
     /// New INVITEs answered 503 because the transaction table was full.
     pub refused_full: AtomicU64,
+    /// Forwarded INVITEs given up on at Timer C (CANCEL down, 408 up).
+    pub timer_c: AtomicU64,
     pub dropped: AtomicU64,
 }
 
