@@ -14,6 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::header;
 use super::message::{HeaderName, Message};
+use super::respond;
 
 /// Writes the CANCEL for `invite` as received, forwarded with `via_line`
 /// (the proxy's Via, line end included) to `ruri`, without the Route element
@@ -33,10 +34,7 @@ pub fn cancel_for(
     for h in &invite.headers {
         match h.name {
             HeaderName::From | HeaderName::To | HeaderName::CallId => {
-                out.put_slice(&invite.buf[h.line.clone()]);
-                if !invite.buf[h.line.clone()].ends_with(b"\n") {
-                    out.put_slice(b"\r\n");
-                }
+                respond::copy_line(&mut out, invite, h);
             }
             HeaderName::Route => {
                 let v = invite.value(h);

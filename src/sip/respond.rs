@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::header::{self, NameAddr};
-use super::message::{HeaderName, Message};
+use super::message::{HeaderLine, HeaderName, Message};
 
 /// RFC reason phrases for the codes the proxy sends.
 pub fn reason(code: u16) -> &'static str {
@@ -53,10 +53,7 @@ pub fn build_with_body(
     for h in &req.headers {
         match h.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                out.put_slice(&req.buf[h.line.clone()]);
-                if !req.buf[h.line.clone()].ends_with(b"\n") {
-                    out.put_slice(b"\r\n");
-                }
+                copy_line(&mut out, req, h);
             }
             HeaderName::To => {
                 let value = req.value(h);
@@ -93,6 +90,16 @@ pub fn build_with_body(
         None => out.put_slice(b"Content-Length: 0\r\n\r\n"),
     }
     out.freeze()
+}
+
+/// Copies header line `h` of `msg` as received (folds included), ending it
+/// with CRLF if it was the last line without one.
+pub(crate) fn copy_line(out: &mut BytesMut, msg: &Message, h: &HeaderLine) {
+    let line = &msg.buf[h.line.clone()];
+    out.put_slice(line);
+    if !line.ends_with(b"\n") {
+        out.put_slice(b"\r\n");
+    }
 }
 
 /// A stateless response to a request that could not be fully parsed. Needs at

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::Proxy;
-use crate::sip::header::{self, NameAddr, Via};
-use crate::sip::message::{HeaderName, Message};
+use crate::sip::cancel;
+use crate::sip::header::Via;
+use crate::sip::message::Message;
 use crate::sip::relay::{self, RequestEdit};
 use crate::sip::transaction::{TimerAction, TxRef, TxState};
 use crate::sip::transport::Peer;
@@ -40,6 +41,33 @@ impl Proxy {
         for tx in self.txs.sweep(now) {
             self.timer_c_fired(&tx);
         }
+    }
+
+    /// Timer C ran out on a forwarded INVITE whose final response never came
+    /// (RFC 3261 §16.8): the proxy CANCELs it at the PBX and answers the
+    /// trunk 408 itself. The PBX's 487 that follows is not relayed
+    /// ([`crate::sip::transaction::ServerTx::relays_upstream`]), and its 200
+    /// to the CANCEL, carrying only the proxy's Via, ends here.
+    fn timer_c_fired(self: &Arc<Self>, tx: &TxRef) {
+        let cancel = {
+            let t = tx.lock();
+            let (Some(invite), Some(fwd), TxState::Forwarded) =
+                (t.invite.as_ref(), t.forwarded.as_ref(), t.state)
+            else {
+                return; // answered meanwhile
+            };
+            let via = self.via_line(&t.key, fwd.dest);
+            let ruri = fwd
+                .new_ruri
+                .as_deref()
+                .map_or(invite.request_uri(), str::as_bytes);
+            let own = self.own_route(invite).map(|(r, _)| r);
+            self.stats.timer_c.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(branch = %t.key, "Timer C: no final response from the PBX; CANCEL and 408");
+            (fwd.dest, cancel::cancel_for(invite, &via, ruri, own))
+        };
+        self.final_response(tx, 408, &[]);
+        self.send(cancel.0, cancel.1);
     }
 
     pub(super) fn on_cancel(
@@ -101,7 +129,15 @@ impl Proxy {
         }
     }
 
-    pub(super) fn on_ack(self: &Arc<Self>, msg: Message, top: &Via<'_>, from: Peer, key: String) {
+    /// `answers_us`: the ACK carries the To tag of a response of the proxy's
+    /// own ([`Proxy::is_own_to_tag`]).
+    pub(super) fn on_ack(
+        self: &Arc<Self>,
+        msg: Message,
+        from: Peer,
+        key: String,
+        answers_us: bool,
+    ) {
         if let Some(tx) = self.txs.get(&key) {
             let forwarded = {
                 let mut t = tx.lock();
@@ -129,11 +165,7 @@ impl Proxy {
         // 3261 §17.1.1.3: a non-2xx ACK goes to whoever answered), rather
         // than reaching the PBX, which never saw the call, on behalf of a
         // source that may not even be in `sip.accept_from`.
-        let to_tag = header::text(msg.header(HeaderName::To).unwrap_or_default())
-            .as_deref()
-            .and_then(NameAddr::parse)
-            .and_then(|n| n.tag().map(str::to_owned));
-        if to_tag.is_some_and(|t| t == self.to_tag(top)) {
+        if answers_us {
             return tracing::debug!(peer = %from.addr(), "ACK for a response of our own; absorbed");
         }
         // ACK for a 2xx: a request of its own, routed like any in-dialog request.

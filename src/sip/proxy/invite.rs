@@ -14,7 +14,6 @@ use crate::config::{Action, DivertMode};
 use crate::pipeline::CallCtx;
 use crate::policy::{Decision, Policy};
 use crate::sip::caller;
-use crate::sip::cancel;
 use crate::sip::header::Via;
 use crate::sip::message::Message;
 use crate::sip::relay::{self, RequestEdit};
@@ -319,35 +318,6 @@ impl Proxy {
             (resp, t.reply_to, invite)
         };
         self.send(peer, resp);
-    }
-}
-
-impl Proxy {
-    /// Timer C ran out on a forwarded INVITE whose final response never came
-    /// (RFC 3261 §16.8): the proxy CANCELs it at the PBX and answers the
-    /// trunk 408 itself. The PBX's 487 that follows is not relayed
-    /// ([`crate::sip::transaction::ServerTx::relays_upstream`]), and its 200
-    /// to the CANCEL, carrying only the proxy's Via, ends here.
-    pub(super) fn timer_c_fired(self: &Arc<Self>, tx: &TxRef) {
-        let cancel = {
-            let t = tx.lock();
-            let (Some(invite), Some(fwd), TxState::Forwarded) =
-                (t.invite.as_ref(), t.forwarded.as_ref(), t.state)
-            else {
-                return; // answered meanwhile
-            };
-            let via = self.via_line(&t.key, fwd.dest);
-            let ruri = fwd
-                .new_ruri
-                .as_deref()
-                .map_or(invite.request_uri(), str::as_bytes);
-            let own = self.own_route(invite).map(|(r, _)| r);
-            self.stats.timer_c.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(branch = %t.key, "Timer C: no final response from the PBX; CANCEL and 408");
-            (fwd.dest, cancel::cancel_for(invite, &via, ruri, own))
-        };
-        self.final_response(tx, 408, &[]);
-        self.send(cancel.0, cancel.1);
     }
 }
 

@@ -30,12 +30,14 @@ use super::uri::Uri;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 
-/// Every branch the proxy writes starts with this (RFC 3261 magic cookie + our mark).
 mod in_transaction;
 mod invite;
 mod response;
 
+/// Every branch the proxy writes starts with this (RFC 3261 magic cookie + our mark).
 pub const BRANCH_PREFIX: &str = "z9hG4bK-ss-";
+/// Bytes of keyed hash in the proxy's own To tags (written as hex).
+const TO_TAG_BYTES: usize = 6;
 /// Calls waiting on live lookups at once; beyond this, `on_lookup_failure` applies.
 pub const MAX_SCREENING: usize = 10_000;
 
@@ -289,7 +291,14 @@ impl Proxy {
         let mut h = Sha256::new();
         h.update(self.secret);
         h.update(top.branch().unwrap_or_default().as_bytes());
-        hex::encode(&h.finalize()[..6])
+        hex::encode(&h.finalize()[..TO_TAG_BYTES])
+    }
+
+    /// Whether `tag` is the one [`Proxy::to_tag`] writes for this branch,
+    /// i.e. the request answers a response of the proxy's own. Tags of
+    /// another length (nearly every UAS's) are told apart without hashing.
+    fn is_own_to_tag(&self, top: &Via<'_>, tag: &str) -> bool {
+        tag.len() == 2 * TO_TAG_BYTES && tag == self.to_tag(top)
     }
 
     fn on_request(self: &Arc<Self>, msg: Message, from: Peer) {
@@ -316,13 +325,18 @@ impl Proxy {
         }
         let ruri = msg.request_uri().to_vec();
         let key = self.branch_for(&msg, &top, &ruri);
-        let in_dialog = header::text(msg.header(HeaderName::To).unwrap_or_default())
+        let to_text = header::text(msg.header(HeaderName::To).unwrap_or_default());
+        let to_tag = to_text
             .as_deref()
             .and_then(NameAddr::parse)
-            .is_some_and(|n| n.tag().is_some());
+            .and_then(|n| n.tag());
+        let in_dialog = to_tag.is_some();
 
         match method {
-            Method::Ack => return self.on_ack(msg, &top, from, key),
+            Method::Ack => {
+                let answers_us = to_tag.is_some_and(|t| self.is_own_to_tag(&top, t));
+                return self.on_ack(msg, from, key, answers_us);
+            }
             Method::Cancel => return self.on_cancel(msg, &top, from, key),
             Method::Invite if !in_dialog => {
                 if let Some(tx) = self.txs.get(&key) {

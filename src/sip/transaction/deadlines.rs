@@ -45,19 +45,20 @@ impl Queues {
     fn pop_due(&mut self, now: Instant) -> Option<Deadline> {
         let fifo = self.fifo.front().map(|d| d.due);
         let heap = self.heap.peek().map(|Reverse(d)| d.due);
-        match (fifo, heap) {
-            (Some(f), Some(h)) if h < f => (h <= now).then(|| self.pop_heap()),
-            (Some(f), _) => (f <= now).then(|| self.fifo.pop_front()).flatten(),
-            (None, Some(h)) => (h <= now).then(|| self.pop_heap()),
-            (None, None) => None,
-        }
-    }
-
-    fn pop_heap(&mut self) -> Deadline {
-        let Some(Reverse(d)) = self.heap.pop() else {
-            unreachable!("called only after peek found an entry")
+        let from_heap = match (fifo, heap) {
+            (Some(f), Some(h)) => h < f,
+            (None, Some(_)) => true,
+            _ => false,
         };
-        d
+        let front = if from_heap { heap } else { fifo };
+        if front? > now {
+            return None;
+        }
+        if from_heap {
+            self.heap.pop().map(|Reverse(d)| d)
+        } else {
+            self.fifo.pop_front()
+        }
     }
 }
 
