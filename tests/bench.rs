@@ -88,6 +88,9 @@ async fn a_known_share_of_denylisted_callers_gets_exactly_that_share_of_rejects(
     proxy.stop().await;
 }
 
+/// The instrument's INVITE→final is the UAS's 20 ms wait, not a tick or a
+/// unit off. The upper margin is wide: the test binary's other tests share
+/// the two cores, and CI once took 31 ms over a single call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_agrees_with_a_uas_that_answers_after_20_ms() {
     let (uas, _uas_stop) = start_uas(false, 20).await;
@@ -95,8 +98,8 @@ async fn latency_agrees_with_a_uas_that_answers_after_20_ms() {
     let m = &report.targets[0].metrics.invite_to_final;
     assert_eq!(m.count, 200);
     assert!(
-        (20_000..=25_000).contains(&m.p50),
-        "p50 INVITE→final {} µs, expected 20–25 ms",
+        (20_000..=35_000).contains(&m.p50),
+        "p50 INVITE→final {} µs, expected 20 ms and a loaded machine's margin",
         m.p50
     );
 }
@@ -271,12 +274,14 @@ async fn a_concurrency_limit_delays_calls_and_the_delay_is_measured() {
 
 /// `--samples` writes one row per call in schedule order: its target, its
 /// scheduled instant on CLOCK_MONOTONIC (1/rate apart), and its own figures,
-/// which must match the target it went to (a UAS answering after 20 ms, or
-/// the inline UAS answering at once).
+/// which must match the target it went to: a UAS that rings and answers
+/// after 20 ms, or the inline UAS that answers at once without ringing. The
+/// ringing tells the rows apart, not a time limit: a loaded machine may take
+/// longer than 20 ms over any call, never less than the UAS's own wait.
 #[test]
 fn samples_give_every_call_its_target_schedule_and_latency() {
     let (slow, fast) = (free_udp_addr(), free_udp_addr());
-    let _uas = UasProcess::start(&slow, &["--answer-delay", "20"]);
+    let _uas = UasProcess::start(&slow, &["--ring", "--answer-delay", "20"]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("calls.csv");
     let before = monotonic_ns();
@@ -338,13 +343,16 @@ fn samples_give_every_call_its_target_schedule_and_latency() {
                 final_us >= 20_000,
                 "row {i}: the slow UAS waits 20 ms, got {final_us} µs"
             );
+            let ringing_us: u64 = row[3]
+                .parse()
+                .unwrap_or_else(|_| panic!("row {i}: the slow UAS rings: {row:?}"));
+            assert!(ringing_us <= final_us, "row {i}: 180 before 200: {row:?}");
         } else {
             assert!(
-                final_us < 20_000,
-                "row {i}: the inline UAS answers at once, got {final_us} µs"
+                row[3].is_empty(),
+                "row {i}: the inline UAS does not ring: {row:?}"
             );
         }
-        assert!(row[3].is_empty(), "no provisional without --ring");
         assert!(row[6].parse::<u64>().is_ok(), "every BYE answered");
     }
 }
