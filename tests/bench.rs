@@ -269,7 +269,10 @@ async fn a_concurrency_limit_delays_calls_and_the_delay_is_measured() {
     let m = &t.metrics.invite_to_final;
     // The last calls wait about (40 / 2) × 50 ms − 40 / 200 s ≈ 0.8 s.
     assert!(m.max > 600_000, "max {} µs: queueing was hidden", m.max);
-    assert!(m.min >= 50_000 && m.min < 60_000, "min {} µs", m.min);
+    // The first two calls never queue: they take the UAS's 50 ms and some
+    // slack for a loaded machine, well short of the ≈ 90 ms a queued call
+    // (started 50 ms late, scheduled 5–10 ms after) would show.
+    assert!(m.min >= 50_000 && m.min < 80_000, "min {} µs", m.min);
 }
 
 /// `--samples` writes one row per call in schedule order: its target, its
