@@ -342,7 +342,7 @@ impl Collector for Snapshot {
             counters(
                 &mut enc,
                 "sipsentry_sip_timer_c",
-                "Forwarded calls the PBX left without a final response past sip.timer_c_s (CANCELled, 408 upstream)",
+                "Forwarded calls the PBX left without a final response past sip.timer_c_s (408 upstream; CANCELled if the PBX sent a provisional)",
                 vec![(vec![], load(&st.timer_c))],
             )?;
             counters(

@@ -338,6 +338,33 @@ async fn timer_c_cancels_a_call_the_pbx_never_answers_and_tells_the_trunk_408() 
     proxy.stop().await;
 }
 
+/// Timer C set shorter than Timer B, and the PBX silent: the trunk gets the
+/// 408 and the PBX no CANCEL, which RFC 3261 §9.1 forbids before a
+/// provisional response; only Timer A's resends of the INVITE reach it.
+#[tokio::test]
+async fn timer_c_before_any_response_from_the_pbx_answers_408_and_sends_no_cancel() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = start(config(uas.addr, "timer_c_s = 1\n"), |p| p).await;
+    relayed_invite(&uac, &uas, &proxy, "z9hG4bKsilent").await;
+    let timeout = uac.recv().await;
+    assert_eq!(status(&timeout), 408, "{timeout}");
+    let fired = proxy
+        .core
+        .stats()
+        .timer_c
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(fired, 1, "counted for sipsentry_sip_timer_c_total");
+    let mut at_pbx = Vec::new();
+    while let Some((m, _)) = uas.recv_within(Duration::from_millis(700)).await {
+        at_pbx.push(m);
+    }
+    assert!(
+        at_pbx.iter().all(|m| m.starts_with("INVITE ")),
+        "no CANCEL without a provisional: {at_pbx:?}"
+    );
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn a_provider_slower_than_the_budget_fails_open() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);

@@ -44,10 +44,13 @@ impl Proxy {
     }
 
     /// Timer C ran out on a forwarded INVITE whose final response never came
-    /// (RFC 3261 §16.8): the proxy CANCELs it at the PBX and answers the
-    /// trunk 408 itself. The PBX's 487 that follows is not relayed
+    /// (RFC 3261 §16.8): the proxy answers the trunk 408 itself and, if the
+    /// PBX sent a provisional response, CANCELs the INVITE there. The PBX's
+    /// 487 that follows is not relayed
     /// ([`crate::sip::transaction::ServerTx::relays_upstream`]), and its 200
-    /// to the CANCEL, carrying only the proxy's Via, ends here.
+    /// to the CANCEL, carrying only the proxy's Via, ends here. With no
+    /// provisional yet (a Timer C shorter than Timer B) a CANCEL is not
+    /// allowed (§9.1): the 408 alone, as if the PBX had sent it.
     fn timer_c_fired(self: &Arc<Self>, tx: &TxRef) {
         let cancel = {
             let t = tx.lock();
@@ -56,13 +59,18 @@ impl Proxy {
             else {
                 return; // answered meanwhile
             };
+            self.stats.timer_c.fetch_add(1, Ordering::Relaxed);
+            if !t.provisional {
+                tracing::debug!(branch = %t.key, "Timer C: no response at all from the PBX; 408");
+                drop(t);
+                return self.final_response(tx, 408, &[]);
+            }
             let via = self.via_line(&t.key, fwd.dest);
             let ruri = fwd
                 .new_ruri
                 .as_deref()
                 .map_or(invite.request_uri(), str::as_bytes);
             let own = self.own_route(invite).map(|(r, _)| r);
-            self.stats.timer_c.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(branch = %t.key, "Timer C: no final response from the PBX; CANCEL and 408");
             (fwd.dest, cancel::cancel_for(invite, &via, ruri, own))
         };

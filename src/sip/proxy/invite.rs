@@ -202,8 +202,9 @@ impl Proxy {
         }
     }
 
-    /// Marks a transaction as relayed to `dest` and, over UDP, starts Timer A
-    /// with the relayed bytes. False, and nothing recorded, when the call is
+    /// Marks a transaction as relayed to `dest` and starts Timer A with the
+    /// relayed bytes over UDP, Timer B alone over TCP (408 to the trunk if
+    /// the PBX never answers either way). False, and nothing recorded, when the call is
     /// no longer screening (a CANCEL on the SIP thread answered it 487 while
     /// a live lookup was deciding): then the INVITE must not go out.
     fn record_forward(
@@ -220,10 +221,12 @@ impl Proxy {
         t.state = TxState::Forwarded;
         t.touched = Instant::now();
         t.forwarded = Some(Forwarded { dest, new_ruri });
-        if !dest.is_tcp() {
-            let r = Retransmit::new(dest, out.clone(), None, true);
-            self.txs.start_retransmit(tx, &mut t, r);
-        }
+        let r = if dest.is_tcp() {
+            Retransmit::timer_b(dest)
+        } else {
+            Retransmit::new(dest, out.clone(), None, true)
+        };
+        self.txs.start_retransmit(tx, &mut t, r);
         true
     }
 

@@ -61,7 +61,8 @@ pub struct Stats {
     pub retransmissions_absorbed: AtomicU64,
     /// New INVITEs answered 503 because the transaction table was full.
     pub refused_full: AtomicU64,
-    /// Forwarded INVITEs given up on at Timer C (CANCEL down, 408 up).
+    /// Forwarded INVITEs given up on at Timer C (408 up; CANCEL down after
+    /// a provisional).
     pub timer_c: AtomicU64,
     pub dropped: AtomicU64,
 }

@@ -34,9 +34,11 @@ impl Proxy {
             .then(|| self.txs.get(branch))
             .flatten();
         if code == 100 {
-            // Stops Timer A; never forwarded (RFC 3261 §16.7 step 3).
+            // Stops Timers A and B; never forwarded (RFC 3261 §16.7 step 3).
             if let Some(tx) = tx {
-                tx.lock().stop_timer();
+                let mut t = tx.lock();
+                t.stop_timer();
+                t.provisional = true;
             }
             return;
         }
@@ -54,6 +56,7 @@ impl Proxy {
                     t.complete(out.clone(), false)
                 } else {
                     t.stop_timer();
+                    t.provisional |= code < 200;
                     t.touched = Instant::now();
                     t.last_response = Some(out.clone());
                     None
