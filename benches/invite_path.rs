@@ -69,7 +69,7 @@ impl LocalSource for OneNumber {
 
 /// The edits the proxy makes for a relayed INVITE.
 fn edit<'a>(
-    via: &'a str,
+    via: &'a [u8],
     source: std::net::SocketAddr,
     strip_labels: bool,
     labels: Option<(
@@ -100,7 +100,7 @@ fn invite_path(c: &mut Criterion) {
         Pipeline::new(Arc::new(Policy::new(&config).unwrap())).with_local(Arc::new(OneNumber));
     let country = pipeline.policy().country;
     let source = "198.51.100.10:5060".parse().unwrap();
-    let via = "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-ss-0123456789abcdef01234567\r\n";
+    let via = b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-ss-0123456789abcdef01234567\r\n";
 
     let mut g = c.benchmark_group("invite");
     g.throughput(Throughput::Bytes(bytes.len() as u64));

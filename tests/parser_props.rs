@@ -36,7 +36,7 @@ fn exercise(bytes: Vec<u8>, policy: &Policy, country: &Country) {
     let _ = caller::identify(&msg, false, country);
     let decision = policy.decide(Rule::Threshold, Action::Tag, vec![], 1);
     let edit = RequestEdit {
-        via_line: "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-ss-1\r\n",
+        via_line: b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-ss-1\r\n",
         source: "127.0.0.1:9".parse().unwrap(),
         new_ruri: who.e164.as_deref().map(|_| "sip:vm@127.0.0.1"),
         record_route: Some("Record-Route: <sip:127.0.0.1;lr>\r\n"),

@@ -21,7 +21,7 @@ use super::respond;
 /// at `skip` (the proxy's own, removed when the INVITE was forwarded).
 pub fn cancel_for(
     invite: &Message,
-    via_line: &str,
+    via_line: &[u8],
     ruri: &[u8],
     skip: Option<Range<usize>>,
 ) -> Bytes {
@@ -29,7 +29,7 @@ pub fn cancel_for(
     out.put_slice(b"CANCEL ");
     out.put_slice(ruri);
     out.put_slice(b" SIP/2.0\r\n");
-    out.put_slice(via_line.as_bytes());
+    out.put_slice(via_line);
     let mut routes = Vec::new();
     for h in &invite.headers {
         match h.name {
@@ -79,7 +79,7 @@ mod tests {
         let via = "Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-ss-abc\r\n";
         let own = INVITE.find("<sip:proxy.example;lr>").unwrap();
         let own = own..own + "<sip:proxy.example;lr>".len();
-        let out = cancel_for(&invite, via, b"sip:vm@pbx.example", Some(own));
+        let out = cancel_for(&invite, via.as_bytes(), b"sip:vm@pbx.example", Some(own));
         let text = std::str::from_utf8(&out).unwrap();
         assert_eq!(
             text,

@@ -26,7 +26,7 @@ const ADDED_MAX_FORWARDS: &[u8] = b"Max-Forwards: 70\r\n";
 /// The edits to make to a request being forwarded.
 pub struct RequestEdit<'a> {
     /// The proxy's Via line, with line end.
-    pub via_line: &'a str,
+    pub via_line: &'a [u8],
     /// Where the request came from (for `received`/`rport`).
     pub source: SocketAddr,
     /// A new Request-URI (retarget, strict-route fix-up).
@@ -69,7 +69,7 @@ pub fn forward_request(msg: &Message, edit: &RequestEdit<'_>) -> Bytes {
         .headers_named(HeaderName::Via)
         .next()
         .map_or(msg.headers_end, |h| h.line.start);
-    s.insert(first_via, edit.via_line.as_bytes());
+    s.insert(first_via, edit.via_line);
 
     if let Some(top) = top_via(msg) {
         received_rport(buf, top, edit.source, &mut s);

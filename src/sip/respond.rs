@@ -49,7 +49,14 @@ pub fn build_with_body(
     body: Option<(&str, &[u8])>,
 ) -> Bytes {
     let mut out = BytesMut::with_capacity(req.headers_end + 128 + body.map_or(0, |b| b.1.len()));
-    out.put_slice(format!("SIP/2.0 {code} {}\r\n", reason(code)).as_bytes());
+    // Written piece by piece rather than with `format!`: the 100 Trying
+    // goes out for every INVITE, and a formatted line is one more allocation.
+    let mut digits = itoa::Buffer::new();
+    out.put_slice(b"SIP/2.0 ");
+    out.put_slice(digits.format(code).as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(reason(code).as_bytes());
+    out.put_slice(b"\r\n");
     for h in &req.headers {
         match h.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
@@ -78,13 +85,11 @@ pub fn build_with_body(
     }
     match body {
         Some((content_type, bytes)) => {
-            out.put_slice(
-                format!(
-                    "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-                    bytes.len()
-                )
-                .as_bytes(),
-            );
+            out.put_slice(b"Content-Type: ");
+            out.put_slice(content_type.as_bytes());
+            out.put_slice(b"\r\nContent-Length: ");
+            out.put_slice(digits.format(bytes.len()).as_bytes());
+            out.put_slice(b"\r\n\r\n");
             out.put_slice(bytes);
         }
         None => out.put_slice(b"Content-Length: 0\r\n\r\n"),

@@ -122,7 +122,7 @@ impl Proxy {
 
     pub(super) fn plain_edit<'a>(
         &self,
-        via: &'a str,
+        via: &'a [u8],
         from: Peer,
         new_ruri: Option<&'a str>,
     ) -> RequestEdit<'a> {
@@ -178,7 +178,7 @@ impl Proxy {
         }
         // ACK for a 2xx: a request of its own, routed like any in-dialog request.
         let own = self.own_route(&msg);
-        let ruri = String::from_utf8_lossy(msg.request_uri()).into_owned();
+        let ruri = String::from_utf8_lossy(msg.request_uri());
         let to_self = Uri::parse(&ruri).is_some_and(|u| self.is_self(u.host, u.port));
         let dest = self.route(&msg, own.as_ref(), true, to_self);
         let via = self.via_line(&key, dest);
