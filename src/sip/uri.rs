@@ -6,6 +6,7 @@
 //! borrowing splitter that accepts what peers send (IPv6 hosts, user
 //! parameters such as `;verstat=`, `tel:` numbers) without allocating.
 
+use super::header::{find_byte, split_once_byte};
 use std::borrow::Cow;
 
 /// The URI schemes the proxy distinguishes.
@@ -35,8 +36,8 @@ pub struct Uri<'a> {
 impl<'a> Uri<'a> {
     /// Splits a URI; `None` if it has no scheme or an unreadable host.
     pub fn parse(s: &'a str) -> Option<Uri<'a>> {
-        let s = s.trim();
-        let colon = s.find(':')?;
+        let s = s.trim_ascii();
+        let colon = find_byte(s, b':')?;
         let scheme = match &s[..colon] {
             x if x.eq_ignore_ascii_case("sip") => Scheme::Sip,
             x if x.eq_ignore_ascii_case("sips") => Scheme::Sips,
@@ -45,7 +46,7 @@ impl<'a> Uri<'a> {
         };
         let rest = &s[colon + 1..];
         if scheme == Scheme::Tel {
-            let (number, params) = rest.split_once(';').unwrap_or((rest, ""));
+            let (number, params) = split_once_byte(rest, b';').unwrap_or((rest, ""));
             return Some(Uri {
                 scheme,
                 user: Some(number),
@@ -63,14 +64,14 @@ impl<'a> Uri<'a> {
                 params: "",
             });
         }
-        let rest = rest.split_once('?').map_or(rest, |(a, _)| a);
-        let (user, hostpart) = match rest.rfind('@') {
+        let rest = split_once_byte(rest, b'?').map_or(rest, |(a, _)| a);
+        let (user, hostpart) = match rest.bytes().rposition(|b| b == b'@') {
             Some(at) => {
                 let userinfo = &rest[..at];
                 // The password follows the first ':' of the user part, but a
                 // ';' user parameter may itself contain ':'; only cut a ':'
                 // that comes before any ';'.
-                let user = match (userinfo.find(':'), userinfo.find(';')) {
+                let user = match (find_byte(userinfo, b':'), find_byte(userinfo, b';')) {
                     (Some(c), Some(sc)) if c < sc => &userinfo[..c],
                     (Some(c), None) => &userinfo[..c],
                     _ => userinfo,
@@ -79,19 +80,19 @@ impl<'a> Uri<'a> {
             }
             None => (None, rest),
         };
-        let (hostport, params) = hostpart.split_once(';').unwrap_or((hostpart, ""));
+        let (hostport, params) = split_once_byte(hostpart, b';').unwrap_or((hostpart, ""));
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let close = v6.find(']')?;
+            let close = find_byte(v6, b']')?;
             let port = v6[close + 1..].strip_prefix(':');
             (&v6[..close], port)
         } else {
-            match hostport.split_once(':') {
+            match split_once_byte(hostport, b':') {
                 Some((h, p)) => (h, Some(p)),
                 None => (hostport, None),
             }
         };
         let port = match port {
-            Some(p) => Some(p.trim().parse::<u16>().ok()?),
+            Some(p) => Some(p.trim_ascii().parse::<u16>().ok()?),
             None => None,
         };
         if host.is_empty() {
