@@ -39,12 +39,16 @@ load() {
   "$B" bench --with-uas "$UAS" --target 127.0.0.1:25061 --compare "$UAS" \
     --rate $((rate * 2)) --duration "$1" --json >"$work/bench.json"
 }
-# Under valgrind the proxy starts in seconds; wait until it answers.
-for _ in $(seq 100); do
-  grep -q "listening" "$work/s.log" 2>/dev/null && break
-  kill -0 "$proxy" 2>/dev/null || { echo "the proxy exited; see below" >&2; cat "$work/s.log" >&2; exit 1; }
+# Under valgrind the proxy takes seconds to start; wait until it listens.
+started=
+for _ in $(seq 150); do
+  if grep -q "listening" "$work/s.log" 2>/dev/null; then started=1; break; fi
+  kill -0 "$proxy" 2>/dev/null || { echo "the proxy exited; its output:" >&2; cat "$work/s.log" >&2; exit 1; }
   sleep 0.2
 done
+[ -n "$started" ] || {
+  echo "the proxy did not start listening within 30 s under valgrind (is 127.0.0.1:25061 or 25080 taken?); its output:" >&2
+  cat "$work/s.log" >&2; exit 1; }
 load 2
 callgrind_control -i on "$proxy" >/dev/null 2>&1
 load $((calls / rate))
