@@ -9,12 +9,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sipsentry::config::Config;
+use sipsentry::pipeline::label_lines;
 use sipsentry::pipeline::{CallCtx, Pipeline};
-use sipsentry::policy::Policy;
 use sipsentry::reputation::{Evidence, LocalSource, Source};
 use sipsentry::sip::caller;
 use sipsentry::sip::message::Message;
-use sipsentry::sip::relay::{self, RequestEdit};
+use sipsentry::sip::relay::{self, LabelEdit, RequestEdit};
 
 /// A typical carrier INVITE: ~1 KB with SDP.
 const INVITE: &str = "INVITE sip:+15551234567@pbx.example.com;user=phone SIP/2.0\r\n\
@@ -72,10 +72,7 @@ fn edit<'a>(
     via: &'a [u8],
     source: std::net::SocketAddr,
     strip_labels: bool,
-    labels: Option<(
-        &'a sipsentry::policy::Decision,
-        &'a sipsentry::config::LabelsConfig,
-    )>,
+    labels: Option<LabelEdit<'a>>,
 ) -> RequestEdit<'a> {
     RequestEdit {
         via_line: via,
@@ -97,7 +94,7 @@ fn invite_path(c: &mut Criterion) {
     );
     let config = Config::default();
     let pipeline =
-        Pipeline::new(Arc::new(Policy::new(&config).unwrap())).with_local(Arc::new(OneNumber));
+        Pipeline::new(Arc::new(config.policy().unwrap())).with_local(Arc::new(OneNumber));
     let country = pipeline.policy().country;
     let source = "198.51.100.10:5060".parse().unwrap();
     let via = b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-ss-0123456789abcdef01234567\r\n";
@@ -124,17 +121,15 @@ fn invite_path(c: &mut Criterion) {
     let who = caller::identify(&msg, true, &country);
     let mut ctx = CallCtx::new(String::new(), source, who, String::new());
     let decision = pipeline.screen_now(&mut ctx).unwrap();
+    let policy = pipeline.policy();
     g.bench_function("splice_tag_only", |b| {
         b.iter(|| {
-            relay::forward_request(
-                black_box(&msg),
-                &edit(
-                    via,
-                    source,
-                    false,
-                    Some((&decision, &pipeline.policy().labels)),
-                ),
-            )
+            let lines = label_lines(&decision, &policy.labels);
+            let labels = LabelEdit {
+                lines: lines.as_bytes(),
+                display_prefix: &policy.labels.display_prefix,
+            };
+            relay::forward_request(black_box(&msg), &edit(via, source, false, Some(labels)))
         })
     });
     g.bench_function("parse_decide_splice_tag", |b| {
@@ -143,15 +138,12 @@ fn invite_path(c: &mut Criterion) {
             let who = caller::identify(&msg, true, &country);
             let mut ctx = CallCtx::new(String::new(), source, who, String::new());
             let decision = pipeline.screen_now(&mut ctx).unwrap();
-            relay::forward_request(
-                &msg,
-                &edit(
-                    via,
-                    source,
-                    false,
-                    Some((&decision, &pipeline.policy().labels)),
-                ),
-            )
+            let lines = label_lines(&decision, &policy.labels);
+            let labels = LabelEdit {
+                lines: lines.as_bytes(),
+                display_prefix: &policy.labels.display_prefix,
+            };
+            relay::forward_request(&msg, &edit(via, source, false, Some(labels)))
         })
     });
     g.bench_function("parse_decide_splice_pass", |b| {

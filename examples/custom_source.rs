@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use sipsentry::config::Config;
 use sipsentry::pipeline::Pipeline;
-use sipsentry::policy::Policy;
 use sipsentry::reputation::{Evidence, LocalSource, Source};
 use sipsentry::server::Server;
 
@@ -36,9 +35,8 @@ impl LocalSource for KnownRobocaller {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Arc::new(Config::load(None)?);
-    let pipeline =
-        Pipeline::new(Arc::new(Policy::new(&config)?)).with_local(Arc::new(KnownRobocaller));
-    let server = Server::bind(Arc::clone(&config), pipeline).await?;
+    let pipeline = Pipeline::new(Arc::new(config.policy()?)).with_local(Arc::new(KnownRobocaller));
+    let server = Server::bind(config.sip.clone(), Arc::new(pipeline)).await?;
     eprintln!(
         "screening on {}; +15557654321 is rejected (score 95)",
         server.local_addr()

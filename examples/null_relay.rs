@@ -20,7 +20,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sipsentry::sip::udp::Receiver;
+use sipsentry::sip::transport::udp::Receiver;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,32 +1,35 @@
 //! sipsentry: an inline SIP call-screening proxy.
 //!
-//! A call moves through these modules, in order:
+//! The layers, each depending only on those listed before it
+//! (docs/architecture.md has the map and the call path):
 //!
-//! - [`sip::transport`]: UDP and TCP on one port, bounded queues.
-//! - [`sip::message`]: framing and a lazy header view over the received bytes.
-//! - [`sip::proxy`] + [`sip::transaction`]: RFC 3261 §16–17 proxying; INVITEs are
-//!   held in a server transaction while they are screened.
-//! - [`sip::caller`] + [`number`]: who is calling, as E.164.
-//! - [`pipeline`]: the screening phases (lists, anonymous, local and live
-//!   reputation sources from [`reputation`], score) ending in a [`policy::Decision`].
-//!   The local source in production is [`reputation::hiya_cache`]: synced,
-//!   validated, fst-indexed and memory-mapped per country.
-//!   Live providers ([`reputation::providers`]) sit behind [`reputation::live`]:
-//!   the live cache, single flight, deadlines and circuit breakers.
-//! - [`sip::relay`]: the decision applied by splicing edits into the original bytes.
-//! - [`history`]: every decision, written to SQLite off the call path.
-//!
-//! Around the call path: [`admin`] (HTTP API, DIDChecks webhook), [`metrics`]
-//! (`/metrics`), [`reload`] (policy reload on SIGHUP or by API).
-//!
-//! [`config`] is the TOML contract; [`server`] starts and drains it all;
-//! [`cli`] holds the command implementations behind the thin `main.rs`;
-//! [`bench`](mod@bench) is `sipsentry bench`, the per-call latency instrument.
+//! - [`number`], [`metrics`]: leaves (E.164 numbers; the `/metrics`
+//!   registry every module reports to).
+//! - [`sip`]: SIP on the wire ([`sip::message`], [`sip::header`],
+//!   [`sip::uri`], [`sip::relay`]), the transport ([`sip::transport`]),
+//!   INVITE transactions and timers ([`sip::transaction`]) and the proxy
+//!   core ([`sip::proxy`]), which reaches call screening only through its
+//!   [`sip::proxy::Screen`] trait.
+//! - [`reputation`]: evidence and its sources: the Hiya local cache, the
+//!   live providers behind the live cache.
+//! - [`policy`]: from evidence to an [`policy::Action`]; [`history`]: every
+//!   decision, written to SQLite off the call path.
+//! - [`pipeline`]: the screening phases, and the proxy's `Screen`.
+//! - [`config`]: the TOML file, assembled from each module's own options.
+//! - [`check`], [`reload`], [`server`], [`admin`]: one number explained, the
+//!   policy reloaded, the SIP service, the HTTP API.
+//! - [`app`]: the composition root that builds and runs it all; [`cli`]:
+//!   the commands behind the thin `main.rs`; [`error`]: their error and
+//!   exit code; [`bench`](mod@bench): `sipsentry bench`, the per-call
+//!   latency instrument.
 
 pub mod admin;
+pub mod app;
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod history;
 pub mod metrics;
 pub mod number;
@@ -36,3 +39,5 @@ pub mod reload;
 pub mod reputation;
 pub mod server;
 pub mod sip;
+
+pub use error::{Error, ErrorKind, Result};

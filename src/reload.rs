@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
 use crate::pipeline::Pipeline;
-use crate::policy::Policy;
 
 pub struct Reloader {
     /// The file `serve` was started with (`None`: ./sipsentry.toml or defaults).
@@ -33,7 +32,7 @@ pub struct Reloaded {
 impl Reloader {
     pub fn reload(&self) -> Result<Reloaded, ConfigError> {
         let new = Config::load(self.path.as_deref())?;
-        let policy = Policy::new(&new)?;
+        let policy = new.policy()?;
         self.pipeline.set_policy(Arc::new(policy));
         let old = &self.running;
         let mut restart_needed = Vec::new();

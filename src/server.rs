@@ -1,70 +1,60 @@
-//! Starting and stopping the proxy.
+//! The SIP service: the transport bound, the proxy built on it with the
+//! screening pipeline, and the threads and tasks that run them.
 //!
 //! [`Server::bind`] opens UDP and TCP on the same port (port 0 picks a free
 //! one, which the tests use) and [`Server::run`] serves until the shutdown
 //! future completes. Shutdown follows mini-redis: stop accepting TCP
-//! connections, answer new INVITEs 503, wait until every task screening a call
-//! has dropped its clone of the drain sender, then stop.
+//! connections, answer new INVITEs 503, wait until every call under
+//! screening is decided (at most [`DRAIN_TIMEOUT`]), stop the SIP thread and
+//! the ticker, and join them all.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::pipeline::Pipeline;
-use crate::sip::proxy::{LocalAddr, Proxy};
-use crate::sip::transport::Peer;
+use crate::sip::proxy::{LocalAddr, Proxy, SipConfig};
+use crate::sip::transport::{self, BindError, Peer, Transport};
 use crate::sip::uri::SipUri;
-
-/// Resolution of the retransmission timers.
-pub const TIMER_TICK: Duration = Duration::from_millis(10);
 
 /// How long shutdown waits for calls still being screened.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The proxy as `serve` runs it: screened by the pipeline.
+pub type SipProxy = Proxy<Pipeline>;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    #[error("cannot listen on {addr} (is another SIP server running there? change sip.listen)")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error(
         "cannot resolve sip.next_hop host {host:?} ({reason}); use an IP address or a resolvable name"
     )]
     NextHop { host: String, reason: String },
-    #[error("invalid configuration: {0}")]
-    Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
-    Admin(#[from] crate::admin::AdminError),
-    #[error(transparent)]
-    History(crate::history::HistoryError),
 }
 
 pub struct Server {
-    proxy: Arc<Proxy>,
+    proxy: Arc<SipProxy>,
     tcp: TcpListener,
-    drain: mpsc::Receiver<()>,
 }
 
 impl Server {
     /// Binds the SIP port (UDP and TCP) and prepares the proxy.
-    pub async fn bind(config: Arc<Config>, pipeline: Pipeline) -> Result<Server, ServerError> {
-        let listen = config.sip.listen;
-        let (udp, tcp) = bind_pair(listen).await?;
-        let addr = udp.local_addr().map_err(|source| ServerError::Bind {
-            addr: listen,
+    pub async fn bind(options: SipConfig, pipeline: Arc<Pipeline>) -> Result<Server, ServerError> {
+        let (transport, tcp) = Transport::bind(options.listen).await?;
+        let addr = transport.local_addr().map_err(|source| BindError {
+            addr: options.listen,
             source,
         })?;
         let hop =
-            SipUri::parse_config(&config.sip.next_hop).map_err(|reason| ServerError::NextHop {
-                host: config.sip.next_hop.clone(),
+            SipUri::parse_config(&options.next_hop).map_err(|reason| ServerError::NextHop {
+                host: options.next_hop.clone(),
                 reason,
             })?;
         let hop_addr = resolve(&hop.host, hop.port).await?;
@@ -73,155 +63,77 @@ impl Server {
         } else {
             Peer::Udp(hop_addr)
         };
-        let local = LocalAddr {
-            addr: SocketAddr::new(advertised_ip(addr.ip(), hop_addr), addr.port()),
-            host: String::new(),
-        };
-        let local = LocalAddr {
-            host: match local.addr.ip() {
-                IpAddr::V6(v6) => format!("[{v6}]"),
-                IpAddr::V4(v4) => v4.to_string(),
-            },
-            ..local
-        };
-        let (drain_tx, drain) = mpsc::channel(1);
-        let proxy = Proxy::new(
-            config,
-            Arc::new(pipeline),
-            local,
-            next_hop,
-            Arc::new(udp),
-            drain_tx,
-            tokio::runtime::Handle::current(),
-        );
-        Ok(Server {
-            proxy: Arc::new(proxy),
-            tcp,
-            drain,
-        })
+        let local = LocalAddr::new(SocketAddr::new(
+            advertised_ip(addr.ip(), hop_addr),
+            addr.port(),
+        ));
+        let proxy = Proxy::new(options, pipeline, local, next_hop, transport);
+        Ok(Server { proxy, tcp })
     }
 
     /// The address the proxy listens on (UDP and TCP).
     pub fn local_addr(&self) -> SocketAddr {
-        self.proxy.udp.local_addr().unwrap_or(self.proxy.local.addr)
+        self.proxy
+            .transport()
+            .local_addr()
+            .unwrap_or(self.proxy.local().addr)
     }
 
     /// The pipeline the proxy screens with (shared with the admin server).
     pub fn pipeline(&self) -> Arc<Pipeline> {
-        Arc::clone(&self.proxy.pipeline)
+        Arc::clone(self.proxy.screen())
     }
 
-    pub fn proxy(&self) -> Arc<Proxy> {
+    pub fn proxy(&self) -> Arc<SipProxy> {
         Arc::clone(&self.proxy)
     }
 
-    /// Serves until `shutdown` completes, then drains.
+    /// Serves until `shutdown` completes, then drains and joins the SIP
+    /// thread, the ticker and the TCP acceptor.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server {
-            proxy,
-            tcp,
-            mut drain,
-        } = self;
-        let (stop_accept_tx, stop_accept) = watch::channel(false);
+        let Server { proxy, tcp } = self;
+        let stop_accept = CancellationToken::new();
         let stop_udp = Arc::new(AtomicBool::new(false));
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(Arc::clone(&proxy).accept_loop(tcp, stop_accept));
+        let acceptor = tokio::spawn(
+            Arc::clone(proxy.transport()).accept_loop(tcp, stop_accept.clone().cancelled_owned()),
+        );
+        let window = Duration::from_micros(u64::from(proxy.options().busy_poll_us));
         let udp_thread = {
             let (proxy, stop) = (Arc::clone(&proxy), Arc::clone(&stop_udp));
             std::thread::Builder::new()
                 .name("sip-udp".into())
-                .spawn(move || proxy.udp_thread(stop))
+                .spawn(move || {
+                    let sock = proxy.transport().udp();
+                    transport::udp::serve(sock, window, &stop, |bytes, from| {
+                        proxy.handle(bytes, from)
+                    })
+                })
                 .expect("spawn the SIP thread")
         };
-        // One ticker for every transaction's retransmissions (10 ms is far
-        // finer than SIP timers need) and expiry. Expiry runs on every tick:
-        // run once every 500 ms, it took 1.2–1.9 ms of CPU at a time at
-        // 2,000 calls/s, a pause that on a small machine lands on the SIP
-        // thread's core. It wakes only when something may be due, so an
-        // idle proxy does not wake every tick (see `transaction/wake.rs`).
-        let sweeper = {
-            let proxy = Arc::clone(&proxy);
-            tokio::spawn(async move {
-                loop {
-                    let now = Instant::now();
-                    proxy.fire_timers(now);
-                    proxy.txs.next_tick(now + TIMER_TICK).await;
-                }
-            })
-        };
-        tracing::info!(listen = %proxy.local.addr, next_hop = %proxy.next_hop.addr(), "sipsentry proxy running");
+        // One ticker for every transaction's retransmissions and expiry. It
+        // wakes only when something may be due, so an idle proxy does not
+        // wake every tick (see `transaction/wake.rs`).
+        let ticker = tokio::spawn(Arc::clone(&proxy).run_timers());
+        tracing::info!(listen = %proxy.local().addr, next_hop = %proxy.next_hop().addr(), "sipsentry proxy running");
 
         shutdown.await;
         tracing::info!("shutting down: no new calls; finishing calls under screening");
-        let _ = stop_accept_tx.send(true);
-        proxy.draining.store(true, Ordering::Relaxed);
-        drop(proxy.drain_guard.lock().take());
-        if tokio::time::timeout(DRAIN_TIMEOUT, drain.recv())
-            .await
-            .is_err()
-        {
+        stop_accept.cancel();
+        if !proxy.drain(DRAIN_TIMEOUT).await {
             tracing::warn!("calls still under screening after {DRAIN_TIMEOUT:?}; stopping anyway");
         }
         stop_udp.store(true, Ordering::Relaxed);
-        poke(&proxy.udp);
-        sweeper.abort();
-        while tasks.join_next().await.is_some() {}
+        proxy.transport().wake_udp();
+        ticker.abort();
+        let _ = ticker.await;
+        let _ = acceptor.await;
         let _ = tokio::task::spawn_blocking(move || udp_thread.join()).await;
         tracing::info!(
-            received = proxy.stats.received.load(Ordering::Relaxed),
-            screened = proxy.stats.invites_screened.load(Ordering::Relaxed),
+            received = proxy.stats().received.load(Ordering::Relaxed),
+            screened = proxy.stats().invites_screened.load(Ordering::Relaxed),
             "stopped"
         );
     }
-}
-
-/// The longest the SIP thread sleeps in a blocking read before it looks at
-/// the stop flag. Only a fallback: shutdown wakes it at once ([`poke`]), so
-/// an idle proxy's SIP thread need not wake often to notice.
-const UDP_READ_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Wakes the SIP thread out of its blocking read with an empty datagram to
-/// the proxy's own socket (read as a keep-alive, after which the thread
-/// sees the stop flag).
-fn poke(udp: &StdUdpSocket) {
-    let Ok(mut me) = udp.local_addr() else {
-        return;
-    };
-    if me.ip().is_unspecified() {
-        me.set_ip(match me {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    let _ = udp.send_to(&[], me);
-}
-
-/// Binds UDP (a blocking socket for the SIP thread) and TCP on the same port;
-/// with port 0, retries until a port is free on both.
-async fn bind_pair(listen: SocketAddr) -> Result<(StdUdpSocket, TcpListener), ServerError> {
-    let mut last_err = None;
-    for _ in 0..20 {
-        let bind_err = |source| ServerError::Bind {
-            addr: listen,
-            source,
-        };
-        let udp = StdUdpSocket::bind(listen).map_err(bind_err)?;
-        udp.set_read_timeout(Some(UDP_READ_TIMEOUT))
-            .map_err(bind_err)?;
-        let addr = udp.local_addr().map_err(|source| ServerError::Bind {
-            addr: listen,
-            source,
-        })?;
-        match TcpListener::bind(addr).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) if listen.port() == 0 => last_err = Some(e),
-            Err(source) => return Err(ServerError::Bind { addr, source }),
-        }
-    }
-    Err(ServerError::Bind {
-        addr: listen,
-        source: last_err.unwrap_or_else(|| std::io::Error::other("no free port")),
-    })
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ServerError> {
@@ -255,28 +167,8 @@ fn advertised_ip(listen: IpAddr, next_hop: SocketAddr) -> IpAddr {
     }
     .parse()
     .expect("static address");
-    StdUdpSocket::bind(any)
+    std::net::UdpSocket::bind(any)
         .and_then(|s| s.connect(next_hop).and_then(|_| s.local_addr()))
         .map(|a| a.ip())
         .unwrap_or(listen)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn poke_wakes_a_blocking_read_on_a_wildcard_or_loopback_socket() {
-        for bind in ["0.0.0.0:0", "127.0.0.1:0"] {
-            let sock = StdUdpSocket::bind(bind).unwrap();
-            // Far longer than the test may take: only the poke ends the read.
-            sock.set_read_timeout(Some(Duration::from_secs(30)))
-                .unwrap();
-            poke(&sock);
-            let mut buf = [0u8; 16];
-            let (n, from) = sock.recv_from(&mut buf).expect("the poke arrives");
-            assert_eq!(n, 0, "an empty datagram, read as a keep-alive");
-            assert_eq!(from.port(), sock.local_addr().unwrap().port());
-        }
-    }
 }

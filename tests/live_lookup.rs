@@ -11,9 +11,9 @@ use std::time::Duration;
 use common::fakes::{self, DC_TOKEN, Mode};
 use hmac::{Hmac, KeyInit, Mac};
 use sipsentry::admin::{self, AdminState};
-use sipsentry::config::Action;
 use sipsentry::pipeline::{CallCtx, Pipeline};
-use sipsentry::policy::{Decision, Policy, Rule};
+use sipsentry::policy::Action;
+use sipsentry::policy::{Decision, Rule};
 use sipsentry::reputation::live::Outcome;
 use sipsentry::reputation::live_cache::Cached;
 use sipsentry::reputation::providers::didchecks::DidChecks;
@@ -22,7 +22,7 @@ use sipsentry::sip::caller::{CallerId, Trust};
 
 fn pipeline(extra: &str) -> Pipeline {
     let cfg = common::config("127.0.0.1:5080".parse().unwrap(), extra);
-    Pipeline::new(Arc::new(Policy::new(&cfg).unwrap())).with_live_cache(cfg.live_cache.clone())
+    Pipeline::new(Arc::new(cfg.policy().unwrap())).with_live_cache(cfg.live_cache.clone())
 }
 
 fn ctx(number: &str) -> CallCtx {

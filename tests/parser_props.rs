@@ -4,12 +4,14 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use sipsentry::config::{Action, Config};
+use sipsentry::config::Config;
 use sipsentry::number::Country;
+use sipsentry::pipeline::label_lines;
+use sipsentry::policy::Action;
 use sipsentry::policy::{Policy, Rule};
 use sipsentry::sip::caller;
 use sipsentry::sip::message::{Message, frame_len};
-use sipsentry::sip::relay::{self, RequestEdit};
+use sipsentry::sip::relay::{self, LabelEdit, RequestEdit};
 
 const INVITE: &str = "INVITE sip:+15551234567@pbx.example;user=phone SIP/2.0\r\n\
 Via: SIP/2.0/UDP 192.0.2.1:5060;rport;branch=z9hG4bK776asdhds, SIP/2.0/TCP [2001:db8::1];branch=z9hG4bK2\r\n\
@@ -35,6 +37,7 @@ fn exercise(bytes: Vec<u8>, policy: &Policy, country: &Country) {
     let who = caller::identify(&msg, true, country);
     let _ = caller::identify(&msg, false, country);
     let decision = policy.decide(Rule::Threshold, Action::Tag, vec![], 1);
+    let lines = label_lines(&decision, &policy.labels);
     let edit = RequestEdit {
         via_line: b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-ss-1\r\n",
         source: "127.0.0.1:9".parse().unwrap(),
@@ -42,7 +45,10 @@ fn exercise(bytes: Vec<u8>, policy: &Policy, country: &Country) {
         record_route: Some("Record-Route: <sip:127.0.0.1;lr>\r\n"),
         strip_labels: true,
         own_route: relay::top_via(&msg),
-        labels: Some((&decision, &policy.labels)),
+        labels: Some(LabelEdit {
+            lines: lines.as_bytes(),
+            display_prefix: &policy.labels.display_prefix,
+        }),
     };
     let out = relay::forward_request(&msg, &edit);
     // What we relay must itself parse if the input did.
@@ -58,7 +64,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let policy = Policy::new(&Config::default()).unwrap();
+        let policy = Config::default().policy().unwrap();
         exercise(bytes, &policy, &policy.country.clone());
     }
 
@@ -75,14 +81,14 @@ proptest! {
                 _ => { bytes.remove(pos); }
             }
         }
-        let policy = Policy::new(&Config::default()).unwrap();
+        let policy = Config::default().policy().unwrap();
         exercise(bytes, &policy, &policy.country.clone());
     }
 }
 
 #[test]
 fn the_seed_invite_parses_and_relays() {
-    let policy = Policy::new(&Config::default()).unwrap();
+    let policy = Config::default().policy().unwrap();
     let msg = Message::parse(Bytes::from_static(INVITE.as_bytes())).unwrap();
     assert_eq!(
         caller::identify(&msg, true, &policy.country)

@@ -7,9 +7,9 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sipsentry::config::Action;
 use sipsentry::pipeline::{CallCtx, Pipeline};
-use sipsentry::policy::{Policy, Rule};
+use sipsentry::policy::Action;
+use sipsentry::policy::Rule;
 use sipsentry::reputation::{Evidence, LiveSource, LookupFuture, Source};
 use sipsentry::sip::caller::{CallerId, Trust};
 
@@ -37,7 +37,7 @@ impl LiveSource for Paid {
 
 fn pipeline(policy: &str, paid: &Arc<Paid>) -> Pipeline {
     let cfg = common::config("127.0.0.1:5080".parse().unwrap(), policy);
-    Pipeline::new(Arc::new(Policy::new(&cfg).unwrap()))
+    Pipeline::new(Arc::new(cfg.policy().unwrap()))
         .with_local(Arc::new(common::StaticScores(vec![
             ("+15550000001", 95, "Nonprofit Call"),
             ("+15550000002", 60, "Scam"),
@@ -199,7 +199,7 @@ async fn a_new_policy_applies_to_the_next_call_without_rebuilding_the_pipeline()
         "127.0.0.1:5080".parse().unwrap(),
         "[policy]\ndeny = [\"+1666*\"]\n",
     );
-    p.set_policy(Arc::new(Policy::new(&cfg).unwrap()));
+    p.set_policy(Arc::new(cfg.policy().unwrap()));
     assert_eq!(
         decide(&p, Some("+16660000000"), DID).await,
         (Rule::Denylist, Action::Reject)

@@ -170,7 +170,7 @@ async fn didchecks_balance_is_read_and_a_low_one_is_reported() {
     let client = DidChecks::new(&fake.base, DC_TOKEN.into(), T, 10, 100);
     let b = client.balance().await.unwrap();
     assert_eq!((b.balance, b.check_price), (47, Some(1.0)));
-    let status = sipsentry::cli::didchecks_balance(&client, 100).await;
+    let status = sipsentry::cli::cache::didchecks_balance(&client, 100).await;
     assert!(status.below_floor, "47 < floor 100");
     assert!(
         status.line().contains("below the floor"),
@@ -178,7 +178,7 @@ async fn didchecks_balance_is_read_and_a_low_one_is_reported() {
         status.line()
     );
     fake.state.set_mode(Mode::Error(401));
-    let status = sipsentry::cli::didchecks_balance(&client, 10).await;
+    let status = sipsentry::cli::cache::didchecks_balance(&client, 10).await;
     assert!(status.error.unwrap().contains("unauthorized"));
 }
 

@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{AdminState, json_error};
-use crate::cli::history::{Format, RowWriter};
+use crate::history::export::{Format, RowWriter};
 use crate::history::open_read;
 use crate::history::query::{self, Filter};
+use crate::reputation::hiya_cache::refresh;
 
 /// Largest `limit` of one history page.
 pub const MAX_PAGE_LIMIT: u64 = 100;
@@ -23,7 +24,7 @@ pub(super) async fn check(
     State(state): State<Arc<AdminState>>,
     Path(number): Path<String>,
 ) -> Response {
-    let (report, _) = crate::cli::check_with(&state.pipeline, &number).await;
+    let (report, _) = crate::check::check_with(&state.pipeline, &number).await;
     axum::Json(report).into_response()
 }
 
@@ -41,8 +42,9 @@ pub(super) struct HistoryParams {
 impl HistoryParams {
     /// The filter, or the message of a 400.
     fn filter(&self, state: &AdminState) -> Result<Filter, String> {
-        crate::cli::history::filter(
-            &state.config,
+        let country = state.config.country().map_err(|e| e.to_string())?;
+        crate::history::export::filter(
+            &country,
             self.from.as_deref(),
             self.to.as_deref(),
             self.number.as_deref(),
@@ -151,7 +153,7 @@ pub(super) async fn export(
     let (tx, mut rx) = tokio::sync::mpsc::channel(EXPORT_CHANNEL);
     tokio::task::spawn_blocking(move || {
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, ChannelWriter(tx.clone()));
-        let result = (|| -> anyhow::Result<()> {
+        let result = (|| -> Result<(), crate::history::export::ExportError> {
             let conn = open_read(&path)?;
             let mut writer = RowWriter::new(format, &mut out)?;
             writer.scan(&conn, &filter)?;
@@ -181,8 +183,8 @@ pub(super) async fn export(
 /// `GET /api/v1/cache`: the Hiya cache per country, the live cache, credit.
 pub(super) async fn cache(State(state): State<Arc<AdminState>>) -> Response {
     let hiya = match &state.hiya {
-        Some(h) => crate::cli::cache_status_of(h),
-        None => crate::cli::cache_status(&state.config),
+        Some(h) => refresh::status_of(h),
+        None => refresh::status_on_disk(&state.config.hiya_cache),
     };
     let live = state.pipeline.live().cache().stats();
     axum::Json(serde_json::json!({
@@ -193,7 +195,7 @@ pub(super) async fn cache(State(state): State<Arc<AdminState>>) -> Response {
             "misses": live.misses,
             "evictions": live.evictions,
         },
-        "didchecks_balance": state.providers.didchecks.as_ref().and_then(|d| d.last_balance()),
+        "didchecks_balance": state.didchecks.as_ref().and_then(|d| d.last_balance()),
     }))
     .into_response()
 }
@@ -211,7 +213,7 @@ pub(super) async fn cache_sync(State(state): State<Arc<AdminState>>) -> Response
     let config = Arc::clone(&state.config);
     let hiya = state.hiya.clone();
     tokio::spawn(async move {
-        match crate::cli::cache_sync(&config, &[]).await {
+        match refresh::sync_now(&config.hiya_cache, &[]).await {
             Ok(results) => {
                 for (cc, r) in results {
                     match r {
@@ -257,7 +259,7 @@ pub(super) async fn reload(State(state): State<Arc<AdminState>>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub(super) async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    match crate::metrics::render(&state) {
+    match state.metrics.render() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

@@ -1,4 +1,4 @@
-//! The admin HTTP server on `admin.listen` (DESIGN.md §7).
+//! The admin HTTP server on `admin.listen` (docs/http-api.md).
 //!
 //! `/healthz`, `/readyz` and `/metrics` are open. Everything under `/api/`
 //! needs `Authorization: Bearer <token>` with the token from
@@ -11,7 +11,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -21,18 +20,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
 
-use crate::cli::Providers;
 use crate::config::Config;
-use crate::history::writer::HistoryStats;
+use crate::metrics::Registry;
 use crate::pipeline::Pipeline;
 use crate::reload::Reloader;
 use crate::reputation::hiya_cache::store::HiyaCache;
-use crate::sip::proxy::Proxy;
+use crate::reputation::providers::didchecks::DidChecks;
 
 mod api;
 mod webhook;
 
-pub use webhook::verify_signature;
+pub use webhook::{WebhookStats, verify_signature};
 
 /// The signature header DIDChecks sends.
 pub const SIGNATURE_HEADER: &str = "x-huhu-signature";
@@ -56,17 +54,9 @@ pub enum AdminError {
     NoToken { addr: SocketAddr, env: String },
 }
 
-/// Webhook counters, by what happened.
-#[derive(Debug, Default)]
-pub struct WebhookStats {
-    pub status_changes: AtomicU64,
-    pub other_events: AtomicU64,
-    pub bad_signatures: AtomicU64,
-    pub malformed: AtomicU64,
-}
-
 /// What the admin handlers share. Only `pipeline` and `config` are needed;
-/// the rest is filled in by `serve` (tests leave out what they do not use).
+/// the rest is filled in by the composition root (tests leave out what
+/// they do not use).
 pub struct AdminState {
     pub pipeline: Arc<Pipeline>,
     pub config: Arc<Config>,
@@ -74,11 +64,13 @@ pub struct AdminState {
     pub token: Option<String>,
     /// HMAC key for the DIDChecks webhook; `None` refuses every delivery.
     pub webhook_secret: Option<Vec<u8>>,
-    pub webhook: WebhookStats,
+    pub webhook: Arc<WebhookStats>,
     pub hiya: Option<Arc<HiyaCache>>,
-    pub providers: Providers,
-    pub history: Option<Arc<HistoryStats>>,
-    pub proxy: Option<Arc<Proxy>>,
+    /// For the credit balance in `GET /api/v1/cache`.
+    pub didchecks: Option<Arc<DidChecks>>,
+    /// What `/metrics` reports: the pipeline and the webhook from
+    /// [`AdminState::new`], the rest added by whoever runs the proxy.
+    pub metrics: Registry,
     pub reloader: Option<Reloader>,
 }
 
@@ -94,17 +86,20 @@ impl AdminState {
     /// config names.
     pub fn new(config: Arc<Config>, pipeline: Arc<Pipeline>) -> Self {
         let env = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
+        let webhook = Arc::new(WebhookStats::default());
+        let mut metrics = Registry::default();
+        metrics.register(Arc::clone(&pipeline) as _);
+        metrics.register(Arc::clone(&webhook) as _);
         AdminState {
             token: env(&config.admin.token_env),
             webhook_secret: env(&config.providers.didchecks.webhook_secret_env)
                 .map(String::into_bytes),
             pipeline,
             config,
-            webhook: WebhookStats::default(),
+            webhook,
             hiya: None,
-            providers: Providers::default(),
-            history: None,
-            proxy: None,
+            didchecks: None,
+            metrics,
             reloader: None,
         }
     }
@@ -182,7 +177,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .fallback(|| async {
             json_error(
                 StatusCode::NOT_FOUND,
-                "no such route; see DESIGN.md §7 for the admin API",
+                "no such route; the admin API is described in docs/http-api.md",
             )
         })
         .with_state(state)

@@ -4,7 +4,7 @@
 //! parsed. A bad or missing signature gets 401 and changes nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -16,6 +16,33 @@ use sha2::Sha256;
 
 use super::{AdminState, MAX_WEBHOOK_BODY, SIGNATURE_HEADER, json_error};
 use crate::reputation::{Evidence, Source};
+
+/// Webhook counters, by what happened.
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    pub status_changes: AtomicU64,
+    pub other_events: AtomicU64,
+    pub bad_signatures: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+impl crate::metrics::Collect for WebhookStats {
+    fn collect(&self, out: &mut crate::metrics::Scrape) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let f = out.counter(
+            "sipsentry_webhook_events",
+            "DIDChecks webhook deliveries by result",
+        );
+        for (result, n) in [
+            ("status_change", &self.status_changes),
+            ("other_event", &self.other_events),
+            ("bad_signature", &self.bad_signatures),
+            ("malformed", &self.malformed),
+        ] {
+            f.count(vec![("result", result.to_string())], load(n));
+        }
+    }
+}
 
 /// Verifies `sha256=<hex>` over `body`, in constant time.
 pub fn verify_signature(secret: &[u8], header: Option<&str>, body: &[u8]) -> bool {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::bind_udp;
 use crate::sip::message::{Message, Method, frame_len};
 use crate::sip::respond;
-use crate::sip::udp::try_recv_from;
+use crate::sip::transport::udp::try_recv_from;
 
 #[derive(Debug, Clone)]
 pub struct UasOptions {

@@ -11,10 +11,46 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::{Built, build, history::csv_line};
+use anyhow::Context;
+
+use super::ConfigArg;
+use crate::app::{Built, build};
 use crate::config::Config;
+use crate::error::Result;
+use crate::history::export::csv_line;
 use crate::number;
 use crate::reputation::providers::didchecks;
+
+#[derive(Debug, clap::Args)]
+pub struct BulkArgs {
+    pub file: std::path::PathBuf,
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: BulkFormat,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BulkFormat {
+    Csv,
+    Json,
+}
+
+/// `sipsentry bulk FILE`.
+pub fn run(args: BulkArgs, runtime: &tokio::runtime::Runtime) -> Result<()> {
+    let config = args.config.load()?;
+    let file = &args.file;
+    let input =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let numbers = read_numbers(std::io::BufReader::new(input))
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let json = matches!(args.format, BulkFormat::Json);
+    let n = runtime.block_on(bulk(&config, numbers, json, &mut out))?;
+    eprintln!("{n} numbers audited");
+    Ok(())
+}
 
 /// Numbers screened at once.
 pub const BULK_CONCURRENCY: usize = 16;
@@ -147,7 +183,7 @@ pub async fn bulk(
                     error: Some("not a phone number".into()),
                 };
             }
-            let (report, decision) = super::check_with(&pipeline, &n).await;
+            let (report, decision) = crate::check::check_with(&pipeline, &n).await;
             BulkRow {
                 number: n,
                 e164: report.e164,

@@ -1,47 +1,86 @@
-//! `sipsentry cache sync | import | status`.
+//! `sipsentry cache import | sync | status`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use serde::Serialize;
 
+use super::ConfigArg;
 use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::reputation::hiya_cache::build::{BuildOptions, Manifest, build_generation};
-use crate::reputation::hiya_cache::store::HiyaCache;
-use crate::reputation::hiya_cache::sync::{SyncClient, SyncError, SyncOutcome};
-use crate::reputation::hiya_cache::{self};
+use crate::reputation::hiya_cache::refresh;
+use crate::reputation::hiya_cache::sync::SyncOutcome;
 use crate::reputation::providers::didchecks::DidChecks;
 
-/// `sipsentry cache sync`: pulls each country now. Fails as a whole only when
-/// the credentials are missing; otherwise returns each country's outcome.
-pub async fn cache_sync(
-    config: &Config,
-    countries: &[String],
-) -> Result<Vec<(String, Result<SyncOutcome, SyncError>)>, SyncError> {
-    let h = &config.hiya_cache;
-    let wanted: Vec<String> = if countries.is_empty() {
-        h.countries.clone()
-    } else {
-        countries.to_vec()
-    };
-    let client = SyncClient::from_env(&h.base_url, &h.credential_id_env, &h.credential_secret_env)?
-        .with_progress();
-    let mut out = Vec::new();
-    for cc in wanted {
-        let r = client.sync_country(&h.dir, &cc, h.max_bad_percent).await;
-        out.push((cc, r));
-    }
-    Ok(out)
+#[derive(Debug, clap::Subcommand)]
+pub enum CacheCommand {
+    /// Build a cache generation from a local gzip TSV file and make it current.
+    Import {
+        file: PathBuf,
+        /// Uppercase ISO country code of the file (e.g. IN).
+        #[arg(long)]
+        country: String,
+        /// ETag to record in the manifest.
+        #[arg(long)]
+        etag: Option<String>,
+        /// Memory for sorting, in MiB; larger files spill sorted runs to disk.
+        #[arg(long, default_value_t = 256)]
+        memory_mb: usize,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Pull the Hiya caches now (the configured countries, or those given).
+    Sync {
+        #[arg(long = "country")]
+        countries: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Per country: generation, rows, rejected rows, ETag, last check, age.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-/// `sipsentry cache import`: builds a generation from a local file.
-pub fn cache_import(
+pub fn run(command: CacheCommand, runtime: &tokio::runtime::Runtime) -> Result<()> {
+    match command {
+        CacheCommand::Import {
+            file,
+            country,
+            etag,
+            memory_mb,
+            config,
+        } => {
+            let m = import(&config.load()?, &file, &country, etag, memory_mb)?;
+            println!(
+                "{}: generation {} serving {} numbers ({} rows read, {} rejected {:?}, {} duplicates)",
+                m.country,
+                m.generation,
+                m.rows_kept,
+                m.rows_total,
+                m.rows_rejected.values().sum::<u64>(),
+                m.rows_rejected,
+                m.duplicates
+            );
+            Ok(())
+        }
+        CacheCommand::Sync { countries, config } => sync(&config.load()?, &countries, runtime),
+        CacheCommand::Status { config, json } => status(&config.load()?, json, runtime),
+    }
+}
+
+/// Builds a generation from a local file.
+fn import(
     config: &Config,
     file: &Path,
     country: &str,
     etag: Option<String>,
     memory_mb: usize,
-) -> anyhow::Result<Manifest> {
-    use anyhow::Context;
+) -> Result<Manifest> {
     let input =
         std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let size = input.metadata().map(|m| m.len()).unwrap_or(0);
@@ -50,11 +89,89 @@ pub fn cache_import(
     opts.etag = etag;
     opts.max_bad_percent = config.hiya_cache.max_bad_percent;
     opts.memory_budget = memory_mb << 20;
-    let manifest = build_generation(progress, &config.hiya_cache.dir.join(country), &opts)
-        .with_context(|| {
-            format!("cache for {country} not built; the serving generation is unchanged")
-        })?;
-    Ok(manifest)
+    build_generation(progress, &config.hiya_cache.dir.join(country), &opts).map_err(|source| {
+        Error::CacheBuild {
+            country: country.to_string(),
+            source,
+        }
+    })
+}
+
+fn sync(config: &Config, countries: &[String], runtime: &tokio::runtime::Runtime) -> Result<()> {
+    if countries.is_empty() && config.hiya_cache.countries.is_empty() {
+        return Err(anyhow::anyhow!(
+            "no countries to sync: pass --country CC or set hiya_cache.countries"
+        )
+        .into());
+    }
+    let mut failed = 0;
+    for (cc, result) in runtime.block_on(refresh::sync_now(&config.hiya_cache, countries))? {
+        match result {
+            Ok(SyncOutcome::Updated(m)) => println!(
+                "{cc}: updated to {} ({} numbers, {} rows rejected)",
+                m.generation,
+                m.rows_kept,
+                m.rows_rejected.values().sum::<u64>()
+            ),
+            Ok(_) => println!("{cc}: not modified"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("{cc}: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(anyhow::anyhow!(
+            "{failed} countries failed to sync; the serving generations are unchanged"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn status(config: &Config, json: bool, runtime: &tokio::runtime::Runtime) -> Result<()> {
+    let status = refresh::status_on_disk(&config.hiya_cache);
+    let balance = crate::app::Providers::from_config(config)?
+        .didchecks
+        .map(|dc| {
+            runtime.block_on(didchecks_balance(
+                &dc,
+                config.providers.didchecks.balance_floor,
+            ))
+        });
+    if json {
+        let doc = serde_json::json!({ "hiya": status, "didchecks": balance });
+        let text = serde_json::to_string_pretty(&doc).context("cannot encode the status")?;
+        println!("{text}");
+        return Ok(());
+    }
+    if status.is_empty() {
+        println!(
+            "no Hiya cache generations under {}",
+            config.hiya_cache.dir.display()
+        );
+    } else {
+        println!(
+            "{:<8}{:<16}{:>12}{:>10}{:>12}  {:<20}{:>10}",
+            "country", "generation", "rows", "rejected", "duplicates", "etag", "age"
+        );
+        for s in status {
+            println!(
+                "{:<8}{:<16}{:>12}{:>10}{:>12}  {:<20}{:>9}s",
+                s.country,
+                s.generation,
+                s.rows,
+                s.rejected,
+                s.duplicates,
+                s.etag.as_deref().unwrap_or("-"),
+                s.age_s
+            );
+        }
+    }
+    if let Some(b) = balance {
+        println!("{}", b.line());
+    }
+    Ok(())
 }
 
 /// Wraps a reader with a byte progress bar when stderr is a terminal.
@@ -72,54 +189,6 @@ fn progress_reader<R: std::io::Read + 'static>(r: R, size: u64) -> Box<dyn std::
     } else {
         Box::new(r)
     }
-}
-
-/// One line of `cache status`.
-#[derive(Debug, Serialize)]
-pub struct CacheStatus {
-    pub country: String,
-    pub generation: String,
-    pub rows: u64,
-    pub rejected: u64,
-    pub duplicates: u64,
-    pub etag: Option<String>,
-    /// Last change: when the serving generation was built.
-    pub built_at_ms: u64,
-    /// Last successful check with the API (200 or 304), if any.
-    pub last_check_ms: Option<u64>,
-    pub age_s: u64,
-}
-
-/// `sipsentry cache status`: opens the caches on disk.
-pub fn cache_status(config: &Config) -> Vec<CacheStatus> {
-    cache_status_of(&HiyaCache::open(
-        &config.hiya_cache.dir,
-        &config.hiya_cache.countries,
-    ))
-}
-
-/// The status of caches already open (the serving ones, for the admin API:
-/// no re-reading and re-hashing of the files per request).
-pub fn cache_status_of(cache: &HiyaCache) -> Vec<CacheStatus> {
-    let now_ms = crate::history::now_ms() as u64;
-    cache
-        .snapshot()
-        .values()
-        .map(|c| {
-            let m = &c.manifest;
-            CacheStatus {
-                country: m.country.clone(),
-                generation: m.generation.clone(),
-                rows: m.rows_kept,
-                rejected: m.rows_rejected.values().sum(),
-                duplicates: m.duplicates,
-                etag: m.etag.clone(),
-                built_at_ms: m.built_at_ms,
-                last_check_ms: hiya_cache::sync::last_check(c.dir.parent().unwrap_or(&c.dir)),
-                age_s: now_ms.saturating_sub(m.built_at_ms) / 1000,
-            }
-        })
-        .collect()
 }
 
 /// The DIDChecks credit line of `cache status`.

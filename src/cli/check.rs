@@ -1,198 +1,50 @@
-//! `sipsentry check`: the real pipeline for one number, explained.
+//! `sipsentry check NUMBER [--own] [--json]`.
 
-use std::net::SocketAddr;
+use anyhow::Context;
 
-use serde::Serialize;
+use super::ConfigArg;
+use crate::check;
+use crate::error::Result;
 
-use super::build;
-use crate::config::{Config, ConfigError};
-use crate::number;
-use crate::pipeline::{CallCtx, Pipeline};
-use crate::policy::Decision;
-use crate::reputation::live::LookupReport;
-use crate::reputation::providers::hiya_status::{self, Reputation};
-use crate::reputation::{Evidence, SourceError};
-use crate::sip::caller::{CallerId, Trust};
-
-/// The `check --json` document (DESIGN.md §6).
-#[derive(Debug, Serialize)]
-pub struct CheckReport {
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
     pub number: String,
-    pub e164: Option<String>,
-    pub score: u8,
-    pub action: &'static str,
-    pub rule: &'static str,
-    pub category: Option<String>,
-    pub evidence: Vec<crate::reputation::Evidence>,
-    /// Each live provider's part: from the cache, answered, no data, error, late.
-    pub lookups: Vec<LookupReport>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print one JSON object instead of the explanation.
+    #[arg(long)]
+    pub json: bool,
+    /// NUMBER is one of our own registered numbers: show how Hiya labels
+    /// calls from it (reputation status and report card).
+    #[arg(long)]
+    pub own: bool,
 }
 
-/// `sipsentry check NUMBER`: the full pipeline for one number, as if it called.
-pub async fn check(
-    config: &Config,
-    number_text: &str,
-) -> Result<(CheckReport, Decision), ConfigError> {
-    let pipeline = build(config)?.pipeline;
-    Ok(check_with(&pipeline, number_text).await)
-}
-
-/// The check against a running pipeline (the admin API's; it shares the
-/// serving caches). Not recorded in the history: it is not a call.
-pub async fn check_with(pipeline: &Pipeline, number_text: &str) -> (CheckReport, Decision) {
-    let e164 = number::to_e164(number_text, &pipeline.policy().country).ok();
-    let caller = CallerId {
-        trust: Trust::From,
-        raw: number_text.to_string(),
-        display: None,
-        anonymous: e164.is_none() && number_text.trim().eq_ignore_ascii_case("anonymous"),
-        e164: e164.clone(),
-        verstat: None,
-        attest: None,
-    };
-    let source: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let mut ctx = CallCtx::new("check".into(), source, caller, String::new());
-    ctx.record = false;
-    let decision = pipeline.screen(&mut ctx).await;
-    let report = CheckReport {
-        number: number_text.to_string(),
-        e164,
-        score: decision.score,
-        action: decision.action.as_str(),
-        rule: decision.rule.as_str(),
-        category: decision.category.clone(),
-        evidence: decision.evidence.clone(),
-        lookups: ctx.lookups.clone(),
-    };
-    (report, decision)
-}
-
-/// A person-readable explanation of a check.
-pub fn explain(report: &CheckReport, decision: &Decision) -> String {
-    let mut out = format!(
-        "number   {}\nE.164    {}\n",
-        report.number,
-        report.e164.as_deref().unwrap_or("(not a phone number)")
-    );
-    for l in &report.lookups {
-        out.push_str(&format!(
-            "lookup   {:<12} {}{}{}\n",
-            l.source,
-            l.outcome.as_str(),
-            if l.latency_us > 0 {
-                format!(" after {} µs", l.latency_us)
-            } else {
-                String::new()
-            },
-            l.error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        ));
+pub fn run(args: CheckArgs, runtime: &tokio::runtime::Runtime) -> Result<()> {
+    let config = args.config.load()?;
+    if args.own {
+        let providers = crate::app::Providers::from_config(&config)?;
+        let report = runtime.block_on(check::check_own(
+            providers.hiya_status.as_deref(),
+            &config.country()?,
+            &args.number,
+        ))?;
+        return emit(args.json, &report, || check::explain_own(&report));
     }
-    if report.evidence.is_empty() {
-        out.push_str("evidence none (no source knows this number)\n");
+    let (report, decision) = runtime.block_on(async {
+        let pipeline = crate::app::build(&config)?.pipeline;
+        Ok::<_, crate::Error>(check::check_with(&pipeline, &args.number).await)
+    })?;
+    emit(args.json, &report, || check::explain(&report, &decision))
+}
+
+/// Prints `doc` as one line of JSON, or the explanation.
+fn emit<T: serde::Serialize>(json: bool, doc: &T, text: impl FnOnce() -> String) -> Result<()> {
+    if json {
+        let line = serde_json::to_string(doc).context("cannot encode the report")?;
+        println!("{line}");
+    } else {
+        print!("{}", text());
     }
-    for e in &report.evidence {
-        out.push_str(&format!(
-            "evidence {:<12} score {:>3}  category {}{}  {}\n",
-            e.source.as_str(),
-            e.score,
-            e.category.as_deref().unwrap_or("-"),
-            if e.cached { "  (cached)" } else { "" },
-            *e.raw
-        ));
-    }
-    out.push_str(&format!(
-        "decision {} (rule: {}, score {}){}\n",
-        report.action,
-        report.rule,
-        report.score,
-        if decision.dry_run {
-            format!(" — dry run, would {}", decision.decided.as_str())
-        } else {
-            String::new()
-        }
-    ));
-    out
-}
-
-/// Why `check --own` could not run.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OwnCheckError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(
-        "check --own needs the Hiya reputation-status provider: set providers.hiya_status.enabled = true and its base_url"
-    )]
-    NotEnabled,
-    #[error(
-        "{0:?} is not a phone number; give it in E.164 (+15551234567) or in the national form of numbers.default_country"
-    )]
-    NotANumber(String),
-    #[error(transparent)]
-    Provider(#[from] SourceError),
-}
-
-/// The `check --own --json` document: one of our own outbound numbers.
-#[derive(Debug, Serialize)]
-pub struct OwnReport {
-    pub number: String,
-    pub e164: String,
-    /// `None`: the number is not registered with Hiya.
-    pub reputation: Option<Reputation>,
-    pub evidence: Option<Evidence>,
-}
-
-/// `sipsentry check --own NUMBER`: how Hiya labels calls *from* one of our
-/// own registered numbers (status and report card).
-pub async fn check_own(config: &Config, number_text: &str) -> Result<OwnReport, OwnCheckError> {
-    let country = crate::number::Country::from_iso(&config.numbers.default_country)
-        .ok_or_else(|| OwnCheckError::NotANumber(number_text.to_string()))?;
-    let e164 = number::to_e164(number_text, &country)
-        .map_err(|_| OwnCheckError::NotANumber(number_text.to_string()))?;
-    let client = super::Providers::from_config(config)?
-        .hiya_status
-        .ok_or(OwnCheckError::NotEnabled)?;
-    let started = std::time::Instant::now();
-    let reputation = client.reputation(&e164).await?;
-    let evidence = reputation
-        .as_ref()
-        .map(|r| hiya_status::evidence(r, started.elapsed().as_micros() as u64));
-    Ok(OwnReport {
-        number: number_text.to_string(),
-        e164,
-        reputation,
-        evidence,
-    })
-}
-
-/// A person-readable `check --own`.
-pub fn explain_own(r: &OwnReport) -> String {
-    let Some(rep) = &r.reputation else {
-        return format!(
-            "{}: not registered with Hiya (no reputation data)\n",
-            r.e164
-        );
-    };
-    let grade = |g: &Option<hiya_status::Grade>| {
-        g.map_or("not yet graded".to_string(), |g| {
-            serde_json::to_value(g)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        })
-    };
-    let c = &rep.report_card;
-    format!(
-        "{}: {} (score {})\n  maturity      {}\n  desirability  {}\n  engagement    {}\n  reaction      {}\n",
-        r.e164,
-        rep.status.as_str(),
-        rep.status.score(),
-        grade(&c.maturity),
-        grade(&c.desirability),
-        grade(&c.engagement),
-        grade(&c.reaction)
-    )
+    Ok(())
 }

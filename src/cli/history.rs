@@ -1,183 +1,56 @@
-//! `sipsentry history`: query and export the decision history.
+//! `sipsentry history`: query or export the decision history.
 
-use std::io::Write;
+use super::ConfigArg;
+use crate::error::Result;
+use crate::history::export::{self, Format};
 
-use crate::config::Config;
-use crate::history::query::{self, Filter, Row};
-use crate::history::{HistoryError, open_read};
-use crate::number::{self, Country};
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// From this time (2026-11-21T10:00:00Z, 2026-11-21, or epoch ms).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Until this time (exclusive).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only this caller (normalised to E.164).
+    #[arg(long)]
+    pub number: Option<String>,
+    /// Only this action: pass, tag, divert, reject.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// At most K rows, newest first (table default 50; csv/json without
+    /// a limit export every row, oldest first).
+    #[arg(long, value_name = "K")]
+    pub limit: Option<u64>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: HistoryFormat,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
 
-/// Output formats of `history` and the export API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Format {
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum HistoryFormat {
     Table,
     Csv,
     Json,
 }
 
-/// Rows the table format shows when no `--limit` is given.
-pub const TABLE_DEFAULT_LIMIT: u64 = 50;
-
-/// Builds a filter from the command's (or API's) text arguments. The number
-/// is normalised to E.164 with `numbers.default_country`.
-pub fn filter(
-    config: &Config,
-    from: Option<&str>,
-    to: Option<&str>,
-    number_text: Option<&str>,
-    action: Option<&str>,
-) -> Result<Filter, HistoryError> {
-    let number = match number_text {
-        Some(n) => {
-            let country = Country::from_iso(&config.numbers.default_country).ok_or_else(|| {
-                HistoryError::Filter {
-                    key: "number",
-                    message: "numbers.default_country is unknown".into(),
-                }
-            })?;
-            Some(
-                number::to_e164(n, &country).map_err(|e| HistoryError::Filter {
-                    key: "number",
-                    message: format!("{n:?}: {e}"),
-                })?,
-            )
-        }
-        None => None,
+pub fn run(args: HistoryArgs) -> Result<()> {
+    let config = args.config.load()?;
+    let filter = export::filter(
+        &config.country()?,
+        args.from.as_deref(),
+        args.to.as_deref(),
+        args.number.as_deref(),
+        args.action.as_deref(),
+    )?;
+    let format = match args.format {
+        HistoryFormat::Table => Format::Table,
+        HistoryFormat::Csv => Format::Csv,
+        HistoryFormat::Json => Format::Json,
     };
-    let f = Filter {
-        from_ms: from.map(|t| query::parse_time("from", t)).transpose()?,
-        to_ms: to.map(|t| query::parse_time("to", t)).transpose()?,
-        number,
-        action: action.map(str::to_string),
-    };
-    f.validate()?;
-    Ok(f)
-}
-
-/// Writes rows in `format`. With a limit (or as a table) the newest rows
-/// come first; a CSV or JSON export without one streams every row, oldest
-/// first, without holding them in memory.
-pub fn history(
-    config: &Config,
-    filter: &Filter,
-    limit: Option<u64>,
-    format: Format,
-    out: &mut dyn Write,
-) -> Result<u64, anyhow::Error> {
-    let path = &config.history.path;
-    if !path.exists() {
-        anyhow::bail!(
-            "no history at {} yet (it is written by `serve`; check history.path)",
-            path.display()
-        );
-    }
-    let conn = open_read(path)?;
-    let limit = match (limit, format) {
-        (None, Format::Table) => Some(TABLE_DEFAULT_LIMIT),
-        (l, _) => l,
-    };
-    let mut writer = RowWriter::new(format, out)?;
-    let n = match limit {
-        Some(l) => {
-            let rows = query::page(&conn, filter, 1, l)?;
-            for r in &rows {
-                writer.row(r)?;
-            }
-            rows.len() as u64
-        }
-        None => writer.scan(&conn, filter)?,
-    };
-    writer.finish()?;
-    Ok(n)
-}
-
-/// Writes rows one at a time in a format (shared with the export API).
-pub struct RowWriter<'a> {
-    format: Format,
-    out: &'a mut dyn Write,
-    first: bool,
-}
-
-/// One CSV line (quoted as needed), without the writer's buffering, so each
-/// row can go out as soon as it is read.
-pub fn csv_line(fields: &[impl AsRef<[u8]>]) -> anyhow::Result<Vec<u8>> {
-    let mut w = csv::WriterBuilder::new()
-        .has_headers(false)
-        .from_writer(Vec::new());
-    w.write_record(fields)?;
-    w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))
-}
-
-impl<'a> RowWriter<'a> {
-    pub fn new(format: Format, out: &'a mut dyn Write) -> anyhow::Result<Self> {
-        let w = RowWriter {
-            format,
-            out,
-            first: true,
-        };
-        match format {
-            Format::Csv => w.out.write_all(&csv_line(query::CSV_HEADER)?)?,
-            Format::Json => w.out.write_all(b"[")?,
-            Format::Table => writeln!(
-                w.out,
-                "{:<24} {:<17} {:<17} {:<7} {:<15} {:>5} {:>4}  category",
-                "time", "caller", "called", "action", "rule", "code", "score"
-            )?,
-        }
-        Ok(w)
-    }
-
-    pub fn row(&mut self, r: &Row) -> anyhow::Result<()> {
-        match self.format {
-            Format::Csv => self.out.write_all(&csv_line(&r.csv_record())?)?,
-            Format::Json => {
-                if !self.first {
-                    self.out.write_all(b",")?;
-                }
-                self.out.write_all(b"\n")?;
-                serde_json::to_writer(&mut *self.out, r)?;
-            }
-            Format::Table => writeln!(
-                self.out,
-                "{:<24} {:<17} {:<17} {:<7} {:<15} {:>5} {:>4}  {}",
-                r.time,
-                r.caller_e164.as_deref().unwrap_or(&r.caller),
-                r.called,
-                r.action,
-                r.rule,
-                r.response_code
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                r.score,
-                r.category.as_deref().unwrap_or("-")
-            )?,
-        }
-        self.first = false;
-        Ok(())
-    }
-
-    /// Writes every row `filter` matches, oldest first, one at a time.
-    pub fn scan(&mut self, conn: &rusqlite::Connection, filter: &Filter) -> anyhow::Result<u64> {
-        let mut failed = None;
-        let n = query::scan(conn, filter, None, |r| match self.row(&r) {
-            Ok(()) => true,
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
-        })?;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(n),
-        }
-    }
-
-    pub fn finish(self) -> anyhow::Result<()> {
-        if self.format == Format::Json {
-            self.out.write_all(b"\n]\n")?;
-        }
-        self.out.flush()?;
-        Ok(())
-    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    export::write_rows(&config.history.path, &filter, args.limit, format, &mut out)?;
+    Ok(())
 }

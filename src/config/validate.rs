@@ -1,8 +1,9 @@
 //! What serde cannot check: ranges, URIs, list syntax, cross-field rules.
 //! Every refusal names the key and says what a good value looks like.
 
-use super::{Config, ConfigError, REJECT_CODES, THRESHOLD_NEVER};
+use super::{Config, ConfigError};
 use crate::number::{Country, NumberPattern};
+use crate::policy::{REJECT_CODES, THRESHOLD_NEVER};
 use crate::sip::uri::SipUri;
 
 /// Longest `sip.busy_poll_us`: past 10 ms a poll window saves nothing a

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 use serde::Serialize;
 
+pub mod export;
+mod metrics;
 pub mod query;
 pub mod writer;
 

@@ -24,9 +24,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::{Duration, Instant};
 
 use super::breaker::Breaker;
+use super::live_cache::LiveCacheConfig;
 use super::live_cache::{Cached, LiveCache};
 use super::{Evidence, LiveSource, SourceError};
-use crate::config::LiveCacheConfig;
 
 /// Requests in flight per provider before new numbers are skipped. With
 /// single-flight this is distinct new numbers at once; beyond it the provider

@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use tokio::time::{Duration, Instant};
 
 use super::Evidence;
-use crate::config::LiveCacheConfig;
 
 /// Entries examined per eviction.
 pub const EVICTION_SAMPLE: usize = 16;
@@ -237,6 +237,24 @@ impl LiveCache {
             hits: self.hits.sum(),
             misses: self.misses.sum(),
             evictions: self.evictions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveCacheConfig {
+    pub ttl_minutes: u64,
+    pub negative_ttl_minutes: u64,
+    pub max_entries: usize,
+}
+
+impl Default for LiveCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl_minutes: 1440,
+            negative_ttl_minutes: 60,
+            max_entries: 1_000_000,
         }
     }
 }

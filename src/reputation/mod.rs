@@ -103,6 +103,7 @@ mod error;
 pub mod hiya_cache;
 pub mod live;
 pub mod live_cache;
+mod live_metrics;
 pub mod providers;
 pub mod score;
 

@@ -7,6 +7,9 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+/// The default SIP port (RFC 3261 §19.1.2).
+pub const DEFAULT_SIP_PORT: u16 = 5060;
+
 /// A header value as text, with folded line breaks turned into single spaces.
 /// `None` if it is not UTF-8.
 pub fn text(value: &[u8]) -> Option<Cow<'_, str>> {
@@ -187,13 +190,13 @@ impl<'a> Via<'a> {
         let port = param(self.params, "rport")
             .and_then(|p| p.parse::<u16>().ok())
             .or(self.port)
-            .unwrap_or(super::uri::DEFAULT_SIP_PORT);
+            .unwrap_or(DEFAULT_SIP_PORT);
         Some(std::net::SocketAddr::new(ip, port))
     }
 
     /// sent-by as written (for transaction matching).
     pub fn sent_by(&self) -> (&'a str, u16) {
-        (self.host, self.port.unwrap_or(super::uri::DEFAULT_SIP_PORT))
+        (self.host, self.port.unwrap_or(DEFAULT_SIP_PORT))
     }
 }
 

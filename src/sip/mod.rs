@@ -1,7 +1,13 @@
-//! SIP on the wire: framing and parsing ([`message`], [`header`], [`uri`]),
-//! byte-faithful editing ([`splice`], [`relay`]), locally generated responses
-//! ([`respond`]) and the one request it writes itself ([`cancel`]), caller identity ([`caller`]), INVITE transactions
-//! ([`transaction`]), sockets ([`transport`], [`udp`] for the SIP thread) and the proxy logic ([`proxy`]).
+//! SIP, from the wire up, each layer using only those before it:
+//!
+//! - the wire: framing and parsing ([`message`], [`header`], [`uri`]),
+//!   byte-faithful editing ([`splice`], [`relay`]), locally generated
+//!   responses ([`respond`]) and the one request the proxy writes itself
+//!   ([`cancel`]); who is calling ([`caller`]);
+//! - [`transport`]: the sockets, framing of TCP streams, the SIP thread;
+//! - [`transaction`]: the INVITE server transactions and their timers;
+//! - [`proxy`]: the proxy core, which routes; call screening is behind its
+//!   [`proxy::Screen`] trait.
 
 pub mod caller;
 pub mod cancel;
@@ -13,5 +19,4 @@ pub mod respond;
 pub mod splice;
 pub mod transaction;
 pub mod transport;
-pub mod udp;
 pub mod uri;

@@ -1,6 +1,6 @@
 //! Building relayed messages by splicing edits into the received bytes.
 //!
-//! What a relayed request may differ by (DESIGN.md §2): the proxy's Via on top
+//! What a relayed request may differ by (docs/sip.md): the proxy's Via on top
 //! (and `received`/`rport` on the sender's Via, which RFC 3261 §18.2.1 and RFC
 //! 3581 require), Max-Forwards decremented or added, the Request-URI of a
 //! retargeted call, the proxy's own Route entry removed (loose routing), an
@@ -15,8 +15,6 @@ use bytes::Bytes;
 use super::header::{self, NameAddr, Via};
 use super::message::{HeaderName, Message};
 use super::splice::Splice;
-use crate::config::LabelsConfig;
-use crate::policy::{Decision, Rule};
 
 /// Max-Forwards added to a request that has none (RFC 3261 §16.6 step 3).
 pub const DEFAULT_MAX_FORWARDS: usize = 70;
@@ -37,8 +35,19 @@ pub struct RequestEdit<'a> {
     pub strip_labels: bool,
     /// The proxy's own Route element to remove (absolute byte range).
     pub own_route: Option<Range<usize>>,
-    /// Labels to write for a tag decision.
-    pub labels: Option<(&'a Decision, &'a LabelsConfig)>,
+    /// Labels to write (a tagged call).
+    pub labels: Option<LabelEdit<'a>>,
+}
+
+/// The labels of a tagged call, as spliced in.
+#[derive(Debug, Clone, Copy)]
+pub struct LabelEdit<'a> {
+    /// Whole header lines, each ending in CRLF, added at the end of the
+    /// header section.
+    pub lines: &'a [u8],
+    /// Put before the display name of From and P-Asserted-Identity (empty:
+    /// leave them alone).
+    pub display_prefix: &'a str,
 }
 
 /// The absolute byte range of the top Via element of a message.
@@ -109,12 +118,12 @@ pub fn forward_request(msg: &Message, edit: &RequestEdit<'_>) -> Bytes {
         }
     }
 
-    if let Some((decision, cfg)) = edit.labels {
-        s.insert(msg.headers_end, label_lines(decision, cfg).into_bytes());
-        if !cfg.display_prefix.is_empty() {
+    if let Some(labels) = edit.labels {
+        s.insert(msg.headers_end, labels.lines);
+        if !labels.display_prefix.is_empty() {
             for name in [HeaderName::From, HeaderName::PAssertedIdentity] {
                 for h in msg.headers_named(name) {
-                    prefix_display(msg, h.value.clone(), &cfg.display_prefix, &mut s);
+                    prefix_display(msg, h.value.clone(), labels.display_prefix, &mut s);
                 }
             }
         }
@@ -189,7 +198,7 @@ fn remove_element(msg: &Message, name: HeaderName, elem: Range<usize>, s: &mut S
 }
 
 /// Appends the characters of `s` that are safe inside a quoted SIP parameter.
-fn push_quoted_safe(out: &mut String, s: &str) {
+pub fn push_quoted_safe(out: &mut String, s: &str) {
     if !s.contains(|c: char| c == '"' || c == '\\' || c.is_control()) {
         out.push_str(s);
     } else {
@@ -198,52 +207,6 @@ fn push_quoted_safe(out: &mut String, s: &str) {
                 .filter(|c| *c != '"' && *c != '\\' && !c.is_control()),
         );
     }
-}
-
-/// The label header lines of a tag decision (DESIGN.md §3), each switchable.
-/// Built with `push_str` rather than `format!`: this runs for every tagged call.
-pub fn label_lines(d: &Decision, cfg: &LabelsConfig) -> String {
-    let mut out = String::with_capacity(256);
-    let mut digits = itoa::Buffer::new();
-    let score = digits.format(d.score);
-    if cfg.call_info {
-        out.push_str("Call-Info: <data:,>;purpose=info;type=spam;confidence=");
-        out.push_str(score);
-        out.push_str(";source=sipsentry;origin=\"");
-        out.push_str(d.origin());
-        out.push_str("\"\r\n");
-    }
-    if cfg.x_headers {
-        let verdict = if d.rule == Rule::Anonymous {
-            "anonymous"
-        } else {
-            "spam"
-        };
-        out.push_str("X-Sipsentry-Score: ");
-        out.push_str(score);
-        out.push_str("\r\nX-Sipsentry-Verdict: ");
-        out.push_str(verdict);
-        if let Some(cat) = &d.category {
-            out.push_str("; category=\"");
-            push_quoted_safe(&mut out, cat);
-            out.push('"');
-        }
-        let mut first = true;
-        for (i, e) in d.evidence.iter().enumerate() {
-            let name = e.source.as_str();
-            if d.evidence[..i].iter().any(|p| p.source == e.source) {
-                continue;
-            }
-            out.push_str(if first { "; sources=\"" } else { "," });
-            out.push_str(name);
-            first = false;
-        }
-        if !first {
-            out.push('"');
-        }
-        out.push_str("\r\n");
-    }
-    out
 }
 
 /// Prefixes the display name of each element of a From/PAI value, keeping the

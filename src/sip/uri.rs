@@ -159,8 +159,7 @@ pub struct SipUri {
     pub tcp: bool,
 }
 
-/// The default SIP port (RFC 3261 §19.1.2).
-pub const DEFAULT_SIP_PORT: u16 = 5060;
+pub use super::header::DEFAULT_SIP_PORT;
 
 impl SipUri {
     /// Parses and checks a URI from the config file. rsip 0.4 cannot parse

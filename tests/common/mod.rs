@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use sipsentry::config::Config;
 use sipsentry::pipeline::Pipeline;
-use sipsentry::policy::Policy;
 use sipsentry::reputation::{Evidence, LiveSource, LocalSource, LookupFuture, Source};
 use sipsentry::server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,7 +22,7 @@ pub const WAIT: Duration = Duration::from_secs(3);
 pub struct Proxy {
     pub addr: SocketAddr,
     /// The running proxy, for its counters.
-    pub core: Arc<sipsentry::sip::proxy::Proxy>,
+    pub core: Arc<sipsentry::server::SipProxy>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -115,8 +114,8 @@ pub fn config(uas: SocketAddr, extra: &str) -> Config {
 }
 
 pub async fn start(config: Config, customize: impl FnOnce(Pipeline) -> Pipeline) -> Proxy {
-    let pipeline = customize(Pipeline::new(Arc::new(Policy::new(&config).unwrap())));
-    let server = Server::bind(Arc::new(config), pipeline)
+    let pipeline = customize(Pipeline::new(Arc::new(config.policy().unwrap())));
+    let server = Server::bind(config.sip.clone(), Arc::new(pipeline))
         .await
         .expect("bind proxy");
     let addr = server.local_addr();

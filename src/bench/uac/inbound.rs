@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 use super::{BATCH, Out};
 use crate::bench::uas::Inline;
 use crate::sip::message::frame_len;
-use crate::sip::udp::try_recv_from;
+use crate::sip::transport::udp::try_recv_from;
 
 /// Reading what the targets send: waits with `ppoll` (microsecond timeouts),
 /// then takes everything already queued without blocking.

@@ -1,4 +1,4 @@
-//! The Hiya Protect local cache (specs/hiya-protect-cache-api.txt): per-country
+//! The Hiya Protect local cache (docs/providers.md, "Hiya Protect cache"): per-country
 //! files of phone reputations, turned into memory-mapped indexes and consulted
 //! on the packet path.
 //!
@@ -7,14 +7,49 @@
 //!   `records.bin`, `manifest.json`) and switch `current` by atomic rename.
 //! - [`store`]: open generations with mmap, verify checksums, serve all
 //!   countries behind one atomic pointer so a refresh swaps in one step.
+//! - [`sync`]: download a country's file from the API when it changed.
+//! - [`refresh`]: keep the serving generations current; `cache status`.
 //! - [`sample`]: synthetic caches of any size, and the bundled demo cache.
 
 pub mod build;
+mod metrics;
+pub mod refresh;
 pub mod sample;
 pub mod store;
 pub mod sync;
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HiyaCacheConfig {
+    pub enabled: bool,
+    pub base_url: String,
+    pub countries: Vec<String>,
+    pub credential_id_env: String,
+    pub credential_secret_env: String,
+    pub refresh_minutes: u64,
+    pub dir: PathBuf,
+    /// A downloaded file with more bad rows than this (percent) is refused.
+    pub max_bad_percent: f64,
+}
+
+impl Default for HiyaCacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            base_url: "https://api.hiyaapi.com".into(),
+            countries: vec![],
+            credential_id_env: "HIYA_CREDENTIAL_ID".into(),
+            credential_secret_env: "HIYA_CREDENTIAL_SECRET".into(),
+            refresh_minutes: 360,
+            dir: "sipsentry-data/hiya".into(),
+            max_bad_percent: 5.0,
+        }
+    }
+}
 
 /// Reputation levels of the cache (column 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 use super::{clamp_score, http_client, secret_from_env, send, snippet};
-use crate::config::DidChecksConfig;
+
 use crate::reputation::{Evidence, LiveSource, LookupFuture, Source, SourceError};
 
 const PROVIDER: &str = "didchecks";
@@ -409,6 +409,46 @@ impl LiveSource for DidChecks {
                 Err(e) => Err(e),
             }
         })
+    }
+}
+
+impl crate::metrics::Collect for DidChecks {
+    fn collect(&self, out: &mut crate::metrics::Scrape) {
+        if let Some(b) = self.last_balance() {
+            out.gauge(
+                "sipsentry_didchecks_balance",
+                "DIDChecks credit balance last reported",
+            )
+            .set(vec![], b as f64);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DidChecksConfig {
+    pub enabled: bool,
+    pub base_url: String,
+    pub token_env: String,
+    pub webhook_secret_env: String,
+    pub timeout_ms: u64,
+    /// Client-side request rate limit (the API documents 10/s).
+    pub max_requests_per_second: u32,
+    /// A warning is logged when the credit balance falls below this.
+    pub balance_floor: i64,
+}
+
+impl Default for DidChecksConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            base_url: "https://num.huhu.fr/api".into(),
+            token_env: "DIDCHECKS_TOKEN".into(),
+            webhook_secret_env: "DIDCHECKS_WEBHOOK_SECRET".into(),
+            timeout_ms: 250,
+            max_requests_per_second: 10,
+            balance_floor: 100,
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 pub use super::encode;
 use super::{clamp_score, http_client, secret_from_env, send, snippet};
-use crate::config::GilraenConfig;
+
 use crate::reputation::{Evidence, LiveSource, LookupFuture, Source, SourceError};
 
 const PROVIDER: &str = "gilraen";
@@ -450,6 +450,30 @@ impl LiveSource for GilraenSource {
                 Err(e) => Err(e),
             }
         })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GilraenConfig {
+    pub enabled: bool,
+    pub base_url: String,
+    pub key_env: String,
+    pub secret_env: String,
+    pub fields: Vec<String>,
+    pub timeout_ms: u64,
+}
+
+impl Default for GilraenConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            base_url: "https://api.gilraen.biz".into(),
+            key_env: "GILRAEN_KEY".into(),
+            secret_env: "GILRAEN_SECRET".into(),
+            fields: vec!["index".into(), "unwanted".into(), "bans".into()],
+            timeout_ms: 250,
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{http_client, secret_from_env, send, snippet};
-use crate::config::HiyaStatusConfig;
+
 use crate::reputation::{Evidence, LiveSource, LookupFuture, Source, SourceError};
 
 const PROVIDER: &str = "hiya-status";
@@ -199,6 +199,34 @@ impl LiveSource for HiyaStatus {
             let rep = self.reputation(e164).await?;
             Ok(rep.map(|r| evidence(&r, started.elapsed().as_micros() as u64)))
         })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HiyaStatusConfig {
+    pub enabled: bool,
+    pub base_url: String,
+    pub api_key_env: String,
+    pub timeout_ms: u64,
+    /// Request path under `base_url`; `{phone}` becomes the E.164 number.
+    pub path: String,
+    /// Header carrying the key, and the scheme before it ("" for the bare key).
+    pub auth_header: String,
+    pub auth_scheme: String,
+}
+
+impl Default for HiyaStatusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            base_url: String::new(),
+            api_key_env: "HIYA_STATUS_API_KEY".into(),
+            timeout_ms: 250,
+            path: "/v1/reputation/status/{phone}".into(),
+            auth_header: "Authorization".into(),
+            auth_scheme: "Bearer".into(),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::Proxy;
+use super::{Proxy, Screen};
 use crate::sip::cancel;
 use crate::sip::header::Via;
 use crate::sip::message::Message;
@@ -15,7 +15,7 @@ use crate::sip::transaction::{TimerAction, TxRef, TxState};
 use crate::sip::transport::Peer;
 use crate::sip::uri::Uri;
 
-impl Proxy {
+impl<S: Screen> Proxy<S> {
     pub(super) fn on_retransmission(self: &Arc<Self>, tx: &TxRef) {
         self.stats
             .retransmissions_absorbed

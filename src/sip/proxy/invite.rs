@@ -1,28 +1,29 @@
-//! The screened INVITE: the server transaction held while the pipeline
-//! decides, and the decision carried out (relay with labels, retarget,
-//! redirect, reject).
+//! The initial INVITE, top to bottom: admitted or refused, screened inside
+//! its server transaction, and the verdict carried out (relay with labels,
+//! retarget, or a final response of the proxy's own).
+//!
+//! ```text
+//! on_initial_invite ─▶ Screen::begin ─┬─ Decided ─▶ forward_first (UDP) / apply
+//!                                     └─ Pending ─▶ task: Screen::finish ─▶ apply
+//! apply ─┬─ Relay  ─▶ build_forward ─▶ record_forward ─▶ send
+//!        └─ Answer ─▶ final_response (Timer G over UDP until the ACK)
+//! ```
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-
 use std::time::Instant;
 
 use tracing::Instrument;
 
-use super::Proxy;
-use crate::config::{Action, DivertMode};
-use crate::pipeline::CallCtx;
-use crate::policy::{Decision, Policy};
-use crate::sip::caller;
+use super::{Labels, NewCall, Proxy, Screen, Screened, Verdict};
 use crate::sip::header::Via;
 use crate::sip::message::Message;
 use crate::sip::relay::{self, RequestEdit};
 use crate::sip::respond;
 use crate::sip::transaction::{Forwarded, Retransmit, ServerTx, T2, TxRef, TxState};
 use crate::sip::transport::Peer;
-use crate::sip::uri::Uri;
 
-impl Proxy {
+impl<S: Screen> Proxy<S> {
     pub(super) fn on_initial_invite(
         self: &Arc<Self>,
         msg: Message,
@@ -32,10 +33,10 @@ impl Proxy {
     ) {
         let reply_to = self.reply_peer(top, from);
         // Held from before anything is sent until the call is decided, so a
-        // shutdown that starts meanwhile waits for this call (mini-redis's
-        // drop-the-last-sender drain). No guard left: shutdown has begun.
-        let guard = self.drain_guard.lock().clone();
-        if guard.is_none() || self.draining.load(Ordering::Relaxed) {
+        // shutdown that starts meanwhile waits for this call. Closed: the
+        // shutdown has begun.
+        let guard = self.calls.token();
+        if self.calls.is_closed() {
             return self.reply(&msg, top, from, 503, &["Retry-After: 5".into()]);
         }
         if self.txs.is_full() {
@@ -48,7 +49,7 @@ impl Proxy {
                 .is_multiple_of(10_000)
             {
                 tracing::warn!(
-                    limit = self.config.sip.max_transactions,
+                    limit = self.options.max_transactions,
                     "transaction table full: new calls get 503 until calls expire; raise sip.max_transactions if memory allows"
                 );
             }
@@ -56,34 +57,20 @@ impl Proxy {
         }
         self.stats.invites_screened.fetch_add(1, Ordering::Relaxed);
 
-        // One policy for the whole call: identification, screening and the
-        // decision's execution (a reload mid-call does not mix two).
-        let policy = self.pipeline.policy();
-        let trusted = self.is_trusted(from.addr().ip());
-        let caller = caller::identify(&msg, trusted, &policy.country);
-        let called = Uri::parse(&String::from_utf8_lossy(msg.request_uri()))
-            .and_then(|u| u.user_base().map(|u| u.into_owned()))
-            .unwrap_or_default();
-        let call_id = String::from_utf8_lossy(msg.call_id()).into_owned();
-        let span = tracing::debug_span!(
-            "call",
-            call_id = %call_id,
-            caller = caller.e164.as_deref().unwrap_or(&caller.raw),
-            decision = tracing::field::Empty
-        );
-        let mut ctx =
-            CallCtx::new(call_id, from.addr(), caller, called).with_policy(Arc::clone(&policy));
-        let decided = span.in_scope(|| self.pipeline.screen_now(&mut ctx));
-        if let Some(d) = &decided {
-            span.record("decision", d.action.as_str());
-        }
+        let span = tracing::debug_span!("call", call_id = %String::from_utf8_lossy(msg.call_id()));
+        let call = NewCall {
+            invite: &msg,
+            source: from.addr(),
+            trusted: self.is_trusted(from.addr().ip()),
+        };
+        let screened = span.in_scope(|| self.screen.begin(call));
         // Decided at once and relayed over UDP: the INVITE goes out first and
         // the transaction is recorded after it (see `forward_first`).
-        if let Some(d) = decided
-            .as_ref()
-            .filter(|d| !from.is_tcp() && forwards(&policy, d))
+        if let Screened::Decided(Verdict::Relay { retarget, labels }) = &screened
+            && !from.is_tcp()
         {
-            return span.in_scope(|| self.forward_first(&msg, &key, from, reply_to, &policy, d));
+            let edits = (retarget.as_deref(), labels.as_ref());
+            return span.in_scope(|| self.forward_first(&msg, &key, from, reply_to, edits));
         }
         let (tx, fresh) = self
             .txs
@@ -92,24 +79,25 @@ impl Proxy {
             // A twin of this INVITE on the other transport got here first.
             return self.on_retransmission(&tx);
         }
-        if let Some(decision) = decided {
-            // Answered here, or relayed over TCP (where responses arrive on
-            // another thread and could overtake a later 100): the 100 first.
-            self.send_trying(&tx, &msg);
-            return span.in_scope(|| self.apply(&tx, &msg, &key, from, &policy, decision));
-        }
+        // Answered here, or relayed over TCP (where responses arrive on
+        // another thread and could overtake a later 100): the 100 first.
         self.send_trying(&tx, &msg);
+        let pending = match screened {
+            Screened::Decided(verdict) => {
+                return span.in_scope(|| self.apply(&tx, &msg, &key, from, &verdict));
+            }
+            Screened::Pending(call) => call,
+        };
         let Ok(permit) = Arc::clone(&self.screening).try_acquire_owned() else {
-            let decision = self.pipeline.overload(&mut ctx);
-            return span.in_scope(|| self.apply(&tx, &msg, &key, from, &policy, decision));
+            let verdict = self.screen.overloaded(pending);
+            return span.in_scope(|| self.apply(&tx, &msg, &key, from, &verdict));
         };
         // Only a call that needs a live provider leaves the SIP thread.
         let proxy = Arc::clone(self);
         self.rt.spawn(
             async move {
-                let decision = proxy.pipeline.screen_live(&mut ctx).await;
-                tracing::Span::current().record("decision", decision.action.as_str());
-                proxy.apply(&tx, &msg, &key, from, &policy, decision);
+                let verdict = proxy.screen.finish(pending).await;
+                proxy.apply(&tx, &msg, &key, from, &verdict);
                 drop((permit, guard));
             }
             .instrument(span),
@@ -118,7 +106,7 @@ impl Proxy {
 
     /// Sends 100 Trying upstream. It becomes the response a retransmitted
     /// INVITE gets unless a later one (relayed or ours) already took its place.
-    fn send_trying(self: &Arc<Self>, tx: &TxRef, invite: &Message) {
+    fn send_trying(&self, tx: &TxRef, invite: &Message) {
         let trying = respond::build(invite, 100, None, &[]);
         let reply_to = {
             let mut t = tx.lock();
@@ -128,33 +116,21 @@ impl Proxy {
         self.send(reply_to, trying);
     }
 
-    /// Carries out a decision on a screened INVITE, under the call's policy.
-    fn apply(
-        self: &Arc<Self>,
-        tx: &TxRef,
-        msg: &Message,
-        key: &str,
-        from: Peer,
-        policy: &Policy,
-        d: Decision,
-    ) {
+    /// Carries out a verdict on a screened INVITE.
+    fn apply(&self, tx: &TxRef, msg: &Message, key: &str, from: Peer, verdict: &Verdict) {
         if tx.lock().state != TxState::Screening {
             // Cancelled while screening: the 487 has gone already.
             return;
         }
-        if !forwards(policy, &d) {
-            return match d.action {
-                Action::Reject => self.reject(tx, policy, &d),
-                // Divert by redirect: tell the trunk where to send the call.
-                _ => {
-                    let contact = format!("Contact: <{}>", policy.divert_to.text);
-                    self.final_response(tx, 302, &[contact]);
+        match verdict {
+            Verdict::Answer { code, headers } => self.final_response(tx, *code, headers),
+            Verdict::Relay { retarget, labels } => {
+                let edits = (retarget.as_deref(), labels.as_ref());
+                let (dest, out) = self.build_forward(msg, key, from, edits);
+                if self.record_forward(tx, dest, &out, edits.0) {
+                    self.send(dest, out);
                 }
-            };
-        }
-        let (dest, out, new_ruri) = self.build_forward(msg, key, from, policy, &d);
-        if self.record_forward(tx, dest, &out, new_ruri) {
-            self.send(dest, out);
+            }
         }
     }
 
@@ -171,15 +147,14 @@ impl Proxy {
     /// thread, so there the transaction is recorded and the 100 sent first:
     /// a quick 180 would otherwise race both.
     fn forward_first(
-        self: &Arc<Self>,
+        &self,
         msg: &Message,
         key: &str,
         from: Peer,
         reply_to: Peer,
-        policy: &Policy,
-        d: &Decision,
+        edits: RelayEdits<'_>,
     ) {
-        let (dest, out, new_ruri) = self.build_forward(msg, key, from, policy, d);
+        let (dest, out) = self.build_forward(msg, key, from, edits);
         let udp = !dest.is_tcp();
         if udp {
             self.send(dest, out.clone());
@@ -193,7 +168,7 @@ impl Proxy {
             return;
         }
         // Fresh, so still screening: recorded.
-        self.record_forward(&tx, dest, &out, new_ruri);
+        self.record_forward(&tx, dest, &out, edits.0);
         self.send_trying(&tx, msg);
         if !udp {
             // After the 100: the PBX's 180 would come back on another thread
@@ -212,7 +187,7 @@ impl Proxy {
         tx: &TxRef,
         dest: Peer,
         out: &bytes::Bytes,
-        new_ruri: Option<String>,
+        retarget: Option<&str>,
     ) -> bool {
         let mut t = tx.lock();
         if t.state != TxState::Screening {
@@ -220,7 +195,10 @@ impl Proxy {
         }
         t.state = TxState::Forwarded;
         t.touched = Instant::now();
-        t.forwarded = Some(Forwarded { dest, new_ruri });
+        t.forwarded = Some(Forwarded {
+            dest,
+            new_ruri: retarget.map(str::to_owned),
+        });
         let r = if dest.is_tcp() {
             Retransmit::timer_b(dest)
         } else {
@@ -230,24 +208,21 @@ impl Proxy {
         true
     }
 
-    /// The INVITE as relayed for a decision that forwards it (pass, tag,
-    /// divert by retarget): where it goes, its bytes, and the new
-    /// Request-URI if the decision changed it.
+    /// The INVITE as relayed with a relay verdict's edits: where it goes
+    /// and its bytes.
     fn build_forward(
         &self,
         msg: &Message,
         key: &str,
         from: Peer,
-        policy: &Policy,
-        d: &Decision,
-    ) -> (Peer, bytes::Bytes, Option<String>) {
-        let new_ruri = (d.action == Action::Divert).then(|| policy.divert_to.text.clone());
-        // A retargeted call still goes to the next hop (DESIGN.md §3): the PBX
-        // owns the voicemail or announcement service.
+        (retarget, labels): RelayEdits<'_>,
+    ) -> (Peer, bytes::Bytes) {
+        // A retargeted call still goes to the next hop: the PBX owns the
+        // voicemail or announcement service it is diverted to.
         let own_route = self.own_route(msg);
         let dest = self.route(msg, own_route.as_ref(), false, false);
         let via = self.via_line(key, dest);
-        let rr = self.config.sip.record_route.then(|| {
+        let rr = self.options.record_route.then(|| {
             let t = if from.is_tcp() { ";transport=tcp" } else { "" };
             format!(
                 "Record-Route: <sip:{}:{};lr{t}>\r\n",
@@ -260,38 +235,17 @@ impl Proxy {
             &RequestEdit {
                 via_line: &via,
                 source: from.addr(),
-                new_ruri: new_ruri.as_deref(),
+                new_ruri: retarget,
                 record_route: rr.as_deref(),
                 strip_labels: !self.is_trusted(from.addr().ip()),
                 own_route: own_route.map(|(r, _)| r),
-                labels: (d.action == Action::Tag).then_some((d, &policy.labels)),
+                labels: labels.map(|l| relay::LabelEdit {
+                    lines: l.lines.as_bytes(),
+                    display_prefix: &l.display_prefix,
+                }),
             },
         );
-        (dest, out, new_ruri)
-    }
-
-    /// Answers a rejected call with `policy.reject_code` and its headers
-    /// (603+ Reason per ATIS-1000099; 608 jwscard Call-Info).
-    fn reject(self: &Arc<Self>, tx: &TxRef, policy: &Policy, d: &Decision) {
-        let code = policy.config.reject_code;
-        let url = &policy.config.redress_url;
-        let mut extra = Vec::new();
-        match code {
-            603 => {
-                let url_part = if url.is_empty() {
-                    String::new()
-                } else {
-                    format!("url={url};")
-                };
-                extra.push(format!(
-                    "Reason: SIP;cause=603;text=\"v=analytics1;{url_part}id={}\";location=LN",
-                    d.id
-                ));
-            }
-            608 if !url.is_empty() => extra.push(format!("Call-Info: <{url}>;purpose=jwscard")),
-            _ => {}
-        }
-        self.final_response(tx, code, &extra);
+        (dest, out)
     }
 
     /// Sends a final response the proxy generated, retransmitted over UDP
@@ -301,7 +255,7 @@ impl Proxy {
     /// CANCEL (487) and a live lookup's decision run on different threads
     /// than the PBX's answer, and whichever finishes the transaction first
     /// is the one the trunk gets.
-    pub(super) fn final_response(self: &Arc<Self>, tx: &TxRef, code: u16, extra: &[String]) {
+    pub(super) fn final_response(&self, tx: &TxRef, code: u16, extra: &[String]) {
         let (resp, peer, _invite) = {
             let mut t = tx.lock();
             let Some(invite) = t.invite.as_ref().filter(|_| t.is_pending()) else {
@@ -324,11 +278,5 @@ impl Proxy {
     }
 }
 
-/// Whether a decision relays the INVITE (rather than answering it here).
-fn forwards(policy: &Policy, d: &Decision) -> bool {
-    match d.action {
-        Action::Reject => false,
-        Action::Divert => policy.config.divert_mode == DivertMode::Retarget,
-        _ => true,
-    }
-}
+/// A relay verdict's edits: the new Request-URI and the labels.
+type RelayEdits<'a> = (Option<&'a str>, Option<&'a Labels>);

@@ -1,71 +1,62 @@
 //! The proxy core (RFC 3261 §16): what happens to each received message.
 //!
-//! Initial INVITEs are screened inside an INVITE server transaction
-//! ([`super::transaction`]); every other request is relayed statelessly with a
-//! deterministic branch, and responses follow the Via chain back. Relayed bytes
-//! are the received bytes with edits spliced in ([`super::relay`]).
+//! The transport hands every framed message to [`Proxy::handle`]. Initial
+//! INVITEs are screened inside an INVITE server transaction
+//! ([`super::transaction`]) by whatever implements [`Screen`]; every other
+//! request is relayed statelessly with a deterministic branch, and
+//! responses follow the Via chain back. Relayed bytes are the received
+//! bytes with edits spliced in ([`super::relay`]).
 //!
-//! This file routes requests (loose routing, checks); `in_transaction`
-//! handles what belongs to an INVITE under way (retransmissions, CANCEL,
-//! ACK, timers); `invite` holds the screened INVITE and carries out
-//! decisions; `response` routes responses back.
+//! Where each part lives:
+//! - this file: the proxy's state, parsing and dispatch, its identities
+//!   (branch, Via, To tag) and who it trusts;
+//! - `request`: checks every request passes, loose routing, the stateless
+//!   relay of everything but an initial INVITE;
+//! - `invite`: the initial INVITE from arrival to the decision carried out,
+//!   top to bottom;
+//! - `in_transaction`: an INVITE already under way (retransmissions,
+//!   CANCEL, ACK, timers);
+//! - `response`: responses routed back;
+//! - `screen`: the trait screening implements; `stats`: the counters.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 
-use super::header::{self, NameAddr, Via};
-use super::message::{HeaderName, Message, Method, ParseError};
-use super::relay::{self, RequestEdit};
+use super::header::{self, Via};
+use super::message::{HeaderName, Message, ParseError};
 use super::respond;
 use super::transaction::TxTable;
-use super::transport::Peer;
-use super::uri::Uri;
-use crate::config::Config;
-use crate::pipeline::Pipeline;
+use super::transport::{Inbound, Peer, Transport};
 
 mod in_transaction;
 mod invite;
+mod options;
+mod request;
 mod response;
+mod screen;
+mod stats;
+
+pub use options::SipConfig;
+pub use screen::{Labels, NewCall, Screen, Screened, Verdict};
+pub use stats::{METHODS, Stats};
 
 /// Every branch the proxy writes starts with this (RFC 3261 magic cookie + our mark).
 pub const BRANCH_PREFIX: &str = "z9hG4bK-ss-";
 /// Bytes of keyed hash in the proxy's own To tags (written as hex).
 const TO_TAG_BYTES: usize = 6;
-/// Calls waiting on live lookups at once; beyond this, `on_lookup_failure` applies.
+/// How often the ticker may wake for retransmission timers (far finer than
+/// SIP timers need); it sleeps longer when nothing is due.
+pub const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+/// Calls waiting on live lookups at once; beyond this, [`Screen::overloaded`]
+/// decides.
 pub const MAX_SCREENING: usize = 10_000;
-
-/// Methods counted in [`Stats::requests`], in index order.
-pub const METHODS: [&str; 7] = [
-    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "other",
-];
-
-/// Counters for tests, logs and metrics. Fixed arrays, not maps: the SIP
-/// thread bumps them per packet without hashing or locking.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub received: AtomicU64,
-    /// Requests received, by [`METHODS`] index.
-    pub requests: [AtomicU64; 7],
-    /// Responses received, by class (index 0 = 1xx … 5 = 6xx).
-    pub responses: [AtomicU64; 6],
-    pub parse_errors: AtomicU64,
-    pub forbidden: AtomicU64,
-    pub invites_screened: AtomicU64,
-    pub retransmissions_absorbed: AtomicU64,
-    /// New INVITEs answered 503 because the transaction table was full.
-    pub refused_full: AtomicU64,
-    /// Forwarded INVITEs given up on at Timer C (408 up; CANCEL down after
-    /// a provisional).
-    pub timer_c: AtomicU64,
-    pub dropped: AtomicU64,
-}
 
 /// The proxy's addresses, as written into Via and Record-Route.
 #[derive(Debug, Clone)]
@@ -75,23 +66,32 @@ pub struct LocalAddr {
     pub host: String,
 }
 
-pub struct Proxy {
-    pub(crate) config: Arc<Config>,
-    pub(crate) pipeline: Arc<Pipeline>,
-    pub(crate) local: LocalAddr,
-    pub(crate) next_hop: Peer,
-    /// Blocking UDP socket: read by the SIP thread, written from anywhere.
-    pub(crate) udp: Arc<std::net::UdpSocket>,
-    /// Runtime for what does wait (live lookups, TCP connections).
-    pub(crate) rt: tokio::runtime::Handle,
-    pub(crate) tcp: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
-    pub(crate) tcp_slots: Arc<Semaphore>,
-    pub(crate) txs: TxTable,
-    pub(crate) stats: Stats,
-    pub(crate) screening: Arc<Semaphore>,
-    pub(crate) draining: AtomicBool,
-    /// Held by each task screening a call; shutdown waits for all to be dropped.
-    pub(crate) drain_guard: parking_lot::Mutex<Option<mpsc::Sender<()>>>,
+impl LocalAddr {
+    pub fn new(addr: SocketAddr) -> Self {
+        let host = match addr.ip() {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+        };
+        LocalAddr { addr, host }
+    }
+}
+
+/// The proxy: routing, the transaction table and the screening it asks.
+pub struct Proxy<S: Screen> {
+    options: SipConfig,
+    screen: Arc<S>,
+    local: LocalAddr,
+    next_hop: Peer,
+    transport: Arc<Transport>,
+    /// Runtime for calls that wait on a live lookup.
+    rt: tokio::runtime::Handle,
+    txs: TxTable,
+    stats: Stats,
+    screening: Arc<Semaphore>,
+    /// Every call being screened holds a token from here, from before
+    /// anything is sent until the call is decided; shutdown closes it (new
+    /// INVITEs get 503) and waits for the tokens to be dropped.
+    calls: TaskTracker,
     secret: [u8; 16],
     /// `Via: SIP/2.0/UDP host:port;branch=`, then the same for TCP: the part
     /// of the proxy's Via that never changes, written once here so that
@@ -120,18 +120,18 @@ fn random_secret() -> [u8; 16] {
     out
 }
 
-impl Proxy {
-    pub(crate) fn new(
-        config: Arc<Config>,
-        pipeline: Arc<Pipeline>,
+impl<S: Screen> Proxy<S> {
+    /// A proxy on `transport` that relays to `next_hop` and screens with
+    /// `screen`. It becomes the transport's handler of TCP messages. Call
+    /// inside the tokio runtime.
+    pub fn new(
+        options: SipConfig,
+        screen: Arc<S>,
         local: LocalAddr,
         next_hop: Peer,
-        udp: Arc<std::net::UdpSocket>,
-        drain_guard: mpsc::Sender<()>,
-        rt: tokio::runtime::Handle,
-    ) -> Self {
-        let max_transactions = config.sip.max_transactions;
-        let timer_c = std::time::Duration::from_secs(u64::from(config.sip.timer_c_s));
+        transport: Arc<Transport>,
+    ) -> Arc<Self> {
+        let timer_c = std::time::Duration::from_secs(u64::from(options.timer_c_s));
         let via_prefix = ["UDP", "TCP"].map(|transport| {
             format!(
                 "Via: SIP/2.0/{transport} {}:{};branch=",
@@ -139,23 +139,23 @@ impl Proxy {
                 local.addr.port()
             )
         });
-        Proxy {
-            config,
-            pipeline,
+        let proxy = Arc::new(Proxy {
+            txs: TxTable::new(options.max_transactions, timer_c),
+            options,
+            screen,
             local,
             next_hop,
-            udp,
-            rt,
-            tcp: DashMap::new(),
-            tcp_slots: Arc::new(Semaphore::new(super::transport::MAX_TCP_CONNECTIONS)),
-            txs: TxTable::new(max_transactions, timer_c),
+            transport,
+            rt: tokio::runtime::Handle::current(),
             stats: Stats::default(),
             screening: Arc::new(Semaphore::new(MAX_SCREENING)),
-            draining: AtomicBool::new(false),
-            drain_guard: parking_lot::Mutex::new(Some(drain_guard)),
+            calls: TaskTracker::new(),
             secret: random_secret(),
             via_prefix,
-        }
+        });
+        let inbound: Arc<dyn Inbound> = Arc::clone(&proxy) as Arc<dyn Inbound>;
+        proxy.transport.set_inbound(Arc::downgrade(&inbound));
+        proxy
     }
 
     pub fn stats(&self) -> &Stats {
@@ -167,13 +167,56 @@ impl Proxy {
         self.txs.len()
     }
 
+    /// The screening this proxy asks.
+    pub fn screen(&self) -> &Arc<S> {
+        &self.screen
+    }
+
+    /// The transport it sends on.
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
+    /// The address written into its Via.
+    pub fn local(&self) -> &LocalAddr {
+        &self.local
+    }
+
+    /// Where initial requests go.
+    pub fn next_hop(&self) -> Peer {
+        self.next_hop
+    }
+
+    /// The configuration it runs with.
+    pub fn options(&self) -> &SipConfig {
+        &self.options
+    }
+
+    /// Runs the retransmission timers that are due, then expiry and Timer C,
+    /// and waits until something may be due again (the ticker's loop).
+    pub async fn run_timers(self: Arc<Self>) {
+        loop {
+            let now = Instant::now();
+            self.fire_timers(now);
+            self.txs.next_tick(now + TIMER_TICK).await;
+        }
+    }
+
+    /// Stops taking new calls (they get 503) and waits until every call
+    /// under screening is decided, or `limit` passes. False if calls were
+    /// still being screened at the limit.
+    pub async fn drain(&self, limit: std::time::Duration) -> bool {
+        self.calls.close();
+        tokio::time::timeout(limit, self.calls.wait()).await.is_ok()
+    }
+
     /// Entry point for every received message.
     pub fn handle(self: &Arc<Self>, buf: Bytes, from: Peer) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         match Message::parse_or_return(buf) {
             Ok(msg) => match msg.method() {
                 Some(m) => {
-                    self.stats.requests[method_index(m)].fetch_add(1, Ordering::Relaxed);
+                    self.stats.count_request(m);
                     self.on_request(msg, from)
                 }
                 None => self.on_response(msg),
@@ -189,6 +232,10 @@ impl Proxy {
         if is_request && let Some(resp) = respond::build_minimal(buf, e.status()) {
             self.send(from, resp);
         }
+    }
+
+    fn send(&self, to: Peer, bytes: Bytes) {
+        self.transport.send(to, bytes);
     }
 
     /// The branch for the proxy's Via on a request (RFC 3261 §16.11): a hash of
@@ -248,39 +295,11 @@ impl Proxy {
     }
 
     fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
-        self.config
-            .sip
-            .trusted_peers
-            .iter()
-            .any(|n| n.contains(&ip))
+        self.options.trusted_peers.iter().any(|n| n.contains(&ip))
     }
 
     fn is_accepted(&self, ip: std::net::IpAddr) -> bool {
-        self.config.sip.accept_from.iter().any(|n| n.contains(&ip))
-    }
-
-    /// RFC 3261 §16.3 step 4: our own Via below, with the branch this request
-    /// would get again, means the same request came back unchanged.
-    fn is_loop(&self, msg: &Message, ruri: &[u8]) -> bool {
-        // Borrowed element texts (a fold is the only reason to copy): this
-        // runs for every request, and most have one or two Vias.
-        let mut vias: smallvec::SmallVec<[std::borrow::Cow<'_, str>; 4]> =
-            smallvec::SmallVec::new();
-        for h in msg.headers_named(HeaderName::Via) {
-            let v = msg.value(h);
-            for r in header::split_commas(v) {
-                vias.extend(header::text(&v[r]));
-            }
-        }
-        vias.windows(2).any(|pair| {
-            let (Some(ours), Some(below)) = (Via::parse(&pair[0]), Via::parse(&pair[1])) else {
-                return false;
-            };
-            let branch = ours.branch().unwrap_or_default();
-            branch.starts_with(BRANCH_PREFIX)
-                && self.is_self(ours.host, ours.port)
-                && self.branch_for(msg, &below, ruri) == branch
-        })
+        self.options.accept_from.iter().any(|n| n.contains(&ip))
     }
 
     /// Where responses to a request go: the source, on the port the top Via
@@ -324,222 +343,15 @@ impl Proxy {
         tag.len() == 2 * TO_TAG_BYTES && tag == self.to_tag(top)
     }
 
-    fn on_request(self: &Arc<Self>, msg: Message, from: Peer) {
-        let method = msg.method().unwrap_or(Method::Other);
-        // Copies on the stack of the top Via and the Request-URI: `msg` moves
-        // on below while they are still needed, and a heap copy of each, for
-        // every request, is what this avoids.
-        let Some(top_copy) = relay::top_via(&msg).map(|r| StackText::from_slice(&msg.buf[r]))
-        else {
-            return self.drop_msg("request without a Via");
-        };
-        let Ok(top_text) = std::str::from_utf8(&top_copy) else {
-            return self.drop_msg("request without a readable Via");
-        };
-        let Some(top) = Via::parse(top_text) else {
-            if let Some(resp) = respond::build_minimal(&msg.buf, 400) {
-                self.send(from, resp);
-            }
-            return self.drop_msg("bad top Via");
-        };
-        if let Err(why) = check_request(&msg) {
-            self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(peer = %from.addr(), why, "malformed request");
-            if method != Method::Ack {
-                let reason = format!("Warning: 399 sipsentry \"{why}\"");
-                self.reply(&msg, &top, from, 400, &[reason]);
-            }
-            return;
-        }
-        let ruri = StackText::from_slice(msg.request_uri());
-        let key = self.branch_for(&msg, &top, &ruri);
-        let to_text = header::text(msg.header(HeaderName::To).unwrap_or_default());
-        let to_tag = to_text
-            .as_deref()
-            .and_then(NameAddr::parse)
-            .and_then(|n| n.tag());
-        let in_dialog = to_tag.is_some();
-
-        match method {
-            Method::Ack => {
-                let answers_us = to_tag.is_some_and(|t| self.is_own_to_tag(&top, t));
-                return self.on_ack(msg, from, key, answers_us);
-            }
-            Method::Cancel => return self.on_cancel(msg, &top, from, key),
-            Method::Invite if !in_dialog => {
-                if let Some(tx) = self.txs.get(&key) {
-                    return self.on_retransmission(&tx);
-                }
-            }
-            _ => {}
-        }
-
-        if !in_dialog && !self.is_accepted(from.addr().ip()) {
-            self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(peer = %from.addr(), "initial request from a source outside sip.accept_from");
-            return self.reply(&msg, &top, from, 403, &[]);
-        }
-        let ruri_str = String::from_utf8_lossy(&ruri);
-        let to_self = Uri::parse(&ruri_str).is_some_and(|u| self.is_self(u.host, u.port));
-        let own_route = self.own_route(&msg);
-        if method == Method::Options
-            && to_self
-            && own_route.is_none()
-            && msg.header(HeaderName::Route).is_none()
-        {
-            return self.reply(
-                &msg,
-                &top,
-                from,
-                200,
-                &["Allow: INVITE, ACK, CANCEL, BYE, OPTIONS".into()],
-            );
-        }
-        if msg.max_forwards() == Some(0) {
-            return self.reply(&msg, &top, from, 483, &[]);
-        }
-        if self.is_loop(&msg, &ruri) {
-            return self.reply(&msg, &top, from, 482, &[]);
-        }
-        if method == Method::Invite && !in_dialog {
-            return self.on_initial_invite(msg, &top, from, key);
-        }
-        // Everything else is relayed statelessly.
-        let dest = self.route(&msg, own_route.as_ref(), in_dialog, to_self);
-        let via = self.via_line(&key, dest);
-        let out = relay::forward_request(
-            &msg,
-            &RequestEdit {
-                via_line: &via,
-                source: from.addr(),
-                new_ruri: None,
-                record_route: None,
-                strip_labels: !self.is_trusted(from.addr().ip()),
-                own_route: own_route.map(|(r, _)| r),
-                labels: None,
-            },
-        );
-        self.send(dest, out);
-    }
-
-    /// The proxy's own Route element at the top of the Route set, and the next
-    /// Route URI after it, if any.
-    pub(super) fn own_route(
-        &self,
-        msg: &Message,
-    ) -> Option<(std::ops::Range<usize>, Option<String>)> {
-        let mut elems = Vec::new();
-        for h in msg.headers_named(HeaderName::Route) {
-            let v = msg.value(h);
-            for r in header::split_commas(v) {
-                elems.push(h.value.start + r.start..h.value.start + r.end);
-            }
-        }
-        let first = elems.first()?.clone();
-        let text = header::text(&msg.buf[first.clone()])?;
-        let na = NameAddr::parse(&text)?;
-        let uri = Uri::parse(na.uri)?;
-        if !self.is_self(uri.host, uri.port) {
-            return None;
-        }
-        let next = elems
-            .get(1)
-            .and_then(|r| header::text(&msg.buf[r.clone()]).map(|t| t.into_owned()));
-        Some((first, next))
-    }
-
-    /// Next hop of a relayed request: the Route set (loose routing), else the
-    /// Request-URI for in-dialog requests, else `sip.next_hop`.
-    fn route(
-        &self,
-        msg: &Message,
-        own: Option<&(std::ops::Range<usize>, Option<String>)>,
-        in_dialog: bool,
-        to_self: bool,
-    ) -> Peer {
-        let route_uri = match own {
-            Some((_, next)) => next.clone(),
-            None => msg.header(HeaderName::Route).and_then(|v| {
-                header::split_commas(v)
-                    .first()
-                    .and_then(|r| header::text(&v[r.clone()]).map(|t| t.into_owned()))
-            }),
-        };
-        if let Some(route) = route_uri
-            && let Some(peer) =
-                NameAddr::parse(&route).and_then(|n| Uri::parse(n.uri).and_then(|u| peer_of(&u)))
-        {
-            return peer;
-        }
-        if in_dialog && !to_self {
-            let ruri = String::from_utf8_lossy(msg.request_uri());
-            if let Some(peer) = Uri::parse(&ruri).and_then(|u| peer_of(&u)) {
-                return peer;
-            }
-        }
-        self.next_hop
-    }
-
     fn drop_msg(&self, why: &str) {
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(why, "dropped message");
     }
 }
 
-/// Header syntax a proxy depends on (RFC 4475 §3.1.2): every Via element
-/// readable; From and To each exactly one name-addr with a URI.
-fn check_request(msg: &Message) -> Result<(), &'static str> {
-    for h in msg.headers_named(HeaderName::Via) {
-        let v = msg.value(h);
-        let elems = header::split_commas(v);
-        if elems.is_empty() {
-            return Err("empty Via");
-        }
-        for r in elems {
-            let text = header::text(&v[r]).ok_or("Via is not UTF-8")?;
-            Via::parse(&text).ok_or("malformed Via")?;
-        }
-    }
-    for (name, what) in [
-        (HeaderName::From, "malformed From"),
-        (HeaderName::To, "malformed To"),
-    ] {
-        let v = msg.header(name).unwrap_or_default();
-        if header::split_commas(v).len() != 1 {
-            return Err(what);
-        }
-        let text = header::text(v).ok_or(what)?;
-        let na = NameAddr::parse(&text).ok_or(what)?;
-        if !na.uri.contains(':') {
-            return Err(what);
-        }
-    }
-    Ok(())
-}
-
-/// A URI's address when its host is an IP literal.
-fn peer_of(uri: &Uri<'_>) -> Option<Peer> {
-    let ip: std::net::IpAddr = uri.host.parse().ok()?;
-    let addr = SocketAddr::new(ip, uri.port.unwrap_or(super::uri::DEFAULT_SIP_PORT));
-    let tcp = uri
-        .param("transport")
-        .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
-    Some(if tcp {
-        Peer::Tcp(addr)
-    } else {
-        Peer::Udp(addr)
-    })
-}
-
-/// The [`METHODS`] index of a method.
-fn method_index(m: Method) -> usize {
-    match m {
-        Method::Invite => 0,
-        Method::Ack => 1,
-        Method::Cancel => 2,
-        Method::Bye => 3,
-        Method::Options => 4,
-        Method::Register => 5,
-        _ => 6,
+/// TCP messages arrive here from their connection's reader task.
+impl<S: Screen> Inbound for Proxy<S> {
+    fn received(self: Arc<Self>, message: Bytes, from: Peer) {
+        self.handle(message, from);
     }
 }

@@ -3,20 +3,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::BRANCH_PREFIX;
-use super::Proxy;
+use super::{BRANCH_PREFIX, Proxy, Screen};
 use crate::sip::header::{self, Via};
 use crate::sip::message::{HeaderName, Message, Method};
 use crate::sip::relay;
 use crate::sip::transaction::TxState;
 use crate::sip::transport::Peer;
 
-impl Proxy {
+impl<S: Screen> Proxy<S> {
     pub(super) fn on_response(self: &Arc<Self>, msg: Message) {
-        if let Some(class) = msg.status().map(|c| (c / 100) as usize)
-            && (1..=6).contains(&class)
-        {
-            self.stats.responses[class - 1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(code) = msg.status() {
+            self.stats.count_response(code);
         }
         let Some(top_range) = relay::top_via(&msg) else {
             return self.drop_msg("response without Via");

@@ -1,4 +1,4 @@
-//! From evidence to an action: the `[policy]` rules of DESIGN.md §3–§5.
+//! From evidence to an action: the `[policy]` rules (docs/configuration.md).
 //!
 //! Rule order: called-number opt-in/opt-out (an unscreened DID passes with
 //! no lookup) → allowlist (final, no lookups) → denylist (final) → anonymous
@@ -10,93 +10,36 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-
-use crate::config::{Action, Config, LabelsConfig, PolicyConfig};
 use crate::number::{Country, NumberSet};
 use crate::reputation::score::ScoresConfig;
 use crate::reputation::{Evidence, Source};
 use crate::sip::uri::SipUri;
 
-/// Which rule produced a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Rule {
-    /// The called number is not opted in to screening (or opted out).
-    NotScreened,
-    Allowlist,
-    Denylist,
-    Anonymous,
-    Threshold,
-    /// `policy.categories` set the action for the deciding category.
-    Category,
-    /// No source could answer in time; `on_lookup_failure` applied.
-    FailurePolicy,
-    /// Too many calls under screening at once; `on_lookup_failure` applied.
-    Overload,
+mod action;
+mod decision;
+mod options;
+
+pub use action::{Action, DivertMode, LiveMode};
+pub use decision::{Decision, Rule};
+pub use options::{LabelsConfig, PolicyConfig, REJECT_CODES, THRESHOLD_NEVER};
+
+/// The config sections a policy is compiled from.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyInput<'a> {
+    pub policy: &'a PolicyConfig,
+    pub labels: &'a LabelsConfig,
+    pub scores: &'a ScoresConfig,
+    /// `numbers.default_country`: how national numbers are read.
+    pub default_country: &'a str,
 }
 
-impl Rule {
-    /// Every rule, in declaration order (metrics index by `rule as usize`).
-    pub const ALL: [Rule; 8] = [
-        Rule::NotScreened,
-        Rule::Allowlist,
-        Rule::Denylist,
-        Rule::Anonymous,
-        Rule::Threshold,
-        Rule::Category,
-        Rule::FailurePolicy,
-        Rule::Overload,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::NotScreened => "not_screened",
-            Rule::Allowlist => "allowlist",
-            Rule::Denylist => "denylist",
-            Rule::Anonymous => "anonymous",
-            Rule::Threshold => "threshold",
-            Rule::Category => "category",
-            Rule::FailurePolicy => "failure_policy",
-            Rule::Overload => "overload",
-        }
-    }
-}
-
-/// The outcome of screening one call, with everything needed to explain it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Decision {
-    /// Unique per decision; quoted in the 603+ Reason and the history.
-    pub id: String,
-    /// What is done to the call.
-    pub action: Action,
-    /// What the policy chose; differs from `action` only under `dry_run`.
-    pub decided: Action,
-    pub rule: Rule,
-    pub score: u8,
-    pub category: Option<String>,
-    pub evidence: Vec<Evidence>,
-    pub dry_run: bool,
-    /// Time spent deciding, in microseconds.
-    pub decision_us: u64,
-}
-
-impl Decision {
-    /// The source shown in labels: the evidence that set the score.
-    pub fn origin(&self) -> &'static str {
-        self.evidence
-            .iter()
-            .max_by_key(|e| e.score)
-            .map(|e| e.source.as_str())
-            .unwrap_or(self.rule.as_str())
-    }
-
-    pub fn sources(&self) -> String {
-        let mut names: Vec<&str> = self.evidence.iter().map(|e| e.source.as_str()).collect();
-        names.dedup();
-        names.join(",")
-    }
+/// A policy value the checks before it let through (a list entry, a
+/// country, a URI), named by its config key.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("config key `{key}`: {message}")]
+pub struct PolicyError {
+    pub key: &'static str,
+    pub message: String,
 }
 
 /// The policy compiled from config: sets built once, not per call.
@@ -126,27 +69,25 @@ fn next_decision_id() -> String {
 }
 
 impl Policy {
-    /// Compiles the policy. The config was validated, so this only fails if it
-    /// was built by hand with bad values.
-    pub fn new(config: &Config) -> Result<Self, crate::config::ConfigError> {
-        config.validate()?;
-        let invalid = |key, message: String| crate::config::ConfigError::Invalid { key, message };
+    /// Compiles the policy from validated config sections
+    /// ([`crate::config::Config::policy`] validates first).
+    pub fn new(input: PolicyInput<'_>) -> Result<Self, PolicyError> {
+        let invalid = |key, message: String| PolicyError { key, message };
+        let p = input.policy;
         Ok(Policy {
-            allow: NumberSet::new(&config.policy.allow)
-                .map_err(|e| invalid("policy.allow", e.to_string()))?,
-            deny: NumberSet::new(&config.policy.deny)
-                .map_err(|e| invalid("policy.deny", e.to_string()))?,
-            screen_called: NumberSet::new(&config.policy.screen_called)
+            allow: NumberSet::new(&p.allow).map_err(|e| invalid("policy.allow", e.to_string()))?,
+            deny: NumberSet::new(&p.deny).map_err(|e| invalid("policy.deny", e.to_string()))?,
+            screen_called: NumberSet::new(&p.screen_called)
                 .map_err(|e| invalid("policy.screen_called", e.to_string()))?,
-            skip_called: NumberSet::new(&config.policy.skip_called)
+            skip_called: NumberSet::new(&p.skip_called)
                 .map_err(|e| invalid("policy.skip_called", e.to_string()))?,
-            scores: config.scores.clone(),
-            country: Country::from_iso(&config.numbers.default_country)
+            scores: input.scores.clone(),
+            country: Country::from_iso(input.default_country)
                 .ok_or_else(|| invalid("numbers.default_country", "unknown country".into()))?,
-            divert_to: SipUri::parse_config(&config.policy.divert_to)
+            divert_to: SipUri::parse_config(&p.divert_to)
                 .map_err(|e| invalid("policy.divert_to", e))?,
-            config: config.policy.clone(),
-            labels: config.labels.clone(),
+            config: p.clone(),
+            labels: input.labels.clone(),
         })
     }
 
@@ -236,7 +177,10 @@ mod tests {
     use super::*;
 
     fn policy(toml: &str) -> Policy {
-        Policy::new(&Config::from_toml(toml).unwrap()).unwrap()
+        crate::config::Config::from_toml(toml)
+            .unwrap()
+            .policy()
+            .unwrap()
     }
 
     #[test]

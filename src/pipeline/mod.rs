@@ -15,17 +15,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use arc_swap::ArcSwap;
-use prometheus_client::metrics::histogram::Histogram;
 
-use crate::config::{Action, DivertMode, LiveCacheConfig, LiveMode};
 use crate::history::{HistorySink, Record};
-use crate::policy::{Decision, Policy, Rule};
+use crate::policy::{Action, Decision, DivertMode, LiveMode, Policy, Rule};
 use crate::reputation::live::{LiveLookup, LookupReport};
+use crate::reputation::live_cache::LiveCacheConfig;
 use crate::reputation::{Evidence, LiveSource, LocalSource};
 use crate::sip::caller::CallerId;
+
+mod metrics;
+mod screen;
+
+pub use metrics::PipelineMetrics;
+pub use screen::{label_lines, verdict};
 
 /// Per-call state carried through the phases.
 #[derive(Debug)]
@@ -98,30 +101,6 @@ pub struct Pipeline {
     live_cache_config: LiveCacheConfig,
     history: Option<HistorySink>,
     pub metrics: PipelineMetrics,
-}
-
-/// Decision counters and latency, for metrics.
-#[derive(Debug)]
-pub struct PipelineMetrics {
-    /// Calls by `[action as usize][rule as usize]` (the action done).
-    pub calls: [[AtomicU64; 8]; 4],
-    /// Time to decide, in seconds.
-    pub decision_seconds: Histogram,
-}
-
-/// Decision-latency buckets (seconds): 10 µs … 1 s, covering packet-path
-/// decisions and ones that waited for a provider.
-pub const DECISION_BUCKETS: [f64; 12] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1, 0.3, 1.0,
-];
-
-impl Default for PipelineMetrics {
-    fn default() -> Self {
-        PipelineMetrics {
-            calls: Default::default(),
-            decision_seconds: Histogram::new(DECISION_BUCKETS),
-        }
-    }
 }
 
 /// The per-request timeout of a live source added without one.
@@ -390,17 +369,15 @@ impl Pipeline {
         if !ctx.record {
             return decision;
         }
-        self.metrics.calls[decision.action as usize][rule as usize].fetch_add(1, Ordering::Relaxed);
         self.metrics
-            .decision_seconds
-            .observe(decision.decision_us as f64 / 1e6);
+            .decided(decision.action, rule, decision.decision_us);
         if let Some(sink) = &self.history {
             sink.record(Self::record(policy, ctx, &decision));
         }
         decision
     }
 
-    /// The history row of a decision (DESIGN.md §8).
+    /// The history row of a decision (docs/operations.md, "History").
     fn record(policy: &Policy, ctx: &CallCtx, d: &Decision) -> Record {
         let response_code = match d.action {
             Action::Reject => Some(policy.config.reject_code),

@@ -3,8 +3,8 @@
 //!
 //! Why a thread and not a task: a datagram arriving at an idle proxy wakes
 //! this thread straight out of `recvfrom`, instead of going through epoll and
-//! the runtime's scheduler; on the reference VM that cut the latency the proxy
-//! adds by about a fifth (README, performance). One thread also keeps arrival
+//! the runtime's scheduler, which removes a measurable share of the latency
+//! the proxy adds (docs/performance.md). One thread also keeps arrival
 //! order: a 180 and the 200 behind it leave in that order.
 //!
 //! Why busy polling (`sip.busy_poll_us`): on a virtual machine, waking a
@@ -23,7 +23,6 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,31 +30,33 @@ use bytes::Bytes;
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 
-use super::message::MAX_MESSAGE_BYTES;
-use super::proxy::Proxy;
-use super::transport::Peer;
+use super::Peer;
+use crate::sip::message::MAX_MESSAGE_BYTES;
 
-impl Proxy {
-    /// Receives datagrams and handles each before the next, until `stop` is
-    /// set (the socket's read timeout bounds how long that takes to notice).
-    pub(crate) fn udp_thread(self: Arc<Self>, stop: Arc<AtomicBool>) {
-        let window = Duration::from_micros(u64::from(self.config.sip.busy_poll_us));
-        let mut rx = Receiver::new(&self.udp, window);
-        // One byte more than the largest message, so an oversized datagram is
-        // seen as such rather than silently truncated to a valid-looking one.
-        let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
-        while !stop.load(Ordering::Relaxed) {
-            let (n, from) = match rx.recv(&mut buf) {
-                Ok(x) => x,
-                // Read timeouts (to notice `stop`), ICMP errors: carry on.
-                Err(_) => continue,
-            };
-            if n == 0 || buf[..n].iter().all(|b| b.is_ascii_whitespace()) {
-                continue; // keep-alive
-            }
-            let datagram = Bytes::copy_from_slice(&buf[..n]);
-            self.handle(datagram, Peer::Udp(from));
+/// Receives datagrams and hands each to `handle` before reading the next,
+/// until `stop` is set (the socket's read timeout bounds how long that
+/// takes to notice; [`super::Transport::wake_udp`] makes it at once).
+/// `window` is `sip.busy_poll_us`: zero never polls.
+pub fn serve(
+    sock: &UdpSocket,
+    window: Duration,
+    stop: &AtomicBool,
+    mut handle: impl FnMut(Bytes, Peer),
+) {
+    let mut rx = Receiver::new(sock, window);
+    // One byte more than the largest message, so an oversized datagram is
+    // seen as such rather than silently truncated to a valid-looking one.
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES + 1];
+    while !stop.load(Ordering::Relaxed) {
+        let (n, from) = match rx.recv(&mut buf) {
+            Ok(x) => x,
+            // Read timeouts (to notice `stop`), ICMP errors: carry on.
+            Err(_) => continue,
+        };
+        if n == 0 || buf[..n].iter().all(|b| b.is_ascii_whitespace()) {
+            continue; // keep-alive
         }
+        handle(Bytes::copy_from_slice(&buf[..n]), Peer::Udp(from));
     }
 }
 

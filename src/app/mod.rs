@@ -1,0 +1,219 @@
+//! The composition root: the one place that knows every part.
+//!
+//! [`build`] turns a configuration into the screening pipeline (the Hiya
+//! local cache, then the enabled live providers behind the live cache).
+//! [`serve`] builds everything `sipsentry serve` runs (the history writer,
+//! the SIP server, the admin server, the cache refresh and the watchers),
+//! runs each as a task under one [`CancellationToken`] and one
+//! [`TaskTracker`], and on shutdown cancels them all and joins every one
+//! before the history is flushed and the function returns.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminError, AdminState};
+use crate::config::{Config, ConfigError};
+use crate::error::Result;
+use crate::history::HistoryWriter;
+use crate::pipeline::Pipeline;
+use crate::reload::Reloader;
+use crate::reputation::hiya_cache::refresh;
+use crate::reputation::hiya_cache::store::HiyaCache;
+use crate::reputation::hiya_cache::sync::SyncClient;
+use crate::reputation::{LiveSource, LocalSource};
+use crate::server::Server;
+
+mod providers;
+mod tasks;
+
+pub use providers::Providers;
+
+/// What [`build`] assembles from the configuration.
+pub struct Built {
+    pub pipeline: Pipeline,
+    /// The Hiya local cache, so `serve` can swap in new generations.
+    pub hiya: Option<Arc<HiyaCache>>,
+    pub providers: Providers,
+}
+
+/// Builds the screening pipeline the configuration describes: the Hiya local
+/// cache, then the enabled live providers behind the live cache. Call inside
+/// the tokio runtime (live lookups are spawned on it).
+pub fn build(config: &Config) -> Result<Built, ConfigError> {
+    let mut pipeline =
+        Pipeline::new(Arc::new(config.policy()?)).with_live_cache(config.live_cache.clone());
+    let hiya = config.hiya_cache.enabled.then(|| {
+        Arc::new(HiyaCache::open(
+            &config.hiya_cache.dir,
+            &config.hiya_cache.countries,
+        ))
+    });
+    if let Some(cache) = &hiya {
+        pipeline = pipeline.with_local(Arc::clone(cache) as Arc<dyn LocalSource>);
+    }
+    let providers = Providers::from_config(config)?;
+    for (source, timeout) in providers.live_sources(config) {
+        pipeline = pipeline.with_live_timeout(source as Arc<dyn LiveSource>, timeout);
+    }
+    Ok(Built {
+        pipeline,
+        hiya,
+        providers,
+    })
+}
+
+/// `sipsentry serve`: runs until `shutdown` completes. `config_path` is the
+/// file the config came from (reread on SIGHUP and `POST /api/v1/reload`).
+pub async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    match refresh::ensure_demo_cache(&config.hiya_cache) {
+        Ok(true) => eprintln!(
+            "no Hiya cache under {}: serving the bundled demo cache for IN (try caller +919000000001)",
+            config.hiya_cache.dir.display()
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not build the bundled demo cache; running without it")
+        }
+    }
+    let config = Arc::new(config);
+    let Built {
+        pipeline,
+        hiya,
+        providers,
+    } = build(&config)?;
+    let writer = if config.history.enabled {
+        Some(HistoryWriter::start(
+            &config.history.path,
+            config.history.retention_days,
+        )?)
+    } else {
+        tracing::warn!("history.enabled = false: decisions are not recorded");
+        None
+    };
+    let pipeline = Arc::new(match &writer {
+        Some(w) => pipeline.with_history(w.sink()),
+        None => pipeline,
+    });
+    let server = Server::bind(config.sip.clone(), Arc::clone(&pipeline)).await?;
+    let admin_listener = admin::bind(&config).await.map_err(|e| match e {
+        AdminError::NoToken { .. } => ConfigError::Invalid {
+            key: "admin.listen",
+            message: e.to_string(),
+        }
+        .into(),
+        other => crate::Error::Admin(other),
+    })?;
+    let admin_addr = admin_listener.local_addr().ok();
+
+    let mut state = AdminState {
+        hiya: hiya.clone(),
+        didchecks: providers.didchecks.clone(),
+        reloader: Some(Reloader {
+            path: config_path,
+            pipeline: Arc::clone(&pipeline),
+            running: Arc::clone(&config),
+        }),
+        ..AdminState::new(Arc::clone(&config), Arc::clone(&pipeline))
+    };
+    state.metrics.register(server.proxy() as _);
+    if let Some(h) = &hiya {
+        state.metrics.register(Arc::clone(h) as _);
+    }
+    if let Some(w) = &writer {
+        state.metrics.register(Arc::clone(&w.sink().stats) as _);
+    }
+    if let Some(dc) = &providers.didchecks {
+        state.metrics.register(Arc::clone(dc) as _);
+    }
+    let state = Arc::new(state);
+
+    // Every task below runs until `stop` is cancelled and is joined before
+    // this function returns.
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&state),
+        stop.clone().cancelled_owned(),
+    ));
+    #[cfg(unix)]
+    tasks.spawn(tasks::until(
+        &stop,
+        tasks::reload_on_sighup(Arc::clone(&state)),
+    ));
+    if let Some(dc) = providers.didchecks.clone() {
+        tasks.spawn(tasks::until(&stop, tasks::balance_watch(dc)));
+    }
+    if let Some(cache) = &hiya {
+        for (cc, c) in cache.snapshot().iter() {
+            tracing::info!(country = %cc, generation = %c.manifest.generation, rows = c.rows(), "Hiya cache serving");
+        }
+        spawn_refresh(&tasks, &stop, &config, cache);
+        tasks.spawn(tasks::until(
+            &stop,
+            tasks::watch_cache_pointers(Arc::clone(cache), config.hiya_cache.countries.clone()),
+        ));
+    }
+    eprintln!(
+        "sipsentry listening on {} (UDP+TCP), next hop {}, admin http://{}; Ctrl-C to stop",
+        server.local_addr(),
+        config.sip.next_hop,
+        admin_addr.map_or_else(|| config.admin.listen.to_string(), |a| a.to_string())
+    );
+    tasks.spawn(server.run(stop.clone().cancelled_owned()));
+    tasks.close();
+
+    shutdown.await;
+    stop.cancel();
+    tasks.wait().await;
+    // Every call is decided now: write what is queued, then exit.
+    if let Some(writer) = writer {
+        let _ = tokio::task::spawn_blocking(move || writer.close()).await;
+        tracing::info!("history flushed");
+    }
+    Ok(())
+}
+
+/// One refresh task per configured country (never two syncs of a country
+/// at once), when the credentials are there.
+fn spawn_refresh(
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    config: &Config,
+    cache: &Arc<HiyaCache>,
+) {
+    let h = &config.hiya_cache;
+    if h.countries.is_empty() {
+        return;
+    }
+    match SyncClient::from_env(&h.base_url, &h.credential_id_env, &h.credential_secret_env) {
+        Ok(client) => {
+            let (client, options) = (Arc::new(client), Arc::new(h.clone()));
+            for cc in &h.countries {
+                let run = refresh::refresh_loop(
+                    Arc::clone(&options),
+                    Arc::clone(cache),
+                    Arc::clone(&client),
+                    cc.clone(),
+                );
+                tasks.spawn(tasks::until(stop, run));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Hiya cache refresh disabled; serving what is on disk")
+        }
+    }
+}
+
+/// How often `serve` asks DIDChecks for the credit balance (the answers to
+/// lookups carry it too; this catches a quiet proxy running dry).
+pub const BALANCE_CHECK: Duration = Duration::from_secs(15 * 60);

@@ -1,0 +1,192 @@
+//! Querying and exporting the history as text: the filter built from the
+//! arguments of `sipsentry history` and of the HTTP API, and the table, CSV
+//! and JSON writers both use.
+
+use std::io::Write;
+
+use super::query::{self, Filter, Row};
+use super::{HistoryError, open_read};
+use crate::number::{self, Country};
+
+/// Output formats of `history` and the export API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// Why rows could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    #[error("no history at {} yet (it is written by `serve`; check history.path)", .0.display())]
+    NoHistory(std::path::PathBuf),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error("cannot write the rows: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot write a CSV row: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("cannot write a JSON row: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Rows the table format shows when no `--limit` is given.
+pub const TABLE_DEFAULT_LIMIT: u64 = 50;
+
+/// Builds a filter from the command's (or API's) text arguments. The number
+/// is normalised to E.164 with `country` (`numbers.default_country`).
+pub fn filter(
+    country: &Country,
+    from: Option<&str>,
+    to: Option<&str>,
+    number_text: Option<&str>,
+    action: Option<&str>,
+) -> Result<Filter, HistoryError> {
+    let number = match number_text {
+        Some(n) => Some(
+            number::to_e164(n, country).map_err(|e| HistoryError::Filter {
+                key: "number",
+                message: format!("{n:?}: {e}"),
+            })?,
+        ),
+        None => None,
+    };
+    let f = Filter {
+        from_ms: from.map(|t| query::parse_time("from", t)).transpose()?,
+        to_ms: to.map(|t| query::parse_time("to", t)).transpose()?,
+        number,
+        action: action.map(str::to_string),
+    };
+    f.validate()?;
+    Ok(f)
+}
+
+/// Writes rows in `format`. With a limit (or as a table) the newest rows
+/// come first; a CSV or JSON export without one streams every row, oldest
+/// first, without holding them in memory.
+pub fn write_rows(
+    path: &std::path::Path,
+    filter: &Filter,
+    limit: Option<u64>,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<u64, ExportError> {
+    if !path.exists() {
+        return Err(ExportError::NoHistory(path.to_path_buf()));
+    }
+    let conn = open_read(path)?;
+    let limit = match (limit, format) {
+        (None, Format::Table) => Some(TABLE_DEFAULT_LIMIT),
+        (l, _) => l,
+    };
+    let mut writer = RowWriter::new(format, out)?;
+    let n = match limit {
+        Some(l) => {
+            let rows = query::page(&conn, filter, 1, l)?;
+            for r in &rows {
+                writer.row(r)?;
+            }
+            rows.len() as u64
+        }
+        None => writer.scan(&conn, filter)?,
+    };
+    writer.finish()?;
+    Ok(n)
+}
+
+/// Writes rows one at a time in a format (shared with the export API).
+pub struct RowWriter<'a> {
+    format: Format,
+    out: &'a mut dyn Write,
+    first: bool,
+}
+
+/// One CSV line (quoted as needed), without the writer's buffering, so each
+/// row can go out as soon as it is read.
+pub fn csv_line(fields: &[impl AsRef<[u8]>]) -> Result<Vec<u8>, ExportError> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    w.write_record(fields)?;
+    w.into_inner().map_err(|e| ExportError::Io(e.into_error()))
+}
+
+impl<'a> RowWriter<'a> {
+    pub fn new(format: Format, out: &'a mut dyn Write) -> Result<Self, ExportError> {
+        let w = RowWriter {
+            format,
+            out,
+            first: true,
+        };
+        match format {
+            Format::Csv => w.out.write_all(&csv_line(query::CSV_HEADER)?)?,
+            Format::Json => w.out.write_all(b"[")?,
+            Format::Table => writeln!(
+                w.out,
+                "{:<24} {:<17} {:<17} {:<7} {:<15} {:>5} {:>4}  category",
+                "time", "caller", "called", "action", "rule", "code", "score"
+            )?,
+        }
+        Ok(w)
+    }
+
+    pub fn row(&mut self, r: &Row) -> Result<(), ExportError> {
+        match self.format {
+            Format::Csv => self.out.write_all(&csv_line(&r.csv_record())?)?,
+            Format::Json => {
+                if !self.first {
+                    self.out.write_all(b",")?;
+                }
+                self.out.write_all(b"\n")?;
+                serde_json::to_writer(&mut *self.out, r)?;
+            }
+            Format::Table => writeln!(
+                self.out,
+                "{:<24} {:<17} {:<17} {:<7} {:<15} {:>5} {:>4}  {}",
+                r.time,
+                r.caller_e164.as_deref().unwrap_or(&r.caller),
+                r.called,
+                r.action,
+                r.rule,
+                r.response_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.score,
+                r.category.as_deref().unwrap_or("-")
+            )?,
+        }
+        self.first = false;
+        Ok(())
+    }
+
+    /// Writes every row `filter` matches, oldest first, one at a time.
+    pub fn scan(
+        &mut self,
+        conn: &rusqlite::Connection,
+        filter: &Filter,
+    ) -> Result<u64, ExportError> {
+        let mut failed = None;
+        let n = query::scan(conn, filter, None, |r| match self.row(&r) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
+    }
+
+    pub fn finish(self) -> Result<(), ExportError> {
+        if self.format == Format::Json {
+            self.out.write_all(b"\n]\n")?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}

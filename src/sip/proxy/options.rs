@@ -1,0 +1,44 @@
+//! The `[sip]` section: where the proxy listens, where calls go, whom it
+//! believes, and its limits.
+
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    pub listen: SocketAddr,
+    pub next_hop: String,
+    pub accept_from: Vec<IpNet>,
+    pub trusted_peers: Vec<IpNet>,
+    pub record_route: bool,
+    /// After each datagram, keep polling the UDP socket without sleeping for
+    /// this many microseconds (0 = off). Trades CPU for latency: see
+    /// [`crate::sip::transport::udp`].
+    pub busy_poll_us: u32,
+    /// INVITE transactions remembered at once (each 64×T1 after its last
+    /// change, about 1.2 KB); new calls beyond get 503 Retry-After.
+    pub max_transactions: usize,
+    /// Timer C in seconds: how long a forwarded INVITE waits for a final
+    /// response after the PBX's last provisional before the proxy CANCELs
+    /// it and answers 408 (RFC 3261 §16.6: over 3 minutes; carriers often
+    /// use 60–120 s as a ring timeout).
+    pub timer_c_s: u32,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:5060".parse().expect("static address"),
+            next_hop: "sip:127.0.0.1:5080".into(),
+            accept_from: vec!["0.0.0.0/0".parse().expect("static net")],
+            trusted_peers: vec!["127.0.0.1/32".parse().expect("static net")],
+            record_route: false,
+            busy_poll_us: 0,
+            max_transactions: crate::sip::transaction::MAX_TRANSACTIONS,
+            timer_c_s: crate::sip::transaction::TIMER_C.as_secs() as u32,
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Every request but an initial INVITE's own screening: the checks each
+//! request passes (a readable Via, well-formed From and To, the source
+//! allowed, Max-Forwards, loops), OPTIONS to the proxy itself, loose
+//! routing (RFC 3261 §16.4, §16.12) and the stateless relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{BRANCH_PREFIX, Proxy, Screen, StackText};
+use crate::sip::header::{self, NameAddr, Via};
+use crate::sip::message::{HeaderName, Message, Method};
+use crate::sip::relay::{self, RequestEdit};
+use crate::sip::respond;
+use crate::sip::transport::Peer;
+use crate::sip::uri::{DEFAULT_SIP_PORT, Uri};
+
+impl<S: Screen> Proxy<S> {
+    /// RFC 3261 §16.3 step 4: our own Via below, with the branch this request
+    /// would get again, means the same request came back unchanged.
+    pub(super) fn is_loop(&self, msg: &Message, ruri: &[u8]) -> bool {
+        // Borrowed element texts (a fold is the only reason to copy): this
+        // runs for every request, and most have one or two Vias.
+        let mut vias: smallvec::SmallVec<[std::borrow::Cow<'_, str>; 4]> =
+            smallvec::SmallVec::new();
+        for h in msg.headers_named(HeaderName::Via) {
+            let v = msg.value(h);
+            for r in header::split_commas(v) {
+                vias.extend(header::text(&v[r]));
+            }
+        }
+        vias.windows(2).any(|pair| {
+            let (Some(ours), Some(below)) = (Via::parse(&pair[0]), Via::parse(&pair[1])) else {
+                return false;
+            };
+            let branch = ours.branch().unwrap_or_default();
+            branch.starts_with(BRANCH_PREFIX)
+                && self.is_self(ours.host, ours.port)
+                && self.branch_for(msg, &below, ruri) == branch
+        })
+    }
+
+    pub(super) fn on_request(self: &Arc<Self>, msg: Message, from: Peer) {
+        let method = msg.method().unwrap_or(Method::Other);
+        // Copies on the stack of the top Via and the Request-URI: `msg` moves
+        // on below while they are still needed, and a heap copy of each, for
+        // every request, is what this avoids.
+        let Some(top_copy) = relay::top_via(&msg).map(|r| StackText::from_slice(&msg.buf[r]))
+        else {
+            return self.drop_msg("request without a Via");
+        };
+        let Ok(top_text) = std::str::from_utf8(&top_copy) else {
+            return self.drop_msg("request without a readable Via");
+        };
+        let Some(top) = Via::parse(top_text) else {
+            if let Some(resp) = respond::build_minimal(&msg.buf, 400) {
+                self.send(from, resp);
+            }
+            return self.drop_msg("bad top Via");
+        };
+        if let Err(why) = check_request(&msg) {
+            self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %from.addr(), why, "malformed request");
+            if method != Method::Ack {
+                let reason = format!("Warning: 399 sipsentry \"{why}\"");
+                self.reply(&msg, &top, from, 400, &[reason]);
+            }
+            return;
+        }
+        let ruri = StackText::from_slice(msg.request_uri());
+        let key = self.branch_for(&msg, &top, &ruri);
+        let to_text = header::text(msg.header(HeaderName::To).unwrap_or_default());
+        let to_tag = to_text
+            .as_deref()
+            .and_then(NameAddr::parse)
+            .and_then(|n| n.tag());
+        let in_dialog = to_tag.is_some();
+
+        match method {
+            Method::Ack => {
+                let answers_us = to_tag.is_some_and(|t| self.is_own_to_tag(&top, t));
+                return self.on_ack(msg, from, key, answers_us);
+            }
+            Method::Cancel => return self.on_cancel(msg, &top, from, key),
+            Method::Invite if !in_dialog => {
+                if let Some(tx) = self.txs.get(&key) {
+                    return self.on_retransmission(&tx);
+                }
+            }
+            _ => {}
+        }
+
+        if !in_dialog && !self.is_accepted(from.addr().ip()) {
+            self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %from.addr(), "initial request from a source outside sip.accept_from");
+            return self.reply(&msg, &top, from, 403, &[]);
+        }
+        let ruri_str = String::from_utf8_lossy(&ruri);
+        let to_self = Uri::parse(&ruri_str).is_some_and(|u| self.is_self(u.host, u.port));
+        let own_route = self.own_route(&msg);
+        if method == Method::Options
+            && to_self
+            && own_route.is_none()
+            && msg.header(HeaderName::Route).is_none()
+        {
+            return self.reply(
+                &msg,
+                &top,
+                from,
+                200,
+                &["Allow: INVITE, ACK, CANCEL, BYE, OPTIONS".into()],
+            );
+        }
+        if msg.max_forwards() == Some(0) {
+            return self.reply(&msg, &top, from, 483, &[]);
+        }
+        if self.is_loop(&msg, &ruri) {
+            return self.reply(&msg, &top, from, 482, &[]);
+        }
+        if method == Method::Invite && !in_dialog {
+            return self.on_initial_invite(msg, &top, from, key);
+        }
+        // Everything else is relayed statelessly.
+        let dest = self.route(&msg, own_route.as_ref(), in_dialog, to_self);
+        let via = self.via_line(&key, dest);
+        let out = relay::forward_request(
+            &msg,
+            &RequestEdit {
+                via_line: &via,
+                source: from.addr(),
+                new_ruri: None,
+                record_route: None,
+                strip_labels: !self.is_trusted(from.addr().ip()),
+                own_route: own_route.map(|(r, _)| r),
+                labels: None,
+            },
+        );
+        self.send(dest, out);
+    }
+
+    /// The proxy's own Route element at the top of the Route set, and the next
+    /// Route URI after it, if any.
+    pub(super) fn own_route(
+        &self,
+        msg: &Message,
+    ) -> Option<(std::ops::Range<usize>, Option<String>)> {
+        let mut elems = Vec::new();
+        for h in msg.headers_named(HeaderName::Route) {
+            let v = msg.value(h);
+            for r in header::split_commas(v) {
+                elems.push(h.value.start + r.start..h.value.start + r.end);
+            }
+        }
+        let first = elems.first()?.clone();
+        let text = header::text(&msg.buf[first.clone()])?;
+        let na = NameAddr::parse(&text)?;
+        let uri = Uri::parse(na.uri)?;
+        if !self.is_self(uri.host, uri.port) {
+            return None;
+        }
+        let next = elems
+            .get(1)
+            .and_then(|r| header::text(&msg.buf[r.clone()]).map(|t| t.into_owned()));
+        Some((first, next))
+    }
+
+    /// Next hop of a relayed request: the Route set (loose routing), else the
+    /// Request-URI for in-dialog requests, else `sip.next_hop`.
+    pub(super) fn route(
+        &self,
+        msg: &Message,
+        own: Option<&(std::ops::Range<usize>, Option<String>)>,
+        in_dialog: bool,
+        to_self: bool,
+    ) -> Peer {
+        let route_uri = match own {
+            Some((_, next)) => next.clone(),
+            None => msg.header(HeaderName::Route).and_then(|v| {
+                header::split_commas(v)
+                    .first()
+                    .and_then(|r| header::text(&v[r.clone()]).map(|t| t.into_owned()))
+            }),
+        };
+        if let Some(route) = route_uri
+            && let Some(peer) =
+                NameAddr::parse(&route).and_then(|n| Uri::parse(n.uri).and_then(|u| peer_of(&u)))
+        {
+            return peer;
+        }
+        if in_dialog && !to_self {
+            let ruri = String::from_utf8_lossy(msg.request_uri());
+            if let Some(peer) = Uri::parse(&ruri).and_then(|u| peer_of(&u)) {
+                return peer;
+            }
+        }
+        self.next_hop
+    }
+}
+
+/// Header syntax a proxy depends on (RFC 4475 §3.1.2): every Via element
+/// readable; From and To each exactly one name-addr with a URI.
+fn check_request(msg: &Message) -> Result<(), &'static str> {
+    for h in msg.headers_named(HeaderName::Via) {
+        let v = msg.value(h);
+        let elems = header::split_commas(v);
+        if elems.is_empty() {
+            return Err("empty Via");
+        }
+        for r in elems {
+            let text = header::text(&v[r]).ok_or("Via is not UTF-8")?;
+            Via::parse(&text).ok_or("malformed Via")?;
+        }
+    }
+    for (name, what) in [
+        (HeaderName::From, "malformed From"),
+        (HeaderName::To, "malformed To"),
+    ] {
+        let v = msg.header(name).unwrap_or_default();
+        if header::split_commas(v).len() != 1 {
+            return Err(what);
+        }
+        let text = header::text(v).ok_or(what)?;
+        let na = NameAddr::parse(&text).ok_or(what)?;
+        if !na.uri.contains(':') {
+            return Err(what);
+        }
+    }
+    Ok(())
+}
+
+/// A URI's address when its host is an IP literal.
+fn peer_of(uri: &Uri<'_>) -> Option<Peer> {
+    let ip: std::net::IpAddr = uri.host.parse().ok()?;
+    let addr = SocketAddr::new(ip, uri.port.unwrap_or(DEFAULT_SIP_PORT));
+    let tcp = uri
+        .param("transport")
+        .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
+    Some(if tcp {
+        Peer::Tcp(addr)
+    } else {
+        Peer::Udp(addr)
+    })
+}
