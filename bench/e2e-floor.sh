@@ -4,7 +4,7 @@
 # Kamailio as a stateless forwarder (when installed), and the null relay
 # (examples/null_relay.rs: no SIP at all, the floor) sleeping and polling.
 # Each target is measured on its own (`--target X --compare UAS`), RUNS times,
-# in turn, so a noisy minute of the VM hits every row. Beside the latency, the
+# in turn, so a noisy minute of the machine hits every row. Beside the latency, the
 # CPU time each relay's processes used per relayed call (user + system, from
 # /proc; a polling relay's includes its polling).
 #
@@ -22,8 +22,8 @@
 # HALT_POLL_NS=N (root, KVM guests with the haltpoll cpuidle driver): sets
 # the guest's idle halt polling (/sys/module/haltpoll/parameters/
 # guest_halt_poll_ns) to N for the runs and puts the old value back after.
-# The kernel's default is 200000; this VM's image boots with 0, so an idle
-# vCPU halts at once and every wake-up of a sleeping thread pays a VM exit.
+# The kernel's default is 200000; a guest booted with 0 halts an idle vCPU
+# at once, and every wake-up of a sleeping thread then pays a VM exit.
 #
 #   [HALT_POLL_NS=N] bash bench/e2e-floor.sh [RATE_PER_TARGET] [SECONDS] [RUNS] [POLL_US] [HARNESS]
 set -euo pipefail

@@ -2,7 +2,7 @@
 # How many instructions sipsentry executes per relayed call, counted by
 # valgrind's callgrind in the proxy's process (all its threads, user space;
 # syscalls and the kernel are not counted). Unlike a timing, the count does
-# not move with the VM's noise: the same binary gives the same figure to
+# not move with the machine's noise: the same binary gives the same figure to
 # within 0.1%, so it shows a change to the CPU side of the call path that
 # the latency and /proc figures are too noisy to see.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Produces the README's performance table: the latency sipsentry adds to
+# Produces the performance table of docs/performance.md: the latency sipsentry adds to
 # INVITE→final (p50/p99, µs) for pass, tag and reject decisions at several
 # rates, measured with `sipsentry bench --compare` against the UAS reached
 # directly, with Kamailio (stateless forwarder) in the same run when installed.

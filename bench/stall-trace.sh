@@ -79,8 +79,8 @@ instrument = {int(t) for t in sys.argv[5].split()}
 switch = re.compile(r"\[(\d+)\].*?\s(\d+\.\d+): sched_switch: prev_comm=(.*) prev_pid=(\d+) .*==> next_comm=(.*) next_pid=(\d+) ")
 events = [(int(m[1]), float(m[2]), int(m[4]), m[5], int(m[6]))
           for m in map(switch.search, open(f"{work}/trace.txt")) if m]
-# Some threads' own events never reach the trace (on the reference VM, those
-# of PID 1, the sandbox's agent): they are seen switched in, never out. How
+# Some threads' own events never reach the trace (in some containers, those
+# of PID 1): they are seen switched in, never out. How
 # long they ran is unknown, so each such run counts as an instant.
 seen_out = {prev for _, _, prev, _, _ in events}
 # (start, end, name, the relay's?) for every run of a thread that is not

@@ -36,7 +36,7 @@ macro_rules! countries {
 }
 
 // The NANP, the larger European markets, and every country the Hiya Protect
-// cache supports (specs/hiya-protect-cache-api.txt).
+// cache supports (docs/providers.md).
 countries! {
     "US" "1" "011" "1", "CA" "1" "011" "1", "GB" "44" "00" "0", "FR" "33" "00" "0",
     "DE" "49" "00" "0", "ES" "34" "00" "", "IT" "39" "00" "", "NL" "31" "00" "0",

@@ -1,4 +1,4 @@
-//! The four actions of DESIGN.md §3 end to end over SIP: pass, tag, divert
+//! The four actions of docs/sip.md end to end over SIP: pass, tag, divert
 //! (retarget, redirect), reject (603+, 607, 608, 486, 480), plus dry run,
 //! anonymous callers, allow/deny lists and stripping of spoofed labels.
 

@@ -1,4 +1,4 @@
-//! Each policy rule, and the order they apply in (DESIGN.md §3–§5, issue #5):
+//! Each policy rule, and the order they apply in (docs/configuration.md):
 //! called-number opt-in/out → allowlist → denylist → anonymous → reputation
 //! (category override, else thresholds) → failure policy; dry run last.
 

@@ -1,4 +1,4 @@
-//! INVITE transactions while screening (DESIGN.md §2, RFC 3261 §16–17),
+//! INVITE transactions while screening (docs/sip.md, RFC 3261 §16–17),
 //! with a deliberately slow live source so "during screening" lasts long
 //! enough to act in.
 

@@ -1,4 +1,4 @@
-//! The decision history (DESIGN.md §8): one SQLite row per screened INVITE,
+//! The decision history (docs/operations.md): one SQLite row per screened INVITE,
 //! in WAL mode so queries and exports read while the writer writes.
 //!
 //! The call path never touches the disk: the pipeline's logging phase hands a

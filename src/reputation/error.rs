@@ -98,7 +98,7 @@ pub enum SourceError {
 
 impl SourceError {
     /// Whether this failure counts against the provider's circuit breaker
-    /// (DESIGN.md §9: 401/402/419/429/5xx, and anything that means the
+    /// (401/402/419/429/5xx, and anything that means the
     /// provider is unreachable or broken). A 400 or 404 is about one number,
     /// and our own throttling or skipping is not the provider's fault.
     pub fn trips_breaker(&self) -> bool {

@@ -3,8 +3,8 @@
 //! A source answers "what do you know about this E.164 number?" with
 //! [`Evidence`]. Local sources (the Hiya cache) answer synchronously from
 //! memory and run on the packet path; live sources (provider APIs) are async
-//! and run under the call's lookup budget. The pipeline
-//! ([`crate::pipeline`]) calls them in that order, cheapest first.
+//! and run under the call's lookup budget. The screening pipeline calls
+//! them in that order, cheapest first.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,7 +47,7 @@ impl Source {
     }
 }
 
-/// What one source said about one number (DESIGN.md §4).
+/// What one source said about one number (docs/providers.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Evidence {
     pub source: Source,

@@ -1,4 +1,4 @@
-//! Evidence → score, the mappings of DESIGN.md §4, every one configurable in
+//! Evidence → score, the mappings of docs/providers.md, every one configurable in
 //! `[scores]`. Sources score with the defaults as they answer; when the
 //! operator changed a mapping, the pipeline re-scores each piece of evidence
 //! from its raw fields (so answers cached before a reload follow the new

@@ -1,6 +1,6 @@
 //! Byte-faithful editing: a relayed message is the received bytes with a few
 //! ranges replaced, inserted or deleted. Everything not edited keeps its bytes
-//! and its order, which is the relay contract of DESIGN.md §2.
+//! and its order, which is the relay contract of docs/sip.md.
 
 use std::borrow::Cow;
 use std::ops::Range;

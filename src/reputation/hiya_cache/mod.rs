@@ -86,7 +86,7 @@ impl Level {
         }
     }
 
-    /// DESIGN.md §4: FRAUD 95 · SPAM 75 · NEUTRAL 0 (still "known").
+    /// The default mapping: FRAUD 95 · SPAM 75 · NEUTRAL 0 (still "known").
     pub fn score(self) -> u8 {
         match self {
             Level::Fraud => 95,

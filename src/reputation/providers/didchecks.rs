@@ -1,4 +1,4 @@
-//! DIDChecks (HUHU) REST API client: `didchecks-api.txt`.
+//! DIDChecks (HUHU) REST API client (docs/providers.md).
 //!
 //! `GET /check/{phone}` on the call path, `POST /check/bulk` for audits and
 //! `GET /credits/balance` for the operator. Every request carries
@@ -379,7 +379,7 @@ fn error_for<T>(status: u16, env: &Envelope<T>, body: &[u8]) -> SourceError {
     }
 }
 
-/// DESIGN.md §4: the score is `data.huhu.spamScore`, the category
+/// The score is `data.huhu.spamScore`, the category
 /// `data.huhu.spamType`. Without a HUHU score the provider has no opinion.
 pub fn evidence(check: &Check, latency_us: u64) -> Option<Evidence> {
     let huhu = check.data.huhu.as_ref()?;

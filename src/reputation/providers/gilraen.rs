@@ -1,4 +1,5 @@
-//! Gilraen Data API client: `gilraen-data-api.txt` (in Russian).
+//! Gilraen Data API client (docs/providers.md; the provider documents it in
+//! Russian).
 //!
 //! Every request is signed: `timestamp` (Unix seconds) and `key` join the
 //! parameters, and `signature` = sha256 hex of
@@ -44,7 +45,7 @@ pub const FIELDS: &[&str] = &[
 /// The trust index meaning "no data" (range 0.00–10.00).
 pub const INDEX_NO_DATA: f64 = 5.0;
 
-/// `is_unwanted` raises the score to at least this (DESIGN.md §4).
+/// `is_unwanted` raises the score to at least this (docs/providers.md).
 pub const UNWANTED_FLOOR: u8 = 80;
 
 /// How long the tag dictionary is trusted before it is fetched again.
@@ -361,7 +362,7 @@ impl Gilraen {
         }
     }
 
-    /// DESIGN.md §4: `clamp((5 − index) × 20, 0, 100)`, raised to at least 80
+    /// The default mapping: `clamp((5 − index) × 20, 0, 100)`, raised to at least 80
     /// by `is_unwanted`. An index of 5.00 with nothing else known is no data.
     pub fn evidence(&self, data: &NumberData, latency_us: u64) -> Option<Evidence> {
         let unwanted = data.is_unwanted == Some(true);

@@ -1,8 +1,8 @@
-//! Hiya reputation status of registered numbers: `hiya-reputation-status.txt`.
+//! Hiya reputation status of registered numbers (docs/providers.md).
 //!
 //! The document gives the semantics (status flagged / mixed_high / mixed_low /
 //! unflagged and a report card of four grades) but no endpoint, so base URL,
-//! path and auth are configuration. The assumed exchange (also in the README):
+//! path and auth are configuration. The assumed exchange (also in docs/providers.md):
 //!
 //! ```text
 //! GET {base_url}{path with {phone} = URL-encoded E.164}
@@ -41,7 +41,7 @@ pub enum Status {
 }
 
 impl Status {
-    /// DESIGN.md §4: flagged 90 · mixed_high 70 · mixed_low 30 · unflagged 0.
+    /// The default mapping: flagged 90 · mixed_high 70 · mixed_low 30 · unflagged 0.
     pub fn score(self) -> u8 {
         match self {
             Status::Flagged => 90,
@@ -176,7 +176,7 @@ impl HiyaStatus {
     }
 }
 
-/// DESIGN.md §4 mapping; the category is the status itself.
+/// The default mapping; the category is the status itself.
 pub fn evidence(rep: &Reputation, latency_us: u64) -> Evidence {
     Evidence {
         source: Source::HiyaStatus,

@@ -1,7 +1,7 @@
 //! HTTP clients for the live reputation providers, one module per API
-//! document in `../shared/specs/`. Each client has typed requests and
+//! (docs/providers.md). Each client has typed requests and
 //! answers, maps the provider's error bodies to [`SourceError`], and
-//! implements [`LiveSource`](super::LiveSource) with the DESIGN.md §4 score
+//! implements [`LiveSource`](super::LiveSource) with the default score
 //! mapping. Deadlines, caching, single-flight and circuit breaking are not
 //! here: [`super::live`] wraps every source in them alike.
 
