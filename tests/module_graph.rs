@@ -77,6 +77,20 @@ fn only_the_top_layers_read_the_assembled_config() {
 }
 
 #[test]
+fn nothing_in_the_library_calls_the_command_line() {
+    let graph = graph_of(&read_src());
+    let bad: Vec<_> = graph
+        .iter()
+        .filter(|(from, tos)| !from.starts_with("cli") && tos.iter().any(|t| t.starts_with("cli")))
+        .map(|(from, _)| from.clone())
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "these modules import crate::cli; move what they share into the library: {bad:?}"
+    );
+}
+
+#[test]
 fn the_checker_finds_a_cycle_it_is_shown() {
     let files = [
         ("a.rs", "use crate::b::c::Thing;\nfn f() {}"),

@@ -56,10 +56,17 @@ impl<S: Screen> Proxy<S> {
             return self.reply(&msg, top, from, 503, &["Retry-After: 5".into()]);
         }
         self.stats.invites_screened.fetch_add(1, Ordering::Relaxed);
+        let inv = Invite {
+            msg,
+            key,
+            from,
+            reply_to,
+        };
 
-        let span = tracing::debug_span!("call", call_id = %String::from_utf8_lossy(msg.call_id()));
+        let span =
+            tracing::debug_span!("call", call_id = %String::from_utf8_lossy(inv.msg.call_id()));
         let call = NewCall {
-            invite: &msg,
+            invite: &inv.msg,
             source: from.addr(),
             trusted: self.is_trusted(from.addr().ip()),
         };
@@ -70,34 +77,32 @@ impl<S: Screen> Proxy<S> {
             && !from.is_tcp()
         {
             let edits = (retarget.as_deref(), labels.as_ref());
-            return span.in_scope(|| self.forward_first(&msg, &key, from, reply_to, edits));
+            return span.in_scope(|| self.forward_first(&inv, edits));
         }
-        let (tx, fresh) = self
-            .txs
-            .insert(ServerTx::new(key.clone(), msg.clone(), reply_to));
+        let (tx, fresh) = self.txs.insert(inv.server_tx());
         if !fresh {
             // A twin of this INVITE on the other transport got here first.
             return self.on_retransmission(&tx);
         }
         // Answered here, or relayed over TCP (where responses arrive on
         // another thread and could overtake a later 100): the 100 first.
-        self.send_trying(&tx, &msg);
+        self.send_trying(&tx, &inv.msg);
         let pending = match screened {
             Screened::Decided(verdict) => {
-                return span.in_scope(|| self.apply(&tx, &msg, &key, from, &verdict));
+                return span.in_scope(|| self.apply(&tx, &inv, &verdict));
             }
             Screened::Pending(call) => call,
         };
         let Ok(permit) = Arc::clone(&self.screening).try_acquire_owned() else {
             let verdict = self.screen.overloaded(pending);
-            return span.in_scope(|| self.apply(&tx, &msg, &key, from, &verdict));
+            return span.in_scope(|| self.apply(&tx, &inv, &verdict));
         };
         // Only a call that needs a live provider leaves the SIP thread.
         let proxy = Arc::clone(self);
         self.rt.spawn(
             async move {
                 let verdict = proxy.screen.finish(pending).await;
-                proxy.apply(&tx, &msg, &key, from, &verdict);
+                proxy.apply(&tx, &inv, &verdict);
                 drop((permit, guard));
             }
             .instrument(span),
@@ -117,7 +122,7 @@ impl<S: Screen> Proxy<S> {
     }
 
     /// Carries out a verdict on a screened INVITE.
-    fn apply(&self, tx: &TxRef, msg: &Message, key: &str, from: Peer, verdict: &Verdict) {
+    fn apply(&self, tx: &TxRef, inv: &Invite, verdict: &Verdict) {
         if tx.lock().state != TxState::Screening {
             // Cancelled while screening: the 487 has gone already.
             return;
@@ -126,7 +131,7 @@ impl<S: Screen> Proxy<S> {
             Verdict::Answer { code, headers } => self.final_response(tx, *code, headers),
             Verdict::Relay { retarget, labels } => {
                 let edits = (retarget.as_deref(), labels.as_ref());
-                let (dest, out) = self.build_forward(msg, key, from, edits);
+                let (dest, out) = self.build_forward(inv, edits);
                 if self.record_forward(tx, dest, &out, edits.0) {
                     self.send(dest, out);
                 }
@@ -146,22 +151,13 @@ impl<S: Screen> Proxy<S> {
     /// transaction is in the table. A next hop over TCP answers on another
     /// thread, so there the transaction is recorded and the 100 sent first:
     /// a quick 180 would otherwise race both.
-    fn forward_first(
-        &self,
-        msg: &Message,
-        key: &str,
-        from: Peer,
-        reply_to: Peer,
-        edits: RelayEdits<'_>,
-    ) {
-        let (dest, out) = self.build_forward(msg, key, from, edits);
+    fn forward_first(&self, inv: &Invite, edits: RelayEdits<'_>) {
+        let (dest, out) = self.build_forward(inv, edits);
         let udp = !dest.is_tcp();
         if udp {
             self.send(dest, out.clone());
         }
-        let (tx, fresh) = self
-            .txs
-            .insert(ServerTx::new(key.to_owned(), msg.clone(), reply_to));
+        let (tx, fresh) = self.txs.insert(inv.server_tx());
         if !fresh {
             // A twin over TCP won the race and owns the transaction (over UDP
             // the PBX absorbs our copy as a retransmission).
@@ -169,7 +165,7 @@ impl<S: Screen> Proxy<S> {
         }
         // Fresh, so still screening: recorded.
         self.record_forward(&tx, dest, &out, edits.0);
-        self.send_trying(&tx, msg);
+        self.send_trying(&tx, &inv.msg);
         if !udp {
             // After the 100: the PBX's 180 would come back on another thread
             // and could reach the trunk ahead of a 100 sent after the INVITE.
@@ -212,16 +208,15 @@ impl<S: Screen> Proxy<S> {
     /// and its bytes.
     fn build_forward(
         &self,
-        msg: &Message,
-        key: &str,
-        from: Peer,
+        inv: &Invite,
         (retarget, labels): RelayEdits<'_>,
     ) -> (Peer, bytes::Bytes) {
+        let (msg, from) = (&inv.msg, inv.from);
         // A retargeted call still goes to the next hop: the PBX owns the
         // voicemail or announcement service it is diverted to.
         let own_route = self.own_route(msg);
         let dest = self.route(msg, own_route.as_ref(), false, false);
-        let via = self.via_line(key, dest);
+        let via = self.via_line(&inv.key, dest);
         let rr = self.options.record_route.then(|| {
             let t = if from.is_tcp() { ";transport=tcp" } else { "" };
             format!(
@@ -275,6 +270,24 @@ impl<S: Screen> Proxy<S> {
             (resp, t.reply_to, invite)
         };
         self.send(peer, resp);
+    }
+}
+
+/// An initial INVITE as the proxy carries it from arrival to its verdict
+/// (moved into the task when screening waits for a live provider).
+struct Invite {
+    msg: Message,
+    /// The transaction's key: the branch of the proxy's own Via.
+    key: String,
+    /// Where it came from.
+    from: Peer,
+    /// Where responses go (the source, on the port its Via asks for).
+    reply_to: Peer,
+}
+
+impl Invite {
+    fn server_tx(&self) -> ServerTx {
+        ServerTx::new(self.key.clone(), self.msg.clone(), self.reply_to)
     }
 }
 

@@ -127,3 +127,37 @@ impl<S: Screen> Collect for Proxy<S> {
         .set(vec![], self.transactions() as f64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_method_is_counted_under_its_own_name() {
+        let stats = Stats::default();
+        for (i, name) in METHODS.iter().enumerate() {
+            // "other" stands for every method without a slot of its own.
+            let wire = if *name == "other" { "PRACK" } else { name };
+            for _ in 0..=i {
+                stats.count_request(Method::from_bytes(wire.as_bytes()));
+            }
+        }
+        let counted: Vec<(&str, u64)> = stats.requests().collect();
+        let expected: Vec<(&str, u64)> = METHODS
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (*m, i as u64 + 1))
+            .collect();
+        assert_eq!(counted, expected);
+    }
+
+    #[test]
+    fn responses_are_counted_by_class_and_nonsense_codes_are_not() {
+        let stats = Stats::default();
+        for code in [100, 180, 200, 302, 404, 503, 603, 99, 700, 0] {
+            stats.count_response(code);
+        }
+        let counted: Vec<u64> = stats.responses().map(|(_, n)| n).collect();
+        assert_eq!(counted, [2, 1, 1, 1, 1, 1]);
+    }
+}
