@@ -264,6 +264,30 @@ async fn spoofed_labels_from_untrusted_sources_are_stripped_and_their_pai_ignore
 }
 
 #[tokio::test]
+async fn disguised_spam_labels_from_untrusted_sources_are_stripped_too() {
+    let disguised = [
+        "Call-Info: <http://a>;type=\"spam\"\r\n",
+        "Call-Info: <http://a> ; type = spam\r\n",
+        "Call-Info: <http://a>;source=\"sipsentry\"\r\n",
+        "Call-Info: <http://a>;source = SipSentry\r\n",
+        "Call-Info: <http://icon>;purpose=icon, <http://a>;TYPE=Spam\r\n",
+    ];
+    let cfg = "trusted_peers = [\"10.0.0.0/8\"]\n[policy]\ntag_at = 101\n";
+    for line in disguised {
+        let (_, at_uas, inv) = call(cfg, "<sip:+15550001111@carrier.example>", line).await;
+        let (_, rest) = split_proxy_via(&at_uas.unwrap());
+        let want = inv
+            .replace("Max-Forwards: 70", "Max-Forwards: 69")
+            .replace(line, "");
+        assert_eq!(rest, want, "{line:?} reached the PBX");
+    }
+    // Other Call-Info stays, whatever its spacing.
+    let icon = "Call-Info: <http://icon> ; purpose = icon ; type = logo\r\n";
+    let (_, at_uas, _) = call(cfg, "<sip:+15550001111@carrier.example>", icon).await;
+    assert!(at_uas.unwrap().contains(icon));
+}
+
+#[tokio::test]
 async fn a_trusted_pai_is_the_identity_screened() {
     // From is harmless, the asserted identity is the spammer.
     let pai = "P-Asserted-Identity: <sip:+15557654321@carrier.example;user=phone>\r\n";

@@ -153,6 +153,25 @@ async fn api_requires_the_token_pages_history_exports_and_reports_metrics() {
     assert!(body.contains("TEST_ADMIN_TOKEN"), "{body}");
     assert_eq!(r.get("/api/v1/history", Some("wrong")).await.0, 401);
     assert_eq!(r.get("/healthz", None).await.0, 200);
+    // The scheme is case-insensitive (RFC 6750); a prefix of the token is
+    // not the token.
+    for (value, want) in [
+        (format!("bearer {TOKEN}"), 200),
+        (format!("BEARER {TOKEN}"), 200),
+        (format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]), 401),
+        (format!("Basic {TOKEN}"), 401),
+    ] {
+        let got = r
+            .http
+            .get(format!("{}/api/v1/cache", r.admin))
+            .header("Authorization", &value)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(got, want, "{value}");
+    }
 
     // History rows arrive through the background writer.
     let mut total = 0;

@@ -2,6 +2,8 @@
 //! case), serving them from mmap, swapping under concurrent lookups, and
 //! screening calls from it end to end over SIP.
 
+#[path = "common/binary.rs"]
+mod binary;
 mod common;
 
 use std::io::Write;
@@ -391,4 +393,96 @@ fn cli_import_status_and_check_use_the_cache() {
     let out = run(&["cache", "import", "in.tsv.gz", "--country", "US"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not served"));
+}
+
+/// `serve` on a Hiya cache dir; the admin API's answer to `path`.
+async fn admin_get(admin: &str, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{admin}{path}")).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_cache_falls_back_to_the_previous_generation_and_never_to_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let hiya = dir.path().join("hiya");
+    // The operator's own data: one SPAM number, not one of the demo's.
+    let file =
+        gz("91/9876500001\tSPAM\t6\tOperator Spam\t\t\t\n91/9876500002\tNEUTRAL\t\t\t\t\t\n");
+    let first = build(&hiya, &file, &opts()).unwrap();
+    let second = build(&hiya, &file, &opts()).unwrap();
+    let damage = |generation: &str| {
+        let keys = hiya.join("IN").join(generation).join(KEYS_FILE);
+        let len = std::fs::metadata(&keys).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&keys)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+    };
+    damage(&second.generation);
+    let (sip, admin) = (binary::free_port(), binary::free_port());
+    std::fs::write(
+        dir.path().join("s.toml"),
+        format!(
+            "[sip]\nlisten = \"127.0.0.1:{sip}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [hiya_cache]\ndir = \"hiya\"\n[history]\nenabled = false\n"
+        ),
+    )
+    .unwrap();
+    let listen = format!("127.0.0.1:{sip}").parse().unwrap();
+    let admin = format!("127.0.0.1:{admin}");
+    let check = |number: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let (code, body) = admin_get(&admin, &format!("/api/v1/check/{number}")).await;
+            assert_eq!(code, 200, "{body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+
+    let serve = binary::Serve::start(dir.path(), &["-c", "s.toml"], listen);
+    let v = check("+919876500001").await;
+    assert_eq!(v["action"], "tag", "{v}");
+    assert_eq!(
+        v["evidence"][0]["raw"]["generation"],
+        first.generation.as_str(),
+        "served from the previous, intact generation: {v}"
+    );
+    let demo = check("+919000000001").await;
+    assert_eq!(
+        (
+            demo["action"].as_str(),
+            demo["evidence"].as_array().map(Vec::len)
+        ),
+        (Some("pass"), Some(0)),
+        "demo numbers are not enforced: {demo}"
+    );
+    assert_eq!(admin_get(&admin, "/readyz").await.0, 200);
+    assert_eq!(serve.terminate().code(), Some(0));
+
+    // No intact generation left: served without the local cache, said so.
+    damage(&first.generation);
+    let serve = binary::Serve::start(dir.path(), &["-c", "s.toml"], listen);
+    let (code, body) = admin_get(&admin, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("IN"), "{body}");
+    let (_, metrics) = admin_get(&admin, "/metrics").await;
+    assert!(
+        metrics.contains("sipsentry_hiya_cache_unavailable{country=\"IN\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(check("+919000000001").await["action"], "pass");
+    assert_eq!(check("+919876500001").await["action"], "pass");
+    let status = serve.terminate();
+    assert_eq!(status.code(), Some(0));
+    // Nothing was built over the operator's generations.
+    let mut on_disk: Vec<String> = std::fs::read_dir(hiya.join("IN"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, [first.generation, second.generation]);
 }

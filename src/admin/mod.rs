@@ -136,9 +136,9 @@ async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next:
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer)
             .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        if !token_matches(given, token) {
             let env = &state.config.admin.token_env;
             let why = if given.is_empty() {
                 format!(
@@ -151,6 +151,43 @@ async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next:
         }
     }
     next.run(req).await
+}
+
+/// The credentials of an `Authorization: Bearer …` value; the scheme is
+/// case-insensitive (RFC 6750 §2.1, RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
+/// Whether `given` is the token, in time that depends on neither: both are
+/// hashed first, so even their lengths are compared as fixed-size digests.
+fn token_matches(given: &str, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(token));
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
+}
+
+/// `GET /readyz`: 503 while a country of the Hiya cache has no intact
+/// generation (calls are screened without it), else 200.
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    let missing = state
+        .hiya
+        .as_ref()
+        .map(|h| h.unavailable())
+        .unwrap_or_default();
+    if missing.is_empty() {
+        return "ready\n".into_response();
+    }
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "no intact Hiya cache generation for {}: calls are screened without it; run `sipsentry cache import` or `cache sync`",
+            missing.join(", ")
+        ),
+    )
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -167,7 +204,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(api::metrics))
         .route(
             "/api/v1/webhooks/didchecks",
@@ -194,5 +231,28 @@ pub async fn serve(
         .await
     {
         tracing::error!(error = %e, "admin server stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
+        for v in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER  s3cret",
+            " Bearer s3cret ",
+        ] {
+            assert_eq!(bearer(v), Some("s3cret"), "{v:?}");
+        }
+        assert_eq!(bearer("Basic s3cret"), None);
+        assert_eq!(bearer("Bearers3cret"), None);
+        assert!(token_matches("s3cret", "s3cret"));
+        assert!(!token_matches("S3CRET", "s3cret"));
+        assert!(!token_matches("s3cre", "s3cret"));
+        assert!(!token_matches("", "s3cret"));
     }
 }

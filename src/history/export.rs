@@ -104,14 +104,38 @@ pub struct RowWriter<'a> {
     first: bool,
 }
 
-/// One CSV line (quoted as needed), without the writer's buffering, so each
-/// row can go out as soon as it is read.
+/// One CSV line (quoted as needed, each cell [`neutralised`]), without the
+/// writer's buffering, so each row can go out as soon as it is read.
 pub fn csv_line(fields: &[impl AsRef<[u8]>]) -> Result<Vec<u8>, ExportError> {
     let mut w = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(Vec::new());
-    w.write_record(fields)?;
+    w.write_record(fields.iter().map(|f| neutralised(f.as_ref())))?;
     w.into_inner().map_err(|e| ExportError::Io(e.into_error()))
+}
+
+/// A cell a spreadsheet will not run as a formula. Callers, Call-IDs and
+/// categories come from the network, so a cell beginning with `=`, `+`,
+/// `-`, `@`, tab or carriage return gets a leading `'`, as OWASP's CSV
+/// injection advice has it. A plain signed number (an E.164 caller such as
+/// `+15551234567`, a negative figure) stays as it is: it holds no formula.
+pub fn neutralised(cell: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let risky = matches!(
+        cell.first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    );
+    let plain_number = cell.len() > 1
+        && matches!(cell[0], b'+' | b'-')
+        && cell[1..].iter().all(|b| b.is_ascii_digit() || *b == b'.')
+        && cell[1..].iter().filter(|b| **b == b'.').count() <= 1;
+    if risky && !plain_number {
+        let mut out = Vec::with_capacity(cell.len() + 1);
+        out.push(b'\'');
+        out.extend_from_slice(cell);
+        std::borrow::Cow::Owned(out)
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
 }
 
 impl<'a> RowWriter<'a> {
@@ -188,5 +212,59 @@ impl<'a> RowWriter<'a> {
         }
         self.out.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cells(line: &[u8]) -> Vec<String> {
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(line);
+        r.records()
+            .next()
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn formula_cells_are_neutralised_and_numbers_are_not() {
+        let hostile = [
+            "=HYPERLINK(\"http://evil\",\"x\")",
+            "=1+1",
+            "@SUM(1+1)",
+            "-2+3@evil",
+            "+1+cmd|' /C calc'!A0",
+            "\t=1",
+            "\r=1",
+        ];
+        let line = csv_line(&hostile).unwrap();
+        for (cell, original) in cells(&line).iter().zip(hostile) {
+            assert_eq!(cell, &format!("'{original}"), "{line:?}");
+        }
+        let plain = [
+            "+15551234567",
+            "-12",
+            "-0.5",
+            "+",
+            "sip:a@b",
+            "",
+            "[{\"a\":1}]",
+        ];
+        let expected = [
+            "+15551234567",
+            "-12",
+            "-0.5",
+            "'+",
+            "sip:a@b",
+            "",
+            "[{\"a\":1}]",
+        ];
+        assert_eq!(cells(&csv_line(&plain).unwrap()), expected);
     }
 }

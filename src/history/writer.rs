@@ -57,6 +57,18 @@ pub struct HistoryStats {
     pub write_errors: AtomicU64,
     pub pruned: AtomicU64,
     last_drop_log_ms: AtomicI64,
+    last_write_error_log_ms: AtomicI64,
+}
+
+/// Whether a repeated error may be logged again at `now` (ms): at most once
+/// per [`DROP_LOG_INTERVAL_MS`] per `slot`, so a full disk or a full queue
+/// gives a line every 10 s, not one per batch or per call.
+fn log_due(slot: &AtomicI64, now: i64) -> bool {
+    let last = slot.load(Ordering::Relaxed);
+    now - last >= DROP_LOG_INTERVAL_MS
+        && slot
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// The call path's handle: a non-blocking, bounded send.
@@ -82,15 +94,7 @@ impl HistorySink {
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                let now = now_ms();
-                let last = self.stats.last_drop_log_ms.load(Ordering::Relaxed);
-                if now - last >= DROP_LOG_INTERVAL_MS
-                    && self
-                        .stats
-                        .last_drop_log_ms
-                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
+                if log_due(&self.stats.last_drop_log_ms, now_ms()) {
                     tracing::error!(
                         dropped_total = n,
                         "history queue full: decision records dropped (is the disk stalled?)"
@@ -245,8 +249,15 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Record>, stats: &HistoryStats) {
         }
         Err(e) => {
             stats.write_errors.fetch_add(1, Ordering::Relaxed);
-            stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
-            tracing::error!(error = %e, records = n, "history write failed; records dropped");
+            let dropped = stats.dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+            if log_due(&stats.last_write_error_log_ms, now_ms()) {
+                tracing::error!(
+                    error = %e,
+                    records = n,
+                    dropped_total = dropped,
+                    "history write failed; records dropped (logged at most every 10 s; is the disk full?)"
+                );
+            }
         }
     }
     batch.clear();
@@ -308,5 +319,28 @@ fn prune(conn: &Connection, retention_days: u32, stats: &HistoryStats) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_error_is_logged_once_per_interval() {
+        let slot = AtomicI64::new(0);
+        let start = 1_000_000;
+        let logged: Vec<bool> = [
+            0,
+            20,
+            40,
+            DROP_LOG_INTERVAL_MS - 1,
+            DROP_LOG_INTERVAL_MS,
+            DROP_LOG_INTERVAL_MS + 20,
+        ]
+        .iter()
+        .map(|t| log_due(&slot, start + t))
+        .collect();
+        assert_eq!(logged, [true, false, false, false, true, false]);
     }
 }

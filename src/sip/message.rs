@@ -76,6 +76,8 @@ pub enum HeaderName {
     Privacy,
     Identity,
     CallInfo,
+    /// Extensions a proxy must support to handle the request (RFC 3261 §20.29).
+    ProxyRequire,
     /// `X-Sipsentry-*`: our own labels, stripped when they come from outside.
     XSipsentry,
     Other,
@@ -113,6 +115,7 @@ impl HeaderName {
             7 if eq("privacy") => HeaderName::Privacy,
             8 if eq("identity") => HeaderName::Identity,
             9 if eq("call-info") => HeaderName::CallInfo,
+            13 if eq("proxy-require") => HeaderName::ProxyRequire,
             n if n > 12 && name[..12].eq_ignore_ascii_case(b"x-sipsentry-") => {
                 HeaderName::XSipsentry
             }

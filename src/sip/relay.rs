@@ -58,13 +58,24 @@ pub fn top_via(msg: &Message) -> Option<Range<usize>> {
 }
 
 /// Whether a label header (ours, or a spam Call-Info) is on this line.
+/// Call-Info is judged by its parsed parameters, so quoting (`type="spam"`)
+/// and white space around `;` and `=` cannot disguise a label.
 pub fn is_label(msg: &Message, h: &super::message::HeaderLine) -> bool {
     match h.name {
         HeaderName::XSipsentry => true,
         HeaderName::CallInfo => {
-            let v = msg.value(h).to_ascii_lowercase();
-            let has = |needle: &[u8]| v.windows(needle.len()).any(|w| w == needle);
-            has(b"type=spam") || has(b"source=sipsentry")
+            let v = msg.value(h);
+            header::split_commas(v).into_iter().any(|r| {
+                let Some(elem) = header::text(&v[r]) else {
+                    return false;
+                };
+                // The parameters follow the `<uri>`.
+                let params = elem.rfind('>').map_or(&elem[..], |i| &elem[i + 1..]);
+                let is = |name: &str, want: &str| {
+                    header::param(params, name).is_some_and(|p| p.eq_ignore_ascii_case(want))
+                };
+                is("type", "spam") || is("source", "sipsentry")
+            })
         }
         _ => false,
     }

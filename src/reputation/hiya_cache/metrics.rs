@@ -19,6 +19,13 @@ impl Collect for HiyaCache {
             ];
             lookups.count(labels, n.load(Ordering::Relaxed));
         }
+        let unavailable = out.gauge(
+            "sipsentry_hiya_cache_unavailable",
+            "1 for a country on disk with no intact generation (served without the local cache)",
+        );
+        for cc in self.unavailable() {
+            unavailable.set(vec![("country", cc)], 1.0);
+        }
         let now_ms = jiff::Timestamp::now().as_millisecond().max(0) as u64;
         let snap = self.snapshot();
         let rows = out.gauge(

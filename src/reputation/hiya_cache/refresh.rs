@@ -11,11 +11,17 @@ use super::build::{BuildError, BuildOptions, build_generation};
 use super::store::HiyaCache;
 use super::sync::{SyncClient, SyncError, SyncOutcome};
 
-/// With the cache enabled and nothing on disk, builds the bundled demo cache
-/// (India) so a new user sees calls screened with no account.
+/// With the cache enabled, no countries configured and nothing at all
+/// under `hiya_cache.dir`, builds the bundled demo cache (India) so a new
+/// user sees calls screened with no account. Anything of the operator's on
+/// disk, even a damaged generation, means no demo: demo numbers must never
+/// be enforced in place of the operator's data.
 pub fn ensure_demo_cache(h: &HiyaCacheConfig) -> Result<bool, BuildError> {
     let dir = &h.dir;
-    if !h.enabled || !h.countries.is_empty() || !HiyaCache::open(dir, &[]).snapshot().is_empty() {
+    let anything_on_disk = std::fs::read_dir(dir)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if !h.enabled || !h.countries.is_empty() || anything_on_disk {
         return Ok(false);
     }
     let opts = BuildOptions::new("IN");

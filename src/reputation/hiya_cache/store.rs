@@ -197,10 +197,35 @@ pub fn current_generation(country_dir: &Path) -> Option<String> {
     (!g.is_empty()).then(|| g.to_string())
 }
 
+/// Every generation directory of a country, newest first (their names are
+/// `g<build ms>`).
+fn generations(country_dir: &Path) -> Vec<String> {
+    let mut out: Vec<(u64, String)> = fs::read_dir(country_dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let ms = name.strip_prefix('g')?.parse().ok()?;
+                    Some((ms, name))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_unstable_by(|a, b| b.cmp(a));
+    out.into_iter().map(|(_, name)| name).collect()
+}
+
 /// All countries' current generations, served to the pipeline.
 pub struct HiyaCache {
     dir: PathBuf,
     countries: ArcSwap<BTreeMap<String, Arc<CountryCache>>>,
+    /// Generations found damaged (country, generation): not opened again,
+    /// not logged again.
+    damaged: parking_lot::Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// Countries on disk with no intact generation at all: served without a
+    /// local cache (`/readyz` and `sipsentry_hiya_cache_unavailable` say so).
+    unavailable: parking_lot::Mutex<std::collections::BTreeSet<String>>,
     /// Lookups that found / did not find the number (metrics).
     pub hits: std::sync::atomic::AtomicU64,
     pub misses: std::sync::atomic::AtomicU64,
@@ -214,6 +239,8 @@ impl HiyaCache {
         let cache = HiyaCache {
             dir: dir.to_path_buf(),
             countries: ArcSwap::from_pointee(BTreeMap::new()),
+            damaged: Default::default(),
+            unavailable: Default::default(),
             hits: Default::default(),
             misses: Default::default(),
         };
@@ -256,17 +283,63 @@ impl HiyaCache {
             {
                 continue;
             }
+            if self
+                .damaged
+                .lock()
+                .contains(&(cc.clone(), generation.clone()))
+            {
+                continue;
+            }
             match CountryCache::open(&country_dir, &generation) {
                 Ok(c) => {
+                    self.unavailable.lock().remove(&cc);
                     self.swap_in(c);
                     swapped.push(cc);
                 }
                 Err(e) => {
-                    tracing::warn!(country = %cc, error = %e, "Hiya cache generation not loaded; keeping the previous one")
+                    self.damaged.lock().insert((cc.clone(), generation.clone()));
+                    if loaded.contains_key(&cc) {
+                        tracing::warn!(country = %cc, error = %e, "Hiya cache generation not loaded; keeping the previous one");
+                    } else if let Some(c) = self.open_fallback(&cc, &country_dir) {
+                        tracing::warn!(
+                            country = %cc, damaged = %generation, error = %e, serving = %c.manifest.generation,
+                            "the current Hiya cache generation is damaged; serving the previous intact one (run `cache import` or `cache sync` again)"
+                        );
+                        self.swap_in(c);
+                        swapped.push(cc);
+                    } else {
+                        tracing::error!(
+                            country = %cc, error = %e,
+                            "no intact Hiya cache generation: calls are screened WITHOUT the local cache for this country until `cache import` or `cache sync` builds one"
+                        );
+                        self.unavailable.lock().insert(cc);
+                    }
                 }
             }
         }
         swapped
+    }
+
+    /// The newest generation of a country that opens intact, other than
+    /// those known damaged.
+    fn open_fallback(&self, cc: &str, country_dir: &Path) -> Option<CountryCache> {
+        for g in generations(country_dir) {
+            if self.damaged.lock().contains(&(cc.to_string(), g.clone())) {
+                continue;
+            }
+            match CountryCache::open(country_dir, &g) {
+                Ok(c) => return Some(c),
+                Err(_) => {
+                    self.damaged.lock().insert((cc.to_string(), g));
+                }
+            }
+        }
+        None
+    }
+
+    /// Countries on disk that no intact generation serves.
+    pub fn unavailable(&self) -> Vec<String> {
+        self.unavailable.lock().iter().cloned().collect()
     }
 
     /// Replaces one country's generation in a single atomic step.

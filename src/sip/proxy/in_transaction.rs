@@ -31,7 +31,7 @@ impl<S: Screen> Proxy<S> {
 
     /// Runs the retransmission timers that are due, then expiry and Timer C
     /// (called by the ticker).
-    pub(crate) fn fire_timers(self: &Arc<Self>, now: Instant) {
+    pub(super) fn fire_timers(self: &Arc<Self>, now: Instant) {
         for action in self.txs.due_timers(now) {
             match action {
                 TimerAction::Resend(peer, bytes) => self.send(peer, bytes),
@@ -176,7 +176,12 @@ impl<S: Screen> Proxy<S> {
         if answers_us {
             return tracing::debug!(peer = %from.addr(), "ACK for a response of our own; absorbed");
         }
-        // ACK for a 2xx: a request of its own, routed like any in-dialog request.
+        // ACK for a 2xx: a request of its own, routed like any in-dialog
+        // request, and from the same sources (it cannot be answered 403).
+        if !self.may_send(from, true) {
+            self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
+            return self.drop_msg("ACK from a source outside sip.accept_from");
+        }
         let own = self.own_route(&msg);
         let ruri = String::from_utf8_lossy(msg.request_uri());
         let to_self = Uri::parse(&ruri).is_some_and(|u| self.is_self(u.host, u.port));

@@ -16,6 +16,15 @@ use crate::sip::transport::Peer;
 use crate::sip::uri::{DEFAULT_SIP_PORT, Uri};
 
 impl<S: Screen> Proxy<S> {
+    /// Whether `from` may send this request: initial requests only from
+    /// `sip.accept_from`; in-dialog ones from there or from the next hop
+    /// (the PBX's BYE toward the trunk). A made-up To tag gets a request
+    /// no further than an initial one would.
+    pub(super) fn may_send(&self, from: Peer, in_dialog: bool) -> bool {
+        let ip = from.addr().ip();
+        self.is_accepted(ip) || (in_dialog && ip == self.next_hop.addr().ip())
+    }
+
     /// RFC 3261 §16.3 step 4: our own Via below, with the branch this request
     /// would get again, means the same request came back unchanged.
     pub(super) fn is_loop(&self, msg: &Message, ruri: &[u8]) -> bool {
@@ -90,9 +99,9 @@ impl<S: Screen> Proxy<S> {
             _ => {}
         }
 
-        if !in_dialog && !self.is_accepted(from.addr().ip()) {
+        if !self.may_send(from, in_dialog) {
             self.stats.forbidden.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(peer = %from.addr(), "initial request from a source outside sip.accept_from");
+            tracing::debug!(peer = %from.addr(), in_dialog, "request from a source outside sip.accept_from");
             return self.reply(&msg, &top, from, 403, &[]);
         }
         let ruri_str = String::from_utf8_lossy(&ruri);
@@ -116,6 +125,12 @@ impl<S: Screen> Proxy<S> {
         }
         if self.is_loop(&msg, &ruri) {
             return self.reply(&msg, &top, from, 482, &[]);
+        }
+        // §16.3 step 5: the proxy supports no extension a request may
+        // require of it.
+        if let Some(unsupported) = proxy_require(&msg) {
+            let unsupported = format!("Unsupported: {unsupported}");
+            return self.reply(&msg, &top, from, 420, &[unsupported]);
         }
         if method == Method::Invite && !in_dialog {
             return self.on_initial_invite(msg, &top, from, key);
@@ -200,6 +215,29 @@ impl<S: Screen> Proxy<S> {
 /// Header syntax a proxy depends on (RFC 4475 §3.1.2): every Via element
 /// readable; From and To each exactly one name-addr with a URI.
 fn check_request(msg: &Message) -> Result<(), &'static str> {
+    // RFC 4475 §3.1.2.19 (multi01): a request has one of each of these. A
+    // second From could otherwise screen one caller and relay another.
+    let mut seen = [0u8; 5];
+    for h in &msg.headers {
+        let i = match h.name {
+            HeaderName::From => 0,
+            HeaderName::To => 1,
+            HeaderName::CallId => 2,
+            HeaderName::CSeq => 3,
+            HeaderName::MaxForwards => 4,
+            _ => continue,
+        };
+        seen[i] += 1;
+        if seen[i] > 1 {
+            return Err([
+                "more than one From",
+                "more than one To",
+                "more than one Call-ID",
+                "more than one CSeq",
+                "more than one Max-Forwards",
+            ][i]);
+        }
+    }
     for h in msg.headers_named(HeaderName::Via) {
         let v = msg.value(h);
         let elems = header::split_commas(v);
@@ -240,4 +278,23 @@ fn peer_of(uri: &Uri<'_>) -> Option<Peer> {
     } else {
         Peer::Udp(addr)
     })
+}
+
+/// The option tags of the request's Proxy-Require headers, comma-joined, if
+/// it has any.
+fn proxy_require(msg: &Message) -> Option<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for h in msg.headers_named(HeaderName::ProxyRequire) {
+        let v = msg.value(h);
+        for r in header::split_commas(v) {
+            if let Some(t) = header::text(&v[r]) {
+                let t = t.trim_ascii();
+                // Only tokens go back into the header (RFC 3261 §25.1).
+                if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                    tags.push(t.to_string());
+                }
+            }
+        }
+    }
+    (!tags.is_empty()).then(|| tags.join(", "))
 }

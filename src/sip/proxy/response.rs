@@ -74,7 +74,10 @@ impl<S: Screen> Proxy<S> {
             })
         });
         match next {
-            Some(peer) => self.send(peer, out),
+            Some(peer) if routable(peer.addr()) => self.send(peer, out),
+            Some(_) => self.drop_msg(
+                "response whose next Via is a broadcast, multicast or unspecified address",
+            ),
             None => self.drop_msg("response whose next Via is unreachable"),
         }
     }
@@ -89,4 +92,16 @@ fn second_via(msg: &Message) -> Option<std::borrow::Cow<'_, str>> {
         })
         .nth(1)
         .and_then(header::text)
+}
+
+/// Whether a message may be sent to `addr`: never to a broadcast,
+/// multicast or unspecified address, or port 0 (a Via may name anything, as RFC 4475's
+/// `bcast` shows).
+fn routable(addr: std::net::SocketAddr) -> bool {
+    let ip = addr.ip();
+    let broadcast = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_broadcast(),
+        std::net::IpAddr::V6(_) => false,
+    };
+    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
 }
