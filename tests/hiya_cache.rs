@@ -36,6 +36,14 @@ fn build(
     build_generation(bytes, &dir.join(&opts.country), opts)
 }
 
+/// Lets the test damage a generation file, which the build made read-only.
+fn writable(path: &Path) {
+    let mut perms = std::fs::metadata(path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(path, perms).unwrap();
+}
+
 fn opts() -> BuildOptions {
     BuildOptions::new("IN")
 }
@@ -237,6 +245,7 @@ fn a_damaged_generation_is_refused_on_open_and_the_previous_keeps_serving() {
         .join(RECORDS_FILE);
     let mut bytes = std::fs::read(&records).unwrap();
     bytes[10] ^= 0xff;
+    writable(&records);
     std::fs::write(&records, bytes).unwrap();
     let err = CountryCache::open(&dir.path().join("IN"), &second.generation)
         .err()
@@ -253,6 +262,17 @@ fn a_damaged_generation_is_refused_on_open_and_the_previous_keeps_serving() {
     );
     assert!(cache.reload_changed(&[]).is_empty());
     assert_eq!(cache.snapshot()["IN"].manifest.generation, first.generation);
+}
+
+#[test]
+fn generation_files_are_written_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = build(dir.path(), DEMO_IN, &opts()).unwrap();
+    for file in [KEYS_FILE, RECORDS_FILE, "manifest.json"] {
+        let path = dir.path().join("IN").join(&m.generation).join(file);
+        let perms = std::fs::metadata(&path).unwrap().permissions();
+        assert!(perms.readonly(), "{file} is writable");
+    }
 }
 
 #[test]
@@ -413,6 +433,7 @@ async fn a_damaged_cache_falls_back_to_the_previous_generation_and_never_to_the_
     let damage = |generation: &str| {
         let keys = hiya.join("IN").join(generation).join(KEYS_FILE);
         let len = std::fs::metadata(&keys).unwrap().len();
+        writable(&keys);
         std::fs::OpenOptions::new()
             .write(true)
             .open(&keys)

@@ -197,3 +197,54 @@ async fn a_response_aimed_at_a_broadcast_address_is_dropped_and_counted() {
     assert_eq!(dropped, 3, "each is dropped and counted");
     proxy.stop().await;
 }
+
+/// An INVITE of about `size` bytes (a long header pads it).
+fn big_invite(uac: std::net::SocketAddr, branch: &str, size: usize) -> String {
+    let small = invite(uac, "UDP", branch, "<sip:+15557654321@c>", "");
+    let pad = size.saturating_sub(small.len() + 20);
+    invite(
+        uac,
+        "UDP",
+        branch,
+        "<sip:+15557654321@c>",
+        &format!("X-Pad: {}\r\n", "p".repeat(pad)),
+    )
+}
+
+#[tokio::test]
+async fn held_calls_are_bounded_by_bytes_as_well_as_by_count() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    // 1 MiB for the calls held; each 60 KB INVITE counts about 121 KB.
+    let proxy = start(config(uas.addr, "max_held_mb = 1\n"), |p| p).await;
+    let mut answers = Vec::new();
+    for i in 0..12 {
+        uac.send(
+            proxy.addr,
+            &big_invite(uac.addr, &format!("z9hG4bKbig{i}"), 60_000),
+        )
+        .await;
+        answers.push(status(&uac.recv().await));
+    }
+    // The PBX never answers: every relayed call stays held.
+    let held = answers.iter().take_while(|c| **c == 100).count();
+    assert_eq!(held, 9, "{answers:?}");
+    assert!(answers[held..].iter().all(|c| *c == 503), "{answers:?}");
+    assert_eq!(proxy.core.transactions(), 9);
+    assert_eq!(proxy.core.stats().refused_full.load(Ordering::Relaxed), 3);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_over_max_message_bytes_gets_513_and_is_not_relayed() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = start(config(uas.addr, "max_message_bytes = 4096\n"), |p| p).await;
+    uac.send(proxy.addr, &big_invite(uac.addr, "z9hG4bKhuge", 5_000))
+        .await;
+    assert_eq!(status(&uac.recv().await), 513);
+    assert!(uas.silent_for(Duration::from_millis(200)).await.is_none());
+    uac.send(proxy.addr, &big_invite(uac.addr, "z9hG4bKfits", 3_000))
+        .await;
+    assert_eq!(status(&uac.recv().await), 100);
+    assert!(uas.recv().await.starts_with("INVITE "));
+    proxy.stop().await;
+}

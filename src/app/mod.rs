@@ -91,9 +91,11 @@ pub async fn serve(
         providers,
     } = build(&config)?;
     let writer = if config.history.enabled {
-        Some(HistoryWriter::start(
+        Some(HistoryWriter::with_options(
             &config.history.path,
             config.history.retention_days,
+            crate::history::writer::QUEUE_CAPACITY,
+            Duration::from_millis(config.history.batch_ms),
         )?)
     } else {
         tracing::warn!("history.enabled = false: decisions are not recorded");

@@ -95,12 +95,16 @@ pub struct HistoryConfig {
     pub enabled: bool,
     pub path: PathBuf,
     pub retention_days: u32,
+    /// How often the writer takes what is queued, in ms: an abrupt kill can
+    /// lose the records of the last interval (docs/operations.md).
+    pub batch_ms: u64,
 }
 
 impl Default for HistoryConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            batch_ms: crate::history::writer::BATCH_INTERVAL.as_millis() as u64,
             path: "sipsentry-data/history.db".into(),
             retention_days: 90,
         }
@@ -243,6 +247,10 @@ mod tests {
             ("[sip]\nbusy_poll_us = -1\n", "busy_poll_us"),
             ("[sip]\nmax_transactions = 0\n", "sip.max_transactions"),
             ("[sip]\ntimer_c_s = 0\n", "sip.timer_c_s"),
+            ("[sip]\nmax_held_mb = 0\n", "sip.max_held_mb"),
+            ("[sip]\nmax_message_bytes = 100\n", "sip.max_message_bytes"),
+            ("[sip]\nmax_message_bytes = 70000\n", "sip.max_message_bytes"),
+            ("[history]\nbatch_ms = 0\n", "history.batch_ms"),
             (
                 "[numbers]\ndefault_country = \"XX\"\n",
                 "numbers.default_country",

@@ -42,6 +42,22 @@ impl Config {
                 "is 0, so every call would get 503; at 2,000 calls/s about 66,000 are remembered (64×T1), so leave room above that".into(),
             ));
         }
+        if self.sip.max_held_mb == 0 {
+            return Err(invalid(
+                "sip.max_held_mb",
+                "is 0, so every call would get 503; give the memory remembered calls may use, e.g. 1024".into(),
+            ));
+        }
+        let max_msg = crate::sip::message::MAX_MESSAGE_BYTES;
+        if !(1024..=max_msg).contains(&self.sip.max_message_bytes) {
+            return Err(invalid(
+                "sip.max_message_bytes",
+                format!(
+                    "{} is out of range; use 1024–{max_msg} (an INVITE with SDP is usually 1–4 KB)",
+                    self.sip.max_message_bytes
+                ),
+            ));
+        }
         if self.sip.timer_c_s == 0 {
             return Err(invalid(
                 "sip.timer_c_s",
@@ -133,6 +149,15 @@ impl Config {
             return Err(invalid(
                 "hiya_cache.refresh_minutes",
                 "must be at least 1".into(),
+            ));
+        }
+        if !(1..=1000).contains(&self.history.batch_ms) {
+            return Err(invalid(
+                "history.batch_ms",
+                format!(
+                    "{} is out of range; use 1–1000 (20 keeps inserts to a few large transactions a second)",
+                    self.history.batch_ms
+                ),
             ));
         }
         self.validate_providers()?;

@@ -18,17 +18,14 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 /// Records inserted per transaction at most.
 pub const BATCH_MAX: usize = 4_096;
 
-/// The writer wakes this often and takes everything queued. While calls
+/// Default `history.batch_ms`: the writer wakes this often and takes
+/// everything queued. While calls
 /// come it never blocks in `recv`, so queueing a record never has to wake a
 /// thread: the call path pays no system call, and at any call rate the
 /// inserts go in a few large transactions a second instead of one per call.
 /// (After a second of empty rounds it blocks, and the first record after
 /// the quiet spell wakes it.)
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(20);
-
-/// Empty rounds in a row (a second at [`BATCH_INTERVAL`]) after which the
-/// writer blocks until a record comes instead of waking every round.
-const IDLE_ROUNDS: u32 = 50;
 
 /// How often old rows are pruned (and at start).
 pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -123,6 +120,18 @@ impl HistoryWriter {
         retention_days: u32,
         capacity: usize,
     ) -> Result<Self, HistoryError> {
+        Self::with_options(path, retention_days, capacity, BATCH_INTERVAL)
+    }
+
+    /// A writer whose rounds are `batch_interval` apart
+    /// (`history.batch_ms`): what an abrupt kill (`kill -9`, power loss)
+    /// can lose is the records of the last round.
+    pub fn with_options(
+        path: &Path,
+        retention_days: u32,
+        capacity: usize,
+        batch_interval: Duration,
+    ) -> Result<Self, HistoryError> {
         let conn = open(path)?;
         let (tx, rx) = mpsc::sync_channel(capacity);
         let stats = Arc::new(HistoryStats::default());
@@ -130,7 +139,7 @@ impl HistoryWriter {
             let stats = Arc::clone(&stats);
             std::thread::Builder::new()
                 .name("history".into())
-                .spawn(move || run(conn, rx, &stats, retention_days))
+                .spawn(move || run(conn, rx, &stats, retention_days, batch_interval))
                 .map_err(|source| HistoryError::Thread { source })?
         };
         Ok(HistoryWriter {
@@ -172,8 +181,17 @@ fn lower_priority() {
     }
 }
 
-fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, stats: &HistoryStats, retention_days: u32) {
+fn run(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Msg>,
+    stats: &HistoryStats,
+    retention_days: u32,
+    batch_interval: Duration,
+) {
     lower_priority();
+    // A second of empty rounds before blocking, whatever the interval.
+    let idle_rounds_max =
+        (Duration::from_secs(1).as_millis() / batch_interval.as_millis().max(1)).max(1) as u32;
     let mut last_prune = Instant::now();
     prune(&conn, retention_days, stats);
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH_MAX);
@@ -181,8 +199,8 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, stats: &HistoryStats, rete
     loop {
         // The first message of this round, when it was waited for.
         let mut first = None;
-        if idle_rounds < IDLE_ROUNDS {
-            std::thread::sleep(BATCH_INTERVAL);
+        if idle_rounds < idle_rounds_max {
+            std::thread::sleep(batch_interval);
         } else {
             // Idle for a while: block, so an idle proxy's writer does not
             // wake 50 times a second. The next record wakes it (that one

@@ -149,7 +149,7 @@ pub enum StartLine {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseError {
-    #[error("message larger than {MAX_MESSAGE_BYTES} bytes")]
+    #[error("message too large (over sip.max_message_bytes, at most {MAX_MESSAGE_BYTES} bytes)")]
     TooLarge,
     #[error("incomplete message: no blank line after the headers")]
     Incomplete,

@@ -60,9 +60,14 @@ pub const TIMER_C: Duration = Duration::from_secs(180);
 /// them would still be a few milliseconds too young and need a second look.
 /// A second more of retention (3% more transactions held) spares that.
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(1);
-/// Default `sip.max_transactions`: 64×T1 of calls at about 15,000 calls/s,
-/// about 600 MB of remembered calls at most.
+/// Default `sip.max_transactions`: 64×T1 of calls at about 15,000 calls/s.
 pub const MAX_TRANSACTIONS: usize = 500_000;
+/// Default `sip.max_held_mb`: what the remembered calls may hold, counted
+/// as [`ServerTx::charged`].
+pub const MAX_HELD_MB: usize = 1024;
+/// What a remembered call holds besides its INVITE: the entry, its locks,
+/// timers and the response it may resend.
+pub const TX_OVERHEAD_BYTES: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxState {
@@ -161,11 +166,17 @@ pub struct ServerTx {
     /// trunk 408 and sends nothing downstream (§16.8).
     pub provisional: bool,
     pub touched: Instant,
+    /// What this call counts against `sip.max_held_mb`: the INVITE twice (as
+    /// received, and as relayed for Timer A) and [`TX_OVERHEAD_BYTES`]. An
+    /// upper bound: a finished call lets go of its INVITE.
+    pub charged: usize,
 }
 
 impl ServerTx {
     pub fn new(key: String, invite: Message, reply_to: Peer) -> Self {
+        let charged = 2 * invite.buf.len() + TX_OVERHEAD_BYTES;
         ServerTx {
+            charged,
             key,
             state: TxState::Screening,
             invite: Some(invite),
@@ -223,6 +234,10 @@ pub struct TxTable {
     len: AtomicUsize,
     /// [`TxTable::is_full`] from this many entries.
     limit: usize,
+    /// The sum of the entries' [`ServerTx::charged`].
+    held: AtomicUsize,
+    /// [`TxTable::is_full`] from this many bytes held.
+    byte_limit: usize,
     /// How long a forwarded INVITE waits for a final response after its last
     /// provisional (Timer C; `sip.timer_c_s`).
     timer_c: Duration,
@@ -236,18 +251,21 @@ pub struct TxTable {
 
 impl Default for TxTable {
     fn default() -> Self {
-        TxTable::new(MAX_TRANSACTIONS, TIMER_C)
+        TxTable::new(MAX_TRANSACTIONS, MAX_HELD_MB << 20, TIMER_C)
     }
 }
 
 impl TxTable {
-    /// A table that counts as full at `limit` transactions, whose forwarded
-    /// INVITEs wait `timer_c` for a final response.
-    pub fn new(limit: usize, timer_c: Duration) -> Self {
+    /// A table that counts as full at `limit` transactions or `byte_limit`
+    /// bytes held, whose forwarded INVITEs wait `timer_c` for a final
+    /// response.
+    pub fn new(limit: usize, byte_limit: usize, timer_c: Duration) -> Self {
         TxTable {
             map: DashMap::new(),
             len: AtomicUsize::new(0),
             limit,
+            held: AtomicUsize::new(0),
+            byte_limit,
             timer_c,
             expiry: Deadlines::default(),
             timers: Deadlines::default(),
@@ -276,11 +294,17 @@ impl TxTable {
         self.len() == 0
     }
 
-    /// Whether the table holds its limit: a new INVITE is then refused (503)
-    /// before anything is sent. A bound, not an exact cap: INVITEs arriving
-    /// at once on several threads can each pass the check.
+    /// Bytes the remembered calls are charged with now.
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Whether the table holds its limit of calls or of bytes: a new INVITE
+    /// is then refused (503) before anything is sent. A bound, not an exact
+    /// cap: INVITEs arriving at once on several threads can each pass the
+    /// check.
     pub fn is_full(&self) -> bool {
-        self.len() >= self.limit
+        self.len() >= self.limit || self.held_bytes() >= self.byte_limit
     }
 
     pub fn get(&self, key: &str) -> Option<TxRef> {
@@ -298,6 +322,8 @@ impl TxTable {
                 // needs an earlier look.
                 let first_look = tx.touched + (TIMER_64T1 + EXPIRY_GRACE).min(self.timer_c);
                 let tx = Arc::new(Mutex::new(tx));
+                self.held
+                    .fetch_add(tx.lock().charged, AtomicOrdering::Relaxed);
                 v.insert(Arc::clone(&tx));
                 self.len.fetch_add(1, AtomicOrdering::Relaxed);
                 self.expiry.push_first(first_look, &tx);
@@ -378,7 +404,7 @@ impl TxTable {
                 timed_out.push(tx);
             } else {
                 t.stop_timer();
-                let key = t.key.clone();
+                let (key, charged) = (t.key.clone(), t.charged);
                 drop(t);
                 if self
                     .map
@@ -386,6 +412,7 @@ impl TxTable {
                     .is_some()
                 {
                     self.len.fetch_sub(1, AtomicOrdering::Relaxed);
+                    self.held.fetch_sub(charged, AtomicOrdering::Relaxed);
                 }
             }
         }
@@ -476,7 +503,7 @@ mod tests {
 
     #[test]
     fn a_configured_timer_c_shorter_than_64t1_is_looked_at_in_time() {
-        let table = TxTable::new(10, Duration::from_secs(5));
+        let table = TxTable::new(10, usize::MAX, Duration::from_secs(5));
         let start = Instant::now();
         let (tx, _) = table.insert(server_tx("k"));
         tx.lock().state = TxState::Forwarded;
@@ -593,7 +620,7 @@ mod tests {
 
     #[test]
     fn the_table_counts_its_transactions_and_is_full_at_its_limit() {
-        let table = TxTable::new(2, TIMER_C);
+        let table = TxTable::new(2, usize::MAX, TIMER_C);
         let start = Instant::now();
         assert!(table.is_empty());
         table.insert(server_tx("a"));
@@ -609,5 +636,26 @@ mod tests {
         table.sweep(start + TIMER_64T1 + EXPIRY_GRACE + Duration::from_millis(50));
         assert_eq!(table.len(), 0, "expired ones leave the count");
         assert!(!table.is_full());
+    }
+
+    #[test]
+    fn the_table_is_full_at_its_byte_limit_and_expiry_gives_the_bytes_back() {
+        let one = server_tx("x").charged;
+        assert_eq!(one, 2 * INVITE.len() + TX_OVERHEAD_BYTES);
+        let table = TxTable::new(100, 2 * one + 1, TIMER_C);
+        let start = Instant::now();
+        table.insert(server_tx("a"));
+        table.insert(server_tx("b"));
+        assert_eq!(table.held_bytes(), 2 * one);
+        assert!(!table.is_full(), "one byte of room left");
+        table.insert(server_tx("b"));
+        assert_eq!(table.held_bytes(), 2 * one, "a twin is not charged twice");
+        table.insert(server_tx("c"));
+        assert!(table.is_full(), "full by bytes at 3 of 100 calls");
+        for key in ["a", "b", "c"] {
+            table.get(key).unwrap().lock().state = TxState::Completed;
+        }
+        table.sweep(start + TIMER_64T1 + EXPIRY_GRACE + Duration::from_millis(50));
+        assert_eq!((table.len(), table.held_bytes()), (0, 0));
     }
 }

@@ -365,10 +365,22 @@ fn build_into(
     let manifest_path = dir.join(MANIFEST_FILE);
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     write_synced(&manifest_path, &json).map_err(io_err(manifest_path.clone()))?;
+    // Read-only: the serving process maps these files, and a file changed
+    // or truncated under a mapping is wrong data or a SIGBUS
+    // (docs/operations.md, "The Hiya cache").
+    for path in [&keys_path, &records_path, &manifest_path] {
+        read_only(path).map_err(io_err(path.clone()))?;
+    }
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir.to_path_buf()))?;
     Ok(manifest)
+}
+
+fn read_only(path: &Path) -> io::Result<()> {
+    let mut perms = fs::metadata(path)?.permissions();
+    perms.set_readonly(true);
+    fs::set_permissions(path, perms)
 }
 
 fn finish(w: BufWriter<File>) -> io::Result<()> {

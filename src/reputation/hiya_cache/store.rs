@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use memmap2::Mmap;
+use sha2::{Digest, Sha256};
 
 use super::build::{
     self, CURRENT_FILE, KEYS_FILE, MANIFEST_FILE, Manifest, NO_CATEGORY, RECORDS_FILE,
@@ -107,11 +108,14 @@ fn map_file(path: &Path) -> Result<Mmap, StoreError> {
         path: path.to_path_buf(),
         source,
     })?;
-    // SAFETY: generation files are written once into a fresh directory and
-    // never modified afterwards (a refresh builds a new generation and renames
-    // a pointer), so the mapped bytes cannot change under us while mapped.
-    // Pruning deletes old directories, which on Unix leaves existing mappings
-    // valid. The contents are verified against the manifest before use.
+    // SAFETY: generation files are written once into a fresh directory,
+    // made read-only, and never modified afterwards (a refresh builds a new
+    // generation and renames a pointer), so the mapped bytes do not change
+    // while mapped. Pruning deletes old directories, which on Unix leaves
+    // existing mappings valid. The contents are verified against the
+    // manifest over the mapped bytes before use. What this cannot prevent
+    // is another process (root, or one ignoring the mode) rewriting or
+    // truncating a serving file: docs/operations.md states the rule.
     unsafe { Mmap::map(&file) }.map_err(|source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -139,7 +143,11 @@ impl CountryCache {
                 path: manifest_path.clone(),
                 reason: e.to_string(),
             })?;
-        for file in [KEYS_FILE, RECORDS_FILE] {
+        // The checksums are taken over the mapped bytes themselves, so what
+        // is verified is exactly what lookups will read.
+        let keys = map_file(&dir.join(KEYS_FILE))?;
+        let records = map_file(&dir.join(RECORDS_FILE))?;
+        for (file, bytes) in [(KEYS_FILE, &keys[..]), (RECORDS_FILE, &records[..])] {
             let want = manifest
                 .sha256
                 .get(file)
@@ -147,11 +155,7 @@ impl CountryCache {
                     path: manifest_path.clone(),
                     reason: format!("no checksum for {file}"),
                 })?;
-            let got = build::file_sha256(&dir.join(file)).map_err(|source| StoreError::Io {
-                path: dir.join(file),
-                source,
-            })?;
-            if &got != want {
+            if hex::encode(Sha256::digest(bytes)) != *want {
                 return Err(StoreError::Checksum {
                     generation: generation.to_string(),
                     file,
@@ -159,13 +163,10 @@ impl CountryCache {
             }
         }
         let keys_path = dir.join(KEYS_FILE);
-        let index =
-            Index::new(map_file(&keys_path)?, map_file(&dir.join(RECORDS_FILE))?).map_err(|e| {
-                StoreError::Index {
-                    path: keys_path.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let index = Index::new(keys, records).map_err(|e| StoreError::Index {
+            path: keys_path.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(CountryCache {
             manifest,
             dir,

@@ -140,7 +140,11 @@ impl<S: Screen> Proxy<S> {
             )
         });
         let proxy = Arc::new(Proxy {
-            txs: TxTable::new(options.max_transactions, timer_c),
+            txs: TxTable::new(
+                options.max_transactions,
+                (options.max_held_mb as usize) << 20,
+                timer_c,
+            ),
             options,
             screen,
             local,
@@ -213,6 +217,9 @@ impl<S: Screen> Proxy<S> {
     /// Entry point for every received message.
     pub fn handle(self: &Arc<Self>, buf: Bytes, from: Peer) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
+        if buf.len() > self.options.max_message_bytes {
+            return self.on_parse_error(&buf, ParseError::TooLarge, from);
+        }
         match Message::parse_or_return(buf) {
             Ok(msg) => match msg.method() {
                 Some(m) => {

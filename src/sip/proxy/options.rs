@@ -21,6 +21,13 @@ pub struct SipConfig {
     /// INVITE transactions remembered at once (each 64×T1 after its last
     /// change, about 1.2 KB); new calls beyond get 503 Retry-After.
     pub max_transactions: usize,
+    /// What remembered calls may hold, in MiB: each counts its INVITE twice
+    /// (as received and as relayed) and 1 KiB; new calls beyond get 503
+    /// Retry-After, as past `max_transactions`.
+    pub max_held_mb: u32,
+    /// The largest message accepted, in bytes (at most 65,536); a larger
+    /// request gets 513 Message Too Large.
+    pub max_message_bytes: usize,
     /// Timer C in seconds: how long a forwarded INVITE waits for a final
     /// response after the PBX's last provisional before the proxy CANCELs
     /// it and answers 408 (RFC 3261 §16.6: over 3 minutes; carriers often
@@ -38,6 +45,8 @@ impl Default for SipConfig {
             record_route: false,
             busy_poll_us: 0,
             max_transactions: crate::sip::transaction::MAX_TRANSACTIONS,
+            max_held_mb: crate::sip::transaction::MAX_HELD_MB as u32,
+            max_message_bytes: crate::sip::message::MAX_MESSAGE_BYTES,
             timer_c_s: crate::sip::transaction::TIMER_C.as_secs() as u32,
         }
     }
