@@ -47,7 +47,7 @@ pub struct Server {
 impl Server {
     /// Binds the SIP port (UDP and TCP) and prepares the proxy.
     pub async fn bind(options: SipConfig, pipeline: Arc<Pipeline>) -> Result<Server, ServerError> {
-        let (transport, tcp) = Transport::bind(options.listen).await?;
+        let (transport, tcp) = Transport::bind(options.listen, options.tcp_limits()).await?;
         let addr = transport.local_addr().map_err(|source| BindError {
             addr: options.listen,
             source,

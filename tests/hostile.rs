@@ -248,3 +248,138 @@ async fn a_request_over_max_message_bytes_gets_513_and_is_not_relayed() {
     assert!(uas.recv().await.starts_with("INVITE "));
     proxy.stop().await;
 }
+
+/// Whether the proxy closes `stream` within `wait` (a read returns EOF or
+/// an error rather than timing out).
+async fn closed_within(stream: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_source_cannot_take_every_tcp_connection() {
+    let uas = Udp::new().await;
+    let proxy = start(config(uas.addr, "tcp_max_per_source = 3\n"), |p| p).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
+    }
+    let mut fourth = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    assert!(
+        closed_within(&mut fourth, Duration::from_secs(2)).await,
+        "a fourth connection from one address is closed"
+    );
+    for s in &mut held {
+        assert!(!closed_within(s, Duration::from_millis(100)).await);
+    }
+    // Another address still gets in, and its calls are served.
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = Tcp {
+        stream: other.connect(proxy.addr).await.unwrap(),
+        buf: Vec::new(),
+    };
+    let me = other.local_addr();
+    other
+        .send(&invite(
+            me,
+            "TCP",
+            "z9hG4bKtcpother",
+            "<sip:+15557654321@c>",
+            "",
+        ))
+        .await;
+    assert_eq!(status(&other.recv().await), 100);
+    // A connection that closes frees its source's slot.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    assert!(!closed_within(&mut again, Duration::from_millis(300)).await);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_trickled_message_and_an_idle_connection_are_closed_on_time() {
+    use tokio::io::AsyncWriteExt;
+    let uas = Udp::new().await;
+    let cfg = "tcp_message_timeout_ms = 500\ntcp_idle_s = 1\n";
+    let proxy = start(config(uas.addr, cfg), |p| p).await;
+    // Slowloris: a byte every 100 ms of a message that never ends.
+    let slow = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut rd, mut wr) = slow.into_split();
+    wr.write_all(b"INVITE sip:x@y SIP/2.0\r\n").await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if wr.write_all(b"X").await.is_err() {
+                break;
+            }
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::io::AsyncReadExt::read(&mut rd, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a message trickled for {:?} is still open",
+        started.elapsed()
+    );
+    trickle.abort();
+    // An idle connection goes after tcp_idle_s; one that keeps sending
+    // whole messages (keep-alives) stays.
+    let mut idle = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut alive = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    for _ in 0..4 {
+        alive.write_all(b"\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(
+        closed_within(&mut idle, Duration::from_millis(500)).await,
+        "idle connection kept"
+    );
+    alive.write_all(b"\r\n\r\n").await.unwrap();
+    let mut pong = [0u8; 64];
+    let n = tokio::io::AsyncReadExt::read(&mut alive, &mut pong)
+        .await
+        .unwrap();
+    assert!(n > 0 && pong[..n].iter().all(|b| *b == b'\r' || *b == b'\n'));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn inbound_tcp_connections_never_crowd_out_the_connection_to_the_pbx() {
+    let pbx = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pbx_addr = pbx.local_addr().unwrap();
+    let mut cfg = config(
+        pbx_addr,
+        "tcp_max_connections = 2\ntcp_max_per_source = 2\n",
+    );
+    cfg.sip.next_hop = format!("sip:{pbx_addr};transport=tcp");
+    let proxy = start(cfg, |p| p).await;
+    // Every inbound slot taken by idle connections.
+    let _a = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A call over UDP still reaches the PBX over TCP.
+    let uac = Udp::new().await;
+    uac.send(
+        proxy.addr,
+        &invite(uac.addr, "UDP", "z9hG4bKcrowd", "<sip:+15557654321@c>", ""),
+    )
+    .await;
+    let mut conn = Tcp::accept(&pbx).await;
+    assert!(conn.recv().await.starts_with("INVITE "));
+    proxy.stop().await;
+}

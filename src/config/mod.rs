@@ -249,7 +249,10 @@ mod tests {
             ("[sip]\ntimer_c_s = 0\n", "sip.timer_c_s"),
             ("[sip]\nmax_held_mb = 0\n", "sip.max_held_mb"),
             ("[sip]\nmax_message_bytes = 100\n", "sip.max_message_bytes"),
-            ("[sip]\nmax_message_bytes = 70000\n", "sip.max_message_bytes"),
+            (
+                "[sip]\nmax_message_bytes = 70000\n",
+                "sip.max_message_bytes",
+            ),
             ("[history]\nbatch_ms = 0\n", "history.batch_ms"),
             (
                 "[numbers]\ndefault_country = \"XX\"\n",

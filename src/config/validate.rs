@@ -58,6 +58,29 @@ impl Config {
                 ),
             ));
         }
+        for (key, n) in [
+            ("sip.tcp_max_connections", self.sip.tcp_max_connections),
+            ("sip.tcp_max_outbound", self.sip.tcp_max_outbound),
+            ("sip.tcp_max_per_source", self.sip.tcp_max_per_source),
+            ("sip.tcp_idle_s", self.sip.tcp_idle_s as usize),
+            (
+                "sip.tcp_message_timeout_ms",
+                self.sip.tcp_message_timeout_ms as usize,
+            ),
+        ] {
+            if n == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if self.sip.tcp_max_per_source > self.sip.tcp_max_connections {
+            return Err(invalid(
+                "sip.tcp_max_per_source",
+                format!(
+                    "{} is more than sip.tcp_max_connections ({}); one source could then take every connection",
+                    self.sip.tcp_max_per_source, self.sip.tcp_max_connections
+                ),
+            ));
+        }
         if self.sip.timer_c_s == 0 {
             return Err(invalid(
                 "sip.timer_c_s",

@@ -2,9 +2,12 @@
 //! believes, and its limits.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+use crate::sip::transport::TcpLimits;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,10 +36,36 @@ pub struct SipConfig {
     /// it and answers 408 (RFC 3261 §16.6: over 3 minutes; carriers often
     /// use 60–120 s as a ring timeout).
     pub timer_c_s: u32,
+    /// Inbound TCP connections at once; at the limit new ones wait.
+    pub tcp_max_connections: usize,
+    /// Outbound TCP connections at once (counted apart from inbound ones).
+    pub tcp_max_outbound: usize,
+    /// Inbound TCP connections from one address at once.
+    pub tcp_max_per_source: usize,
+    /// A TCP connection with no complete message (or keep-alive) for this
+    /// many seconds is closed.
+    pub tcp_idle_s: u32,
+    /// Once a message's first byte has arrived over TCP, the whole message
+    /// must arrive within this many milliseconds.
+    pub tcp_message_timeout_ms: u32,
+}
+
+impl SipConfig {
+    /// The TCP limits these options set.
+    pub fn tcp_limits(&self) -> TcpLimits {
+        TcpLimits {
+            max_inbound: self.tcp_max_connections,
+            max_outbound: self.tcp_max_outbound,
+            max_per_source: self.tcp_max_per_source,
+            idle: Duration::from_secs(u64::from(self.tcp_idle_s)),
+            message_timeout: Duration::from_millis(u64::from(self.tcp_message_timeout_ms)),
+        }
+    }
 }
 
 impl Default for SipConfig {
     fn default() -> Self {
+        let tcp = TcpLimits::default();
         Self {
             listen: "127.0.0.1:5060".parse().expect("static address"),
             next_hop: "sip:127.0.0.1:5080".into(),
@@ -48,6 +77,11 @@ impl Default for SipConfig {
             max_held_mb: crate::sip::transaction::MAX_HELD_MB as u32,
             max_message_bytes: crate::sip::message::MAX_MESSAGE_BYTES,
             timer_c_s: crate::sip::transaction::TIMER_C.as_secs() as u32,
+            tcp_max_connections: tcp.max_inbound,
+            tcp_max_outbound: tcp.max_outbound,
+            tcp_max_per_source: tcp.max_per_source,
+            tcp_idle_s: tcp.idle.as_secs() as u32,
+            tcp_message_timeout_ms: tcp.message_timeout.as_millis() as u32,
         }
     }
 }

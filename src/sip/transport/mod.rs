@@ -8,7 +8,7 @@
 //! bounded queue, so a slow peer can never make the proxy buffer without
 //! limit or stall other calls.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -22,14 +22,41 @@ use super::message::{self, MAX_MESSAGE_BYTES};
 
 pub mod udp;
 
-/// Concurrent TCP connections, inbound and outbound together.
-pub const MAX_TCP_CONNECTIONS: usize = 4096;
 /// Messages queued for one TCP connection before further ones are dropped.
 pub const TCP_QUEUE: usize = 256;
-/// A TCP connection idle this long is closed.
-pub const TCP_IDLE: Duration = Duration::from_secs(600);
 /// How long an outbound TCP connect may take.
 pub const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Limits on TCP connections (`sip.tcp_*`), so that idle or slow peers
+/// cannot take the port from everyone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// Inbound connections at once (`sip.tcp_max_connections`).
+    pub max_inbound: usize,
+    /// Outbound connections at once (to the next hop, or where a Route or
+    /// Via points), counted apart so inbound ones never crowd them out.
+    pub max_outbound: usize,
+    /// Inbound connections from one address at once.
+    pub max_per_source: usize,
+    /// A connection with no complete message for this long is closed; a
+    /// trickle of bytes does not count.
+    pub idle: Duration,
+    /// Once a message's first byte has arrived, the whole message must
+    /// arrive within this.
+    pub message_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_inbound: 4096,
+            max_outbound: 1024,
+            max_per_source: 256,
+            idle: Duration::from_secs(120),
+            message_timeout: Duration::from_secs(5),
+        }
+    }
+}
 /// The longest the SIP thread sleeps in a blocking read before it looks at
 /// its stop flag. Only a fallback: shutdown wakes it at once
 /// ([`Transport::wake_udp`]), so an idle proxy's SIP thread need not wake
@@ -76,7 +103,11 @@ pub struct Transport {
     /// Blocking UDP socket: read by the SIP thread, written from anywhere.
     udp: std::net::UdpSocket,
     tcp: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
-    tcp_slots: Arc<Semaphore>,
+    limits: TcpLimits,
+    inbound_slots: Arc<Semaphore>,
+    outbound_slots: Arc<Semaphore>,
+    /// Inbound connections open now, by source address.
+    per_source: DashMap<IpAddr, usize>,
     /// Runtime for what does wait (TCP connections).
     rt: tokio::runtime::Handle,
     /// Set once the handler exists; weak so that the handler (which holds
@@ -97,12 +128,18 @@ impl Transport {
     /// Binds UDP (a blocking socket for the SIP thread) and TCP on the same
     /// port; with port 0, retries until a port is free on both. Call inside
     /// the tokio runtime.
-    pub async fn bind(listen: SocketAddr) -> Result<(Arc<Transport>, TcpListener), BindError> {
+    pub async fn bind(
+        listen: SocketAddr,
+        limits: TcpLimits,
+    ) -> Result<(Arc<Transport>, TcpListener), BindError> {
         let (udp, tcp) = bind_pair(listen).await?;
         let transport = Transport {
             udp,
             tcp: DashMap::new(),
-            tcp_slots: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
+            limits,
+            inbound_slots: Arc::new(Semaphore::new(limits.max_inbound)),
+            outbound_slots: Arc::new(Semaphore::new(limits.max_outbound)),
+            per_source: DashMap::new(),
             rt: tokio::runtime::Handle::current(),
             inbound: OnceLock::new(),
         };
@@ -160,14 +197,14 @@ impl Transport {
         self.tcp.insert(addr, tx.clone());
         let transport = Arc::clone(self);
         self.rt.spawn(async move {
-            let permit = Arc::clone(&transport.tcp_slots).try_acquire_owned();
+            let permit = Arc::clone(&transport.outbound_slots).try_acquire_owned();
             let stream = match (
                 permit,
                 tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(addr)).await,
             ) {
                 (Ok(permit), Ok(Ok(stream))) => (permit, stream),
                 (Err(_), _) => {
-                    tracing::warn!(%addr, "too many TCP connections; not connecting");
+                    tracing::warn!(%addr, "sip.tcp_max_outbound connections are open; not connecting");
                     transport.tcp.remove(&addr);
                     return;
                 }
@@ -182,18 +219,21 @@ impl Transport {
                     return;
                 }
             };
-            transport.run_connection(stream.1, addr, rx, stream.0).await;
+            transport.run_connection(stream.1, addr, rx, stream.0, None).await;
         });
         tx
     }
 
-    /// Serves one TCP connection until it closes or idles out.
+    /// Serves one TCP connection until it closes, idles out (no complete
+    /// message for `limits.idle`) or a message takes longer than
+    /// `limits.message_timeout` to arrive whole.
     async fn run_connection(
         self: &Arc<Self>,
         stream: TcpStream,
         addr: SocketAddr,
         mut queue: mpsc::Receiver<Bytes>,
         _permit: OwnedSemaphorePermit,
+        _source: Option<SourceGuard>,
     ) {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
@@ -204,12 +244,27 @@ impl Transport {
                 }
             }
         });
+        let limits = self.limits;
         let mut buf = BytesMut::with_capacity(8 * 1024);
+        let mut idle_until = tokio::time::Instant::now() + limits.idle;
+        // Set while part of a message has arrived.
+        let mut message_until: Option<tokio::time::Instant> = None;
         'read: loop {
-            match tokio::time::timeout(TCP_IDLE, rd.read_buf(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            let deadline = message_until.unwrap_or(idle_until);
+            match tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Err(_) => {
+                    let why = if message_until.is_some() {
+                        "a message did not arrive whole within sip.tcp_message_timeout_ms"
+                    } else {
+                        "no message within sip.tcp_idle_s"
+                    };
+                    tracing::debug!(%addr, why, "TCP connection closed");
+                    break;
+                }
                 Ok(Ok(_)) => {}
             }
+            let mut completed = false;
             loop {
                 // RFC 5626 keep-alive: a CRLFCRLF ping gets a CRLF pong.
                 if buf.starts_with(b"\r\n\r\n") {
@@ -217,11 +272,13 @@ impl Transport {
                     if let Some(q) = self.tcp.get(&addr) {
                         let _ = q.try_send(Bytes::from_static(b"\r\n"));
                     }
+                    completed = true;
                     continue;
                 }
                 match message::frame_len(&buf) {
                     Ok(Some(n)) => {
                         let frame = buf.split_to(n).freeze();
+                        completed = true;
                         match self.inbound.get().and_then(Weak::upgrade) {
                             Some(inbound) => inbound.received(frame, Peer::Tcp(addr)),
                             // The proxy is gone: the server is stopping.
@@ -235,6 +292,17 @@ impl Transport {
                     }
                 }
             }
+            let now = tokio::time::Instant::now();
+            if completed {
+                idle_until = now + limits.idle;
+            }
+            // Stray line ends between messages are not a message begun.
+            let partial = buf.iter().any(|b| *b != b'\r' && *b != b'\n');
+            message_until = match (partial, message_until) {
+                (false, _) => None,
+                (true, Some(until)) if !completed => Some(until),
+                (true, _) => Some(now + limits.message_timeout),
+            };
             if buf.capacity() > MAX_MESSAGE_BYTES * 2 && buf.is_empty() {
                 buf = BytesMut::with_capacity(8 * 1024);
             }
@@ -243,7 +311,23 @@ impl Transport {
         writer.abort();
     }
 
-    /// Accepts TCP connections until `stop` completes.
+    /// Counts an inbound connection from `ip`, unless it already has
+    /// `limits.max_per_source`.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<SourceGuard> {
+        let mut n = self.per_source.entry(ip).or_insert(0);
+        if *n >= self.limits.max_per_source {
+            return None;
+        }
+        *n += 1;
+        Some(SourceGuard {
+            transport: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Accepts TCP connections until `stop` completes. At
+    /// `sip.tcp_max_connections` it waits for one to close; a source at
+    /// `sip.tcp_max_per_source` has its new connection closed at once.
     pub async fn accept_loop(
         self: Arc<Self>,
         listener: TcpListener,
@@ -252,7 +336,7 @@ impl Transport {
         tokio::pin!(stop);
         loop {
             let permit = tokio::select! {
-                p = Arc::clone(&self.tcp_slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                p = Arc::clone(&self.inbound_slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 _ = &mut stop => return,
             };
             let (stream, addr) = tokio::select! {
@@ -266,11 +350,35 @@ impl Transport {
                 },
                 _ = &mut stop => return,
             };
+            let Some(guard) = self.admit(addr.ip()) else {
+                tracing::debug!(%addr, "sip.tcp_max_per_source connections from this address are open; refused");
+                continue;
+            };
             let (tx, rx) = mpsc::channel(TCP_QUEUE);
             self.tcp.insert(addr, tx);
             let transport = Arc::clone(&self);
-            tokio::spawn(async move { transport.run_connection(stream, addr, rx, permit).await });
+            tokio::spawn(async move {
+                transport
+                    .run_connection(stream, addr, rx, permit, Some(guard))
+                    .await
+            });
         }
+    }
+}
+
+/// One inbound connection counted against its source's limit, for as long
+/// as it lives.
+struct SourceGuard {
+    transport: Arc<Transport>,
+    ip: IpAddr,
+}
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        self.transport.per_source.remove_if_mut(&self.ip, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
     }
 }
 
