@@ -25,7 +25,7 @@ pub struct SipConfig {
     /// change, about 1.2 KB); new calls beyond get 503 Retry-After.
     pub max_transactions: usize,
     /// What remembered calls may hold, in MiB: each counts its INVITE twice
-    /// (as received and as relayed) and 1 KiB; new calls beyond get 503
+    /// (as received and as relayed) and 2¼ KiB; new calls beyond get 503
     /// Retry-After, as past `max_transactions`.
     pub max_held_mb: u32,
     /// The largest message accepted, in bytes (at most 65,536); a larger
