@@ -65,6 +65,8 @@ impl Error {
                 matches!(e, HistoryError::Filter { .. })
             }
             Error::Admin(AdminError::NoToken { .. }) => true,
+            // A next hop that does not resolve is the configuration's fault.
+            Error::Server(ServerError::NextHop { .. }) => true,
             _ => false,
         };
         if usage {

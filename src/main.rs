@@ -50,6 +50,9 @@ enum ConfigCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Print a configuration file to start from: every key with its
+    /// default and a comment (it passes `config check` unchanged).
+    Example,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +89,9 @@ fn run(cli: Cli) -> sipsentry::Result<()> {
         Command::History(args) => history::run(args),
         Command::Config {
             command: ConfigCommand::Check { config },
-        } => cli::config_check(&config),
+        } => cli::config_check(&config, &runtime),
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => cli::config_example(),
     }
 }

@@ -52,17 +52,8 @@ impl Server {
             addr: options.listen,
             source,
         })?;
-        let hop =
-            SipUri::parse_config(&options.next_hop).map_err(|reason| ServerError::NextHop {
-                host: options.next_hop.clone(),
-                reason,
-            })?;
-        let hop_addr = resolve(&hop.host, hop.port).await?;
-        let next_hop = if hop.tcp {
-            Peer::Tcp(hop_addr)
-        } else {
-            Peer::Udp(hop_addr)
-        };
+        let next_hop = next_hop(&options).await?;
+        let hop_addr = next_hop.addr();
         let local = LocalAddr::new(SocketAddr::new(
             advertised_ip(addr.ip(), hop_addr),
             addr.port(),
@@ -134,6 +125,21 @@ impl Server {
             "stopped"
         );
     }
+}
+
+/// Where `sip.next_hop` is: its address resolved (once, at start) and its
+/// transport. `config check` asks this too.
+pub async fn next_hop(options: &SipConfig) -> Result<Peer, ServerError> {
+    let hop = SipUri::parse_config(&options.next_hop).map_err(|reason| ServerError::NextHop {
+        host: options.next_hop.clone(),
+        reason,
+    })?;
+    let addr = resolve(&hop.host, hop.port).await?;
+    Ok(if hop.tcp {
+        Peer::Tcp(addr)
+    } else {
+        Peer::Udp(addr)
+    })
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ServerError> {

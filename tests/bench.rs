@@ -88,6 +88,20 @@ async fn a_known_share_of_denylisted_callers_gets_exactly_that_share_of_rejects(
     proxy.stop().await;
 }
 
+/// A 180 after the proxy's 100 is a response of its own, not a
+/// retransmission: clean calls through the proxy report none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ringing_after_trying_is_not_counted_as_a_retransmission() {
+    let (uas, _uas_stop) = start_uas(true, 0).await;
+    let proxy = common::start(common::config(uas, ""), |p| p).await;
+    let report = run(options(vec![proxy.addr], 100.0, 50, vec![])).await;
+    let t = &report.targets[0];
+    assert_eq!(t.codes.get(&200), Some(&50), "{:?}", t.codes);
+    assert_eq!(t.retransmissions_seen, 0);
+    assert_eq!(t.metrics.invite_to_provisional.count, 50);
+    proxy.stop().await;
+}
+
 /// The instrument's INVITE→final is the UAS's 20 ms wait, not a tick or a
 /// unit off. The upper margin is wide: the test binary's other tests share
 /// the two cores, and CI once took 31 ms over a single call.

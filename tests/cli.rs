@@ -99,3 +99,104 @@ fn serve_on_a_busy_port_exits_1_with_the_cause() {
         "{stderr}"
     );
 }
+
+/// `config check` refuses what `serve` would refuse before binding, each
+/// with exit 2 and the key: a provider's missing secret, an admin API open
+/// to the network, a next hop that does not resolve, thresholds that can
+/// never fire, a listen address without a port.
+#[test]
+fn config_check_refuses_what_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[providers.didchecks]\nenabled = true\ntoken_env = \"SIPSENTRY_TEST_NO_SUCH_TOKEN\"\n",
+            "providers.didchecks.token_env",
+        ),
+        (
+            "[admin]\nlisten = \"0.0.0.0:8080\"\ntoken_env = \"SIPSENTRY_TEST_NO_SUCH_TOKEN\"\n",
+            "admin.listen",
+        ),
+        (
+            "[sip]\nnext_hop = \"sip:pbx.invalid:5060\"\n",
+            "sip.next_hop",
+        ),
+        ("[policy]\ntag_at = 95\n", "policy.reject_at"),
+        ("[sip]\nlisten = \"0.0.0.0\"\n", "0.0.0.0:5060"),
+    ];
+    for (text, key) in cases {
+        std::fs::write(dir.path().join("c.toml"), text).unwrap();
+        let (code, _, stderr) = run(dir.path(), &["config", "check", "-c", "c.toml"]);
+        assert_eq!(code, 2, "{text}: {stderr}");
+        assert!(stderr.contains(key), "{text}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+#[test]
+fn config_example_prints_every_key_and_passes_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, example, _) = run(dir.path(), &["config", "example"]);
+    assert_eq!(code, 0);
+    for key in [
+        "listen = ",
+        "max_held_mb = ",
+        "token_env = ",
+        "status_unflagged = ",
+    ] {
+        assert!(example.contains(key), "{key} missing from\n{example}");
+    }
+    std::fs::write(dir.path().join("example.toml"), &example).unwrap();
+    let (code, effective, stderr) = run(dir.path(), &["config", "check", "-c", "example.toml"]);
+    assert_eq!(code, 0, "{stderr}");
+    // An empty file beside it: the same data paths, resolved against the
+    // same directory.
+    std::fs::write(dir.path().join("empty.toml"), "").unwrap();
+    let (_, defaults, _) = run(dir.path(), &["config", "check", "-c", "empty.toml"]);
+    assert_eq!(effective, defaults, "the example is the defaults");
+}
+
+#[test]
+fn data_paths_follow_the_config_file_and_a_missing_cache_is_said() {
+    let (home, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = home.path().join("s.toml");
+    std::fs::write(
+        &config,
+        "[hiya_cache]\ndir = \"data/hiya\"\n[history]\npath = \"data/history.db\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let file = elsewhere.path().join("in.tsv.gz");
+    std::fs::write(&file, sipsentry::reputation::hiya_cache::sample::DEMO_IN).unwrap();
+    // Run from another directory: the data goes beside the config file.
+    let (code, _, stderr) = run(
+        elsewhere.path(),
+        &[
+            "cache",
+            "import",
+            "in.tsv.gz",
+            "--country",
+            "IN",
+            "-c",
+            config,
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(home.path().join("data/hiya/IN/current").exists());
+    let (code, out, stderr) = run(
+        elsewhere.path(),
+        &["check", "+919000000002", "--json", "-c", config],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["action"], "tag", "{v}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // Without the config nothing is found, and that is said.
+    let (code, out, stderr) = run(elsewhere.path(), &["check", "+919000000002", "--json"]);
+    assert_eq!(code, 0);
+    assert!(
+        stderr.contains("warning: no Hiya cache under sipsentry-data/hiya"),
+        "{stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["action"], "pass");
+}

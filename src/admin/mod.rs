@@ -109,8 +109,9 @@ impl AdminState {
     }
 }
 
-/// Binds `admin.listen`, refusing a network-facing API without a token.
-pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, AdminError> {
+/// Refuses a network-facing API without a token (checked by `config check`
+/// too).
+pub fn check_exposure(config: &Config) -> Result<(), AdminError> {
     let addr = config.admin.listen;
     let has_token = std::env::var(&config.admin.token_env).is_ok_and(|t| !t.is_empty());
     if !addr.ip().is_loopback() && !has_token {
@@ -119,6 +120,13 @@ pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, AdminError
             env: config.admin.token_env.clone(),
         });
     }
+    Ok(())
+}
+
+/// Binds `admin.listen`, refusing a network-facing API without a token.
+pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, AdminError> {
+    check_exposure(config)?;
+    let addr = config.admin.listen;
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AdminError::Bind { addr, source })

@@ -67,6 +67,20 @@ pub fn build(config: &Config) -> Result<Built, ConfigError> {
     })
 }
 
+/// What `serve` checks before it binds anything, so that `config check`
+/// refuses exactly what `serve` would: every enabled provider's secret in
+/// the environment, no network-facing admin API without a token, a next hop
+/// that resolves.
+pub async fn preflight(config: &Config) -> Result<()> {
+    Providers::from_config(config)?;
+    admin::check_exposure(config).map_err(|e| ConfigError::Invalid {
+        key: "admin.listen",
+        message: e.to_string(),
+    })?;
+    crate::server::next_hop(&config.sip).await?;
+    Ok(())
+}
+
 /// `sipsentry serve`: runs until `shutdown` completes. `config_path` is the
 /// file the config came from (reread on SIGHUP and `POST /api/v1/reload`).
 pub async fn serve(
@@ -84,6 +98,7 @@ pub async fn serve(
             tracing::warn!(error = %e, "could not build the bundled demo cache; running without it")
         }
     }
+    preflight(&config).await?;
     let config = Arc::new(config);
     let Built {
         pipeline,

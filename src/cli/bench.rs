@@ -18,6 +18,7 @@ pub struct BenchArgs {
     /// Run the answering side on this address instead.
     #[arg(long, value_name = "LISTEN", conflicts_with_all = ["target", "compare"])]
     pub uas: Option<std::net::SocketAddr>,
+    /// The transport toward the target.
     #[arg(long, value_enum, default_value = "udp")]
     pub transport: Transport,
     /// INVITEs per second (open loop).

@@ -23,7 +23,10 @@ use crate::reputation::providers::didchecks;
 
 #[derive(Debug, clap::Args)]
 pub struct BulkArgs {
+    /// Numbers, one per line (or the first column of a CSV); blank lines
+    /// and # comments are skipped.
     pub file: std::path::PathBuf,
+    /// Output format, written to standard output.
     #[arg(long, value_enum, default_value = "csv")]
     pub format: BulkFormat,
     #[command(flatten)]
@@ -113,11 +116,13 @@ pub async fn bulk(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<usize> {
+    let built = build(config)?;
+    super::warn_if_no_local_cache(config, &built);
     let Built {
         pipeline,
         providers,
         ..
-    } = build(config)?;
+    } = built;
     let pipeline = Arc::new(pipeline);
     let country = pipeline.policy().country;
     let e164s: Vec<Option<String>> = numbers

@@ -17,6 +17,7 @@ use crate::reputation::providers::didchecks::DidChecks;
 pub enum CacheCommand {
     /// Build a cache generation from a local gzip TSV file and make it current.
     Import {
+        /// The Hiya cache file: gzip TSV with seven columns.
         file: PathBuf,
         /// Uppercase ISO country code of the file (e.g. IN).
         #[arg(long)]
@@ -32,6 +33,7 @@ pub enum CacheCommand {
     },
     /// Pull the Hiya caches now (the configured countries, or those given).
     Sync {
+        /// A country to sync (repeatable; default: hiya_cache.countries).
         #[arg(long = "country")]
         countries: Vec<String>,
         #[command(flatten)]
@@ -41,6 +43,7 @@ pub enum CacheCommand {
     Status {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print one JSON document instead of the table.
         #[arg(long)]
         json: bool,
     },

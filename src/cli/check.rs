@@ -8,6 +8,8 @@ use crate::error::Result;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
+    /// The caller to screen: E.164 (+15551234567) or the national form of
+    /// numbers.default_country.
     pub number: String,
     #[command(flatten)]
     pub config: ConfigArg,
@@ -32,8 +34,9 @@ pub fn run(args: CheckArgs, runtime: &tokio::runtime::Runtime) -> Result<()> {
         return emit(args.json, &report, || check::explain_own(&report));
     }
     let (report, decision) = runtime.block_on(async {
-        let pipeline = crate::app::build(&config)?.pipeline;
-        Ok::<_, crate::Error>(check::check_with(&pipeline, &args.number).await)
+        let built = crate::app::build(&config)?;
+        super::warn_if_no_local_cache(&config, &built);
+        Ok::<_, crate::Error>(check::check_with(&built.pipeline, &args.number).await)
     })?;
     emit(args.json, &report, || check::explain(&report, &decision))
 }

@@ -22,6 +22,7 @@ pub struct HistoryArgs {
     /// a limit export every row, oldest first).
     #[arg(long, value_name = "K")]
     pub limit: Option<u64>,
+    /// Output format, written to standard output.
     #[arg(long, value_enum, default_value = "table")]
     pub format: HistoryFormat,
     #[command(flatten)]

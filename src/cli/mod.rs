@@ -37,11 +37,35 @@ pub fn serve(config: &ConfigArg, runtime: &tokio::runtime::Runtime) -> Result<()
     ))
 }
 
-/// `sipsentry config check`: validates and prints the effective values.
-pub fn config_check(config: &ConfigArg) -> Result<()> {
-    print!("{}", config.load()?.to_toml());
+/// `sipsentry config check`: validates, runs the checks `serve` runs
+/// before binding, and prints the effective values.
+pub fn config_check(config: &ConfigArg, runtime: &tokio::runtime::Runtime) -> Result<()> {
+    let loaded = config.load()?;
+    runtime.block_on(crate::app::preflight(&loaded))?;
+    print!("{}", loaded.to_toml());
     eprintln!("config ok");
     Ok(())
+}
+
+/// `sipsentry config example`: every key with its default and what it
+/// means, as a file to start from.
+pub fn config_example() -> Result<()> {
+    print!("{}", crate::config::example());
+    Ok(())
+}
+
+/// Says on stderr when the Hiya cache is enabled but nothing is on disk
+/// where this configuration looks, so an answer without it is not taken
+/// for "this number is clean".
+pub fn warn_if_no_local_cache(config: &Config, built: &crate::app::Built) {
+    if let Some(cache) = &built.hiya
+        && cache.snapshot().is_empty()
+    {
+        eprintln!(
+            "warning: no Hiya cache under {} (is this the config `serve` uses? -c FILE); answering without it",
+            config.hiya_cache.dir.display()
+        );
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

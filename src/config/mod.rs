@@ -28,7 +28,10 @@ pub use crate::reputation::providers::hiya_status::HiyaStatusConfig;
 pub use crate::reputation::score::ScoresConfig;
 pub use crate::sip::proxy::SipConfig;
 
+mod example;
 mod validate;
+
+pub use example::example;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -145,10 +148,11 @@ impl Config {
         })?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            ConfigError::Syntax {
-                key,
-                message: e.into_inner().message().to_string(),
+            let mut message = e.into_inner().message().to_string();
+            if key.ends_with("listen") && message.contains("socket address") {
+                message.push_str("; give an address and a port, e.g. \"0.0.0.0:5060\"");
             }
+            ConfigError::Syntax { key, message }
         })?;
         config.validate()?;
         Ok(config)
@@ -173,7 +177,24 @@ impl Config {
             path: path.clone(),
             source,
         })?;
-        Self::from_toml(&text)
+        let mut config = Self::from_toml(&text)?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+        Ok(config)
+    }
+
+    /// Makes the data paths a file names relative to that file's directory
+    /// absolute, so `serve -c /etc/sipsentry/sipsentry.toml` finds its data
+    /// wherever it is started from. Without a file they stay relative to the
+    /// working directory.
+    fn resolve_paths(&mut self, base: &Path) {
+        if base.as_os_str().is_empty() {
+            return;
+        }
+        for path in [&mut self.hiya_cache.dir, &mut self.history.path] {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
     }
 
     /// `numbers.default_country`, for reading national numbers.

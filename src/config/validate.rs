@@ -110,6 +110,21 @@ impl Config {
                 ));
             }
         }
+        // A threshold above the one checked before it never fires: the
+        // reject threshold is looked at first, then divert, then tag.
+        for (low_key, low, high_key, high) in [
+            ("policy.tag_at", p.tag_at, "policy.reject_at", p.reject_at),
+            ("policy.tag_at", p.tag_at, "policy.divert_at", p.divert_at),
+        ] {
+            if low < THRESHOLD_NEVER && high < THRESHOLD_NEVER && low > high {
+                return Err(invalid(
+                    low_key,
+                    format!(
+                        "{low} is above {high_key} = {high}, so no call would ever be tagged; lower {low_key} or raise {high_key} (101 means never)"
+                    ),
+                ));
+            }
+        }
         SipUri::parse_config(&p.divert_to).map_err(|e| {
             invalid(
                 "policy.divert_to",

@@ -15,6 +15,9 @@ use crate::sip::message::{Message, Method};
 #[derive(Debug, Clone, Copy, Default)]
 struct Call {
     final_code: u16,
+    /// The highest provisional status seen: a 180 after a 100 is a new
+    /// response, a second 180 a retransmission.
+    provisional_code: u16,
     retransmits: u8,
     bye_sent: Option<Instant>,
     done: bool,
@@ -113,9 +116,12 @@ impl State {
         let counters = &mut self.per_target[target];
         match (msg.cseq_method, code) {
             (Method::Invite, 100..=199) => {
-                if call.provisional_us.is_some() || call.final_code != 0 {
+                if code <= call.provisional_code || call.final_code != 0 {
                     counters.report.retransmissions_seen += 1;
-                } else {
+                    return;
+                }
+                self.calls[i as usize].provisional_code = code;
+                if call.provisional_us.is_none() {
                     let _ = counters.hist[0].record(us(sched).max(1));
                     self.calls[i as usize].provisional_us = Some(us(sched));
                 }
