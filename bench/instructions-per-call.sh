@@ -14,6 +14,9 @@
 # Needs valgrind (Debian: valgrind). CALLGRIND_OUT=FILE keeps the counted
 # window's profile for `callgrind_annotate --inclusive=yes FILE`.
 #
+# EXTRA_CONFIG="TOML lines" adds sections to the proxy's config, to A/B an
+# option (e.g. EXTRA_CONFIG=$'[log]\ndecisions = false').
+#
 #   bash bench/instructions-per-call.sh [CALLS] [PROXY_BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +35,7 @@ cleanup() {
 trap cleanup EXIT
 UAS=127.0.0.1:25080
 relay_config "$work/s.toml" 127.0.0.1:25061 "$UAS" 0
+printf '%s\n' "${EXTRA_CONFIG:-}" >>"$work/s.toml"
 (cd "$work" && exec valgrind -q --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$work/cg.out" "$proxy_bin" serve -c s.toml) >"$work/s.log" 2>&1 & pids+=($!)
 proxy=$!

@@ -5,12 +5,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sipsentry::cli::{self, ConfigArg, bench, bulk, cache, check, history};
+use sipsentry::config::LogFormat;
 
 #[derive(Parser)]
 #[command(name = "sipsentry", version, about = "Inline SIP call-screening proxy")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr (serve's default: log.format in the config).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -57,15 +61,9 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "sipsentry=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // `serve` installs its logger once it has read the config.
+    let _logs = (!matches!(cli.command, Command::Serve { .. }))
+        .then(|| cli::logging::init(cli.log_format.unwrap_or(LogFormat::Text), false));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -81,7 +79,7 @@ fn run(cli: Cli) -> sipsentry::Result<()> {
         .build()
         .map_err(|e| anyhow::Error::new(e).context("cannot start the async runtime"))?;
     match cli.command {
-        Command::Serve { config } => cli::serve(&config, &runtime),
+        Command::Serve { config } => cli::serve(&config, cli.log_format, &runtime),
         Command::Check(args) => check::run(args, &runtime),
         Command::Bench(args) => bench::run(args, &runtime),
         Command::Cache { command } => cache::run(command, &runtime),

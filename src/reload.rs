@@ -43,6 +43,7 @@ impl Reloader {
             ("live_cache", differs(&old.live_cache, &new.live_cache)),
             ("history", differs(&old.history, &new.history)),
             ("admin", differs(&old.admin, &new.admin)),
+            ("log", differs(&old.log, &new.log)),
         ] {
             if changed {
                 restart_needed.push(name);

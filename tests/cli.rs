@@ -200,3 +200,67 @@ fn data_paths_follow_the_config_file_and_a_missing_cache_is_said() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["action"], "pass");
 }
+
+/// `serve` with `log.format = "json"` writes one JSON object per line, one
+/// of them per screened call with what an operator needs; `log.decisions
+/// = false` leaves the per-call line out.
+#[test]
+fn serve_logs_one_json_line_per_decided_call() {
+    for decisions in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (sip, admin) = (binary::free_port(), binary::free_port());
+        let pbx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std::fs::write(
+            dir.path().join("s.toml"),
+            format!(
+                "[sip]\nlisten = \"127.0.0.1:{sip}\"\nnext_hop = \"sip:{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+                 [history]\nenabled = false\n[log]\nformat = \"json\"\ndecisions = {decisions}\n",
+                pbx.local_addr().unwrap()
+            ),
+        )
+        .unwrap();
+        let listen: std::net::SocketAddr = format!("127.0.0.1:{sip}").parse().unwrap();
+        let serve = Serve::start(dir.path(), &["-c", "s.toml"], listen);
+        let uac = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        uac.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .unwrap();
+        let me = uac.local_addr().unwrap();
+        let invite = format!(
+            "INVITE sip:+15551234567@pbx.example SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKlog\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:+919000000002@carrier.example>;tag=1\r\n\
+             To: <sip:+15551234567@pbx.example>\r\nCall-ID: log-line@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        uac.send_to(invite.as_bytes(), listen).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = uac.recv_from(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"SIP/2.0 100"));
+        let pid = serve.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let (status, stderr) = serve.wait_with_stderr();
+        assert!(status.success(), "{stderr}");
+        let events: Vec<serde_json::Value> = stderr
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert!(events.len() > 2, "{stderr}");
+        let screened: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["message"] == "call screened")
+            .collect();
+        if !decisions {
+            assert!(screened.is_empty(), "{stderr}");
+            continue;
+        }
+        assert_eq!(screened.len(), 1, "{stderr}");
+        let e = screened[0];
+        assert_eq!(e["level"], "INFO");
+        assert_eq!(e["call_id"], "log-line@test");
+        assert_eq!(e["caller"], "+919000000002");
+        assert_eq!(e["called"], "+15551234567");
+        assert_eq!(e["action"], "tag", "the demo cache's SPAM caller: {e}");
+        assert_eq!(e["rule"], "threshold");
+        assert_eq!(e["score"], 75);
+        assert!(e["us"].is_u64() && e["decision"].is_string(), "{e}");
+    }
+}

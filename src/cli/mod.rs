@@ -12,6 +12,7 @@ pub mod bulk;
 pub mod cache;
 pub mod check;
 pub mod history;
+pub mod logging;
 
 /// `-c/--config FILE`, shared by every command that reads the config.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,9 +28,18 @@ impl ConfigArg {
     }
 }
 
-/// `sipsentry serve`: runs until SIGINT or SIGTERM.
-pub fn serve(config: &ConfigArg, runtime: &tokio::runtime::Runtime) -> Result<()> {
+/// `sipsentry serve`: runs until SIGINT or SIGTERM. Its logs take their
+/// format from `log.format` unless `log_format` (`--log-format`) says.
+pub fn serve(
+    config: &ConfigArg,
+    log_format: Option<crate::config::LogFormat>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<()> {
     let loaded = config.load()?;
+    let _logs = logging::init(
+        log_format.unwrap_or(loaded.log.format),
+        loaded.log.decisions,
+    );
     runtime.block_on(crate::app::serve(
         loaded,
         config.config.clone(),

@@ -64,6 +64,7 @@ pub struct Config {
     pub live_cache: LiveCacheConfig,
     pub history: HistoryConfig,
     pub admin: AdminConfig,
+    pub log: LogConfig,
     /// The evidence → score mappings (docs/providers.md).
     pub scores: ScoresConfig,
 }
@@ -126,6 +127,33 @@ impl Default for AdminConfig {
         Self {
             listen: "127.0.0.1:8080".parse().expect("static address"),
             token_env: "SIPSENTRY_ADMIN_TOKEN".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for a log shipper.
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// One line per screened call at info: Call-ID, caller, called, action,
+    /// rule, score and decision time.
+    pub decisions: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            decisions: true,
         }
     }
 }

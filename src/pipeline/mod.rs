@@ -103,6 +103,10 @@ pub struct Pipeline {
     pub metrics: PipelineMetrics,
 }
 
+/// The tracing target of the one line logged per screened call
+/// (`log.decisions`).
+pub const DECISION_LOG: &str = "sipsentry::decisions";
+
 /// The per-request timeout of a live source added without one.
 pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -358,17 +362,31 @@ impl Pipeline {
     fn logging(&self, policy: &Policy, ctx: &mut CallCtx, rule: Rule, action: Action) -> Decision {
         let evidence = std::mem::take(&mut ctx.evidence);
         let decision = policy.decide(rule, action, evidence, ctx.elapsed_us());
-        tracing::debug!(
-            decision = %decision.id,
+        if !ctx.record {
+            tracing::debug!(
+                decision = %decision.id,
+                action = decision.action.as_str(),
+                rule = rule.as_str(),
+                score = decision.score,
+                us = decision.decision_us,
+                "screened"
+            );
+            return decision;
+        }
+        // One line per call, under a target of its own so `log.decisions`
+        // can turn it off (then this costs one check of a static flag).
+        tracing::info!(
+            target: DECISION_LOG,
+            call_id = %ctx.call_id,
+            caller = ctx.caller.e164.as_deref().unwrap_or(&ctx.caller.raw),
+            called = %ctx.called,
             action = decision.action.as_str(),
             rule = rule.as_str(),
             score = decision.score,
             us = decision.decision_us,
-            "screened"
+            decision = %decision.id,
+            "call screened"
         );
-        if !ctx.record {
-            return decision;
-        }
         self.metrics
             .decided(decision.action, rule, decision.decision_us);
         if let Some(sink) = &self.history {
