@@ -1,0 +1,159 @@
+//! docs/integrations/kamailio.cfg for real: SIPp calls through Debian's
+//! Kamailio, dispatching to sipsentry, which relays to a SIPp UAS. A
+//! denylisted caller gets sipsentry's 603 through Kamailio; a clean call
+//! completes. Under CI=true a missing `kamailio` or `sipp` is a failure.
+
+#[path = "common/binary.rs"]
+mod binary;
+
+use binary::{Serve, free_port};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn installed(tool: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is not installed (.ci/run installs {package})"
+        );
+        eprintln!("skipping: {tool} not installed (apt-get install {package})");
+    }
+    found
+}
+
+/// The (successful, failed) cumulative counts from SIPp's final screen.
+fn counts(out: &Output) -> (u64, u64) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cumulative = |label: &str| {
+        text.lines()
+            .rfind(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split('|').nth(2))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {label:?} line in SIPp output:\n{text}"))
+    };
+    (cumulative("Successful call"), cumulative("Failed call"))
+}
+
+/// Ends a child when dropped (the test may fail half way).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn kamailio_dispatches_to_sipsentry_and_relays_its_603() {
+    if !installed("kamailio", "kamailio") || !installed("sipp", "sip-tester") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (kamailio, proxy, uas) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        dir.path().join("sipsentry.toml"),
+        format!(
+            "[sip]\nlisten = \"127.0.0.1:{proxy}\"\nnext_hop = \"sip:127.0.0.1:{uas}\"\nrecord_route = true\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n[policy]\ndeny = [\"+1666*\"]\nreject_code = 603\n"
+        ),
+    )
+    .unwrap();
+    let list = dir.path().join("dispatcher.list");
+    std::fs::write(&list, format!("1 sip:127.0.0.1:{proxy}\n")).unwrap();
+    // A UAS that keeps the Record-Route (SIPp's built-in one does not).
+    let uas_scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/uas_routed.xml");
+    let _uas = Killed(
+        Command::new("sipp")
+            .args([
+                "-sf",
+                uas_scenario,
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &uas.to_string(),
+            ])
+            .args(["-mp", &free_port().to_string(), "-nostdin"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let serve = Serve::start(
+        dir.path(),
+        &[],
+        format!("127.0.0.1:{proxy}").parse().unwrap(),
+    );
+    let cfg = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/integrations/kamailio.cfg"
+    );
+    let mut kam = Killed(
+        Command::new("kamailio")
+            .args(["-f", cfg, "-DD", "-E", "-m", "64", "-M", "8"])
+            .arg("-A")
+            .arg(format!("LISTEN=udp:127.0.0.1:{kamailio}"))
+            .arg("-A")
+            .arg(format!("DISPATCHER_LIST=\"{}\"", list.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        kam.0.try_wait().unwrap().is_none(),
+        "kamailio exited at start: {:?}",
+        kam.0.stderr.take().map(|mut e| {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+            s
+        })
+    );
+    let target = format!("127.0.0.1:{kamailio}");
+    // Denylisted callers: sipsentry's 603, relayed by Kamailio.
+    let scenario = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sipp/uac_denied.xml"
+    ))
+    .unwrap()
+    .replace("REJECT_CODE", "603");
+    let path = dir.path().join("uac_denied.xml");
+    std::fs::write(&path, scenario).unwrap();
+    let sipp = |args: &[&str]| {
+        Command::new("sipp")
+            .args(args)
+            .args([&target, "-i", "127.0.0.1", "-p", &free_port().to_string()])
+            .args(["-mp", &free_port().to_string(), "-r", "50", "-m", "50"])
+            .args(["-timeout", "30s", "-nostdin"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let denied = sipp(&["-sf", path.to_str().unwrap()]);
+    assert_eq!(
+        counts(&denied),
+        (50, 0),
+        "{}",
+        String::from_utf8_lossy(&denied.stdout)
+    );
+    // Clean callers: the whole call, INVITE to BYE, the in-dialog requests
+    // along the Record-Route of both proxies.
+    let routed = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/uac_routed.xml");
+    let clean = sipp(&["-sf", routed]);
+    assert_eq!(
+        counts(&clean),
+        (50, 0),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+    drop(kam);
+    assert!(serve.terminate().success());
+}
