@@ -86,6 +86,34 @@ fn the_alert_rules_pass_promtool() {
     );
 }
 
+/// The container image's recipe keeps to its promises: built in one stage
+/// and run from another, as a user that is not root, with the config and
+/// the data as volumes, serving the sample config, stopped by SIGTERM.
+/// (Where a Docker daemon is available `.ci/run` builds and runs it too.)
+#[test]
+fn the_dockerfile_runs_the_proxy_as_a_plain_user_with_volumes() {
+    let text = std::fs::read_to_string(dist("Dockerfile")).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("FROM ")).count(), 2);
+    let user = lines.iter().rfind(|l| l.starts_with("USER ")).unwrap();
+    assert!(!user.contains("root") && !user.ends_with(" 0"), "{user}");
+    assert!(lines.contains(&r#"VOLUME ["/etc/sipsentry", "/var/lib/sipsentry"]"#));
+    assert!(lines.contains(&"STOPSIGNAL SIGTERM"));
+    assert!(lines.contains(&"COPY dist/sipsentry.toml /etc/sipsentry/sipsentry.toml"));
+    assert!(lines.contains(&r#"CMD ["serve", "-c", "/etc/sipsentry/sipsentry.toml"]"#));
+    // The config it serves keeps its data in the data volume.
+    let config = std::fs::read_to_string(dist("sipsentry.toml")).unwrap();
+    let config: toml::Table = config.parse().unwrap();
+    for (section, key) in [("hiya_cache", "dir"), ("history", "path")] {
+        let path = config[section][key].as_str().unwrap();
+        assert!(path.starts_with("/var/lib/sipsentry/"), "{section}.{key} = {path}");
+    }
+}
+
 #[test]
 fn the_sample_config_passes_config_check() {
     let out = Command::new(binary::BIN)
