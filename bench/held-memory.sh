@@ -8,15 +8,11 @@
 #   bash bench/held-memory.sh [SIZE] [BUDGET_MB] [CALLS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 size=${1:-60000}; budget=${2:-64}; calls=${3:-2000}
 cargo build --release -q --bin sipsentry
 B=target/release/sipsentry
-work=$(mktemp -d); pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+with_workdir
 SIP=127.0.0.1:25062; PBX=127.0.0.1:25082
 printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\nmax_held_mb = %s\n[hiya_cache]\nenabled = false\n[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:0"\n' \
   "$SIP" "$PBX" "$budget" >"$work/s.toml"

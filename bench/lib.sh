@@ -20,3 +20,10 @@ relay_config() {
   printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\nbusy_poll_us = %s\n[hiya_cache]\nenabled = false\n[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:0"\n' \
     "$2" "$3" "$4" >"$1"
 }
+
+# `with_workdir`: a temporary directory in $work; at exit every pid added
+# to $pids is killed and the directory removed.
+with_workdir() {
+  work=$(mktemp -d); pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+}

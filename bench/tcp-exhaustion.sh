@@ -10,15 +10,11 @@
 #   bash bench/tcp-exhaustion.sh [CONNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 conns=${1:-4200}
 cargo build --release -q --bin sipsentry
 B=target/release/sipsentry
-work=$(mktemp -d); pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+with_workdir
 SIP=127.0.0.1:25063; PBX=127.0.0.1:25083
 printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s;transport=tcp"\n%b\n[hiya_cache]\nenabled = false\n[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:0"\n' \
   "$SIP" "$PBX" "${LIMITS:-}" >"$work/s.toml"

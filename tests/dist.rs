@@ -17,25 +17,13 @@ fn dist(file: &str) -> PathBuf {
         .join(file)
 }
 
-/// Whether `tool` can run; under CI its absence fails the test.
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is missing; .ci/run installs it"
-        );
-        eprintln!("skipped: {tool} is not installed");
-    }
-    found
+fn have(tool: &str, package: &str) -> bool {
+    binary::installed(tool, package)
 }
 
 #[test]
 fn the_systemd_unit_verifies() {
-    if !have("systemd-analyze") {
+    if !have("systemd-analyze", "systemd") {
         return;
     }
     // The unit as installed, but pointing at the binary just built.
@@ -70,7 +58,7 @@ fn the_systemd_unit_verifies() {
 
 #[test]
 fn the_alert_rules_pass_promtool() {
-    if !have("promtool") {
+    if !have("promtool", "prometheus") {
         return;
     }
     let out = Command::new("promtool")
@@ -110,7 +98,10 @@ fn the_dockerfile_runs_the_proxy_as_a_plain_user_with_volumes() {
     let config: toml::Table = config.parse().unwrap();
     for (section, key) in [("hiya_cache", "dir"), ("history", "path")] {
         let path = config[section][key].as_str().unwrap();
-        assert!(path.starts_with("/var/lib/sipsentry/"), "{section}.{key} = {path}");
+        assert!(
+            path.starts_with("/var/lib/sipsentry/"),
+            "{section}.{key} = {path}"
+        );
     }
 }
 

@@ -6,37 +6,9 @@
 #[path = "common/binary.rs"]
 mod binary;
 
-use binary::{Serve, free_port};
-use std::process::{Child, Command, Output, Stdio};
+use binary::{Serve, free_port, installed, sipp_counts as counts};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn installed(tool: &str, package: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is not installed (.ci/run installs {package})"
-        );
-        eprintln!("skipping: {tool} not installed (apt-get install {package})");
-    }
-    found
-}
-
-/// The (successful, failed) cumulative counts from SIPp's final screen.
-fn counts(out: &Output) -> (u64, u64) {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let cumulative = |label: &str| {
-        text.lines()
-            .rfind(|l| l.trim_start().starts_with(label))
-            .and_then(|l| l.split('|').nth(2))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {label:?} line in SIPp output:\n{text}"))
-    };
-    (cumulative("Successful call"), cumulative("Failed call"))
-}
 
 /// Ends a child when dropped (the test may fail half way).
 struct Killed(Child);

@@ -5,7 +5,7 @@
 #[path = "common/binary.rs"]
 mod binary;
 
-use binary::{Serve, free_port};
+use binary::{Serve, free_port, sipp_counts as counts};
 use std::process::{Command, Output, Stdio};
 
 fn sipp() -> Option<&'static str> {
@@ -33,19 +33,6 @@ fn run_sipp(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run sipp")
-}
-
-/// The (successful, failed) cumulative counts from SIPp's final screen.
-fn counts(out: &Output) -> (u64, u64) {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let cumulative = |label: &str| {
-        text.lines()
-            .rfind(|l| l.trim_start().starts_with(label))
-            .and_then(|l| l.split('|').nth(2))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {label:?} line in SIPp output:\n{text}"))
-    };
-    (cumulative("Successful call"), cumulative("Failed call"))
 }
 
 fn write_config(dir: &std::path::Path, proxy: u16, uas: u16, policy: &str) {

@@ -125,3 +125,34 @@ pub fn wait_until_answering(addr: SocketAddr) {
     }
     panic!("sipsentry did not answer OPTIONS on {addr}");
 }
+
+/// Whether `tool` (from the Debian package `package`) can run. Outside CI
+/// its absence skips the caller's check with a message; under `CI=true`,
+/// where `.ci/run` installs it, it fails the test.
+pub fn installed(tool: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is not installed (.ci/run installs {package})"
+        );
+        eprintln!("skipping: {tool} not installed (apt-get install {package})");
+    }
+    found
+}
+
+/// The (successful, failed) cumulative counts from SIPp's final screen.
+pub fn sipp_counts(out: &std::process::Output) -> (u64, u64) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cumulative = |label: &str| {
+        text.lines()
+            .rfind(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split('|').nth(2))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {label:?} line in SIPp output:\n{text}"))
+    };
+    (cumulative("Successful call"), cumulative("Failed call"))
+}
