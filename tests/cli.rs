@@ -264,3 +264,113 @@ fn serve_logs_one_json_line_per_decided_call() {
         assert!(e["us"].is_u64() && e["decision"].is_string(), "{e}");
     }
 }
+
+/// `serve` started from another directory with `-c DIR/s.toml` keeps its
+/// history and Hiya cache beside that config.
+#[test]
+fn serve_from_another_directory_keeps_its_data_beside_the_config() {
+    let (home, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (sip, admin) = (binary::free_port(), binary::free_port());
+    let config = home.path().join("s.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = \"127.0.0.1:{sip}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [hiya_cache]\ndir = \"data/hiya\"\n[history]\npath = \"data/history.db\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{sip}").parse().unwrap();
+    let serve = Serve::start(elsewhere.path(), &["-c", config], listen);
+    let uac = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    uac.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let me = uac.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:+15551234567@pbx.example SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKwhere\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:+919000000001@carrier.example>;tag=1\r\n\
+         To: <sip:+15551234567@pbx.example>\r\nCall-ID: where@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    uac.send_to(invite.as_bytes(), listen).unwrap();
+    let mut buf = [0u8; 2048];
+    let mut codes = Vec::new();
+    while let Ok((n, _)) = uac.recv_from(&mut buf) {
+        let code: u16 = String::from_utf8_lossy(&buf[8..11]).parse().unwrap_or(0);
+        codes.push(code);
+        if code >= 200 {
+            break;
+        }
+        let _ = n;
+    }
+    assert_eq!(
+        codes.last(),
+        Some(&603),
+        "the demo cache's FRAUD caller: {codes:?}"
+    );
+    assert!(serve.terminate().success());
+    assert!(home.path().join("data/hiya/IN/current").exists());
+    assert!(home.path().join("data/history.db").exists());
+    assert_eq!(
+        std::fs::read_dir(elsewhere.path()).unwrap().count(),
+        0,
+        "nothing written where serve was started"
+    );
+    let (code, out, stderr) = run(
+        elsewhere.path(),
+        &["history", "--format", "json", "-c", config],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["call_id"], "where@test", "{rows}");
+}
+
+#[test]
+fn serve_with_a_next_hop_that_does_not_resolve_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "[sip]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:pbx.invalid:5060\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(dir.path(), &["serve", "-c", "c.toml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("sip.next_hop"), "{stderr}");
+}
+
+/// Every argument and option of every command says what it is for.
+#[test]
+fn every_argument_has_help_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands: &[&[&str]] = &[
+        &["serve"],
+        &["check"],
+        &["bench"],
+        &["cache", "import"],
+        &["cache", "sync"],
+        &["cache", "status"],
+        &["bulk"],
+        &["history"],
+        &["config", "check"],
+        &["config", "example"],
+    ];
+    for command in commands {
+        // `-h`: the summary, one line an argument.
+        let mut args = command.to_vec();
+        args.push("-h");
+        let (code, help, _) = run(dir.path(), &args);
+        assert_eq!(code, 0, "{command:?}");
+        for line in help.lines().filter(|l| l.starts_with("  ")) {
+            // "  -c, --config <CONFIG>  Config file …" or "  <NUMBER>  The caller …"
+            // The second column, when there is one, is the help; clap's
+            // "[default: …]" alone is not.
+            let parts: Vec<&str> = line
+                .trim_start()
+                .split("  ")
+                .filter(|part| !part.trim().is_empty())
+                .collect();
+            let described = parts.len() > 1 && !parts[1].trim_start().starts_with('[');
+            assert!(described, "{command:?}: no help for {line:?}");
+        }
+    }
+}
