@@ -44,6 +44,18 @@ fn writable(path: &Path) {
     std::fs::set_permissions(path, perms).unwrap();
 }
 
+/// The generation directories of a country, sorted.
+fn generations_on_disk(country_dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(country_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
 fn opts() -> BuildOptions {
     BuildOptions::new("IN")
 }
@@ -281,14 +293,10 @@ fn the_previous_generation_is_kept_for_rollback_and_older_ones_deleted() {
     let gens: Vec<String> = (0..4)
         .map(|_| build(dir.path(), DEMO_IN, &opts()).unwrap().generation)
         .collect();
-    let mut on_disk: Vec<String> = std::fs::read_dir(dir.path().join("IN"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    on_disk.sort();
-    assert_eq!(on_disk, gens[2..].to_vec());
+    assert_eq!(
+        generations_on_disk(&dir.path().join("IN")),
+        gens[2..].to_vec()
+    );
 }
 
 #[test]
@@ -498,12 +506,8 @@ async fn a_damaged_cache_falls_back_to_the_previous_generation_and_never_to_the_
     let status = serve.terminate();
     assert_eq!(status.code(), Some(0));
     // Nothing was built over the operator's generations.
-    let mut on_disk: Vec<String> = std::fs::read_dir(hiya.join("IN"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    on_disk.sort();
-    assert_eq!(on_disk, [first.generation, second.generation]);
+    assert_eq!(
+        generations_on_disk(&hiya.join("IN")),
+        [first.generation, second.generation]
+    );
 }
