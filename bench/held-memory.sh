@@ -14,11 +14,8 @@ cargo build --release -q --bin sipsentry
 B=target/release/sipsentry
 with_workdir
 SIP=127.0.0.1:25062; PBX=127.0.0.1:25082
-printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\nmax_held_mb = %s\n[hiya_cache]\nenabled = false\n[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:0"\n' \
-  "$SIP" "$PBX" "$budget" >"$work/s.toml"
-(cd "$work" && exec "$OLDPWD/$B" serve -c s.toml) >"$work/s.log" 2>&1 & pids+=($!)
-proxy=$!
-for _ in $(seq 100); do grep -q listening "$work/s.log" 2>/dev/null && break; sleep 0.1; done
+relay_config "$work/s.toml" "$SIP" "$PBX" 0 "max_held_mb = $budget"
+start_proxy s.toml
 python3 - "$proxy" "$SIP" "$PBX" "$size" "$budget" "$calls" <<'EOF'
 import socket, sys, time
 pid, sip, pbx, size, budget, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])

@@ -13,12 +13,21 @@ start_kamailio() {
     -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$1" 2>&1 &
 }
 
-# `relay_config FILE LISTEN NEXT_HOP POLL_US`: a sipsentry config that passes
-# every call (no Hiya cache, no history, admin on a free port), for measuring
-# the relay alone.
+# `relay_config FILE LISTEN NEXT_HOP POLL_US [SIP_LINES]`: a sipsentry config
+# that passes every call (no Hiya cache, no history, admin on a free port),
+# for measuring the relay alone; SIP_LINES are more `[sip]` keys.
 relay_config() {
-  printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\nbusy_poll_us = %s\n[hiya_cache]\nenabled = false\n[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:0"\n' \
-    "$2" "$3" "$4" >"$1"
+  printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\nbusy_poll_us = %s\n%b\n[hiya_cache]\nenabled = false\n[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:0"\n' \
+    "$2" "$3" "$4" "${5:-}" >"$1"
+}
+
+# `start_proxy CONFIG`: `$B serve -c CONFIG` in $work, in the background
+# (its pid in $proxy and $pids, its output in $work/s.log), once it listens.
+start_proxy() {
+  (cd "$work" && exec "$OLDPWD/$B" serve -c "$1") >"$work/s.log" 2>&1 & pids+=($!)
+  proxy=$!
+  for _ in $(seq 100); do grep -q listening "$work/s.log" 2>/dev/null && return; sleep 0.1; done
+  echo "the proxy did not start; its output:" >&2; cat "$work/s.log" >&2; exit 1
 }
 
 # `with_workdir`: a temporary directory in $work; at exit every pid added

@@ -16,10 +16,8 @@ cargo build --release -q --bin sipsentry
 B=target/release/sipsentry
 with_workdir
 SIP=127.0.0.1:25063; PBX=127.0.0.1:25083
-printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s;transport=tcp"\n%b\n[hiya_cache]\nenabled = false\n[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:0"\n' \
-  "$SIP" "$PBX" "${LIMITS:-}" >"$work/s.toml"
-(cd "$work" && exec "$OLDPWD/$B" serve -c s.toml) >"$work/s.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do grep -q listening "$work/s.log" 2>/dev/null && break; sleep 0.1; done
+relay_config "$work/s.toml" "$SIP" "$PBX;transport=tcp" 0 "${LIMITS:-}"
+start_proxy s.toml
 python3 - "$SIP" "$PBX" "$conns" <<'EOF'
 import socket, sys, time, select
 sip, pbx, conns = sys.argv[1], sys.argv[2], int(sys.argv[3])

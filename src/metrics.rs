@@ -124,7 +124,7 @@ impl Registry {
             part.collect(&mut scrape);
         }
         let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(Encoded(std::sync::Mutex::new(scrape))));
+        registry.register_collector(Box::new(Encoded(scrape)));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)?;
         Ok(out)
@@ -133,7 +133,7 @@ impl Registry {
 
 /// A finished scrape, handed to `prometheus-client`'s encoder (which wants
 /// a `Collector`: `Debug + Send + Sync`).
-struct Encoded(std::sync::Mutex<Scrape>);
+struct Encoded(Scrape);
 
 impl fmt::Debug for Encoded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -143,8 +143,7 @@ impl fmt::Debug for Encoded {
 
 impl prometheus_client::collector::Collector for Encoded {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let scrape = self.0.lock().map_err(|_| fmt::Error)?;
-        for f in &scrape.families {
+        for f in &self.0.families {
             let mut m = enc.encode_descriptor(f.name, f.help, None, f.kind)?;
             for (labels, v) in &f.samples {
                 if labels.is_empty() {

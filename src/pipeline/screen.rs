@@ -63,7 +63,7 @@ pub fn verdict(policy: &Policy, d: &Decision) -> Verdict {
             retarget: None,
             labels: Some(Labels {
                 lines: label_lines(d, &policy.labels),
-                display_prefix: policy.labels.display_prefix.clone(),
+                display_prefix: std::sync::Arc::clone(&policy.display_prefix),
             }),
         },
         _ => Verdict::PASS,

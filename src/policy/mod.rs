@@ -47,6 +47,9 @@ pub struct PolicyError {
 pub struct Policy {
     pub config: PolicyConfig,
     pub labels: LabelsConfig,
+    /// `labels.display_prefix`, shared by every tagged call's verdict
+    /// rather than copied into each.
+    pub display_prefix: std::sync::Arc<str>,
     pub country: Country,
     pub divert_to: SipUri,
     pub scores: ScoresConfig,
@@ -88,6 +91,7 @@ impl Policy {
                 .map_err(|e| invalid("policy.divert_to", e))?,
             config: p.clone(),
             labels: input.labels.clone(),
+            display_prefix: input.labels.display_prefix.as_str().into(),
         })
     }
 

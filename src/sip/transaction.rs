@@ -324,9 +324,8 @@ impl TxTable {
                 // Timer C shorter than 64×T1 (a configured ring timeout)
                 // needs an earlier look.
                 let first_look = tx.touched + (TIMER_64T1 + EXPIRY_GRACE).min(self.timer_c);
+                self.held.fetch_add(tx.charged, AtomicOrdering::Relaxed);
                 let tx = Arc::new(Mutex::new(tx));
-                self.held
-                    .fetch_add(tx.lock().charged, AtomicOrdering::Relaxed);
                 v.insert(Arc::clone(&tx));
                 self.len.fetch_add(1, AtomicOrdering::Relaxed);
                 self.expiry.push_first(first_look, &tx);

@@ -69,7 +69,7 @@ pub struct Labels {
     pub lines: String,
     /// Put before the display name in From and P-Asserted-Identity (empty:
     /// leave them alone).
-    pub display_prefix: String,
+    pub display_prefix: std::sync::Arc<str>,
 }
 
 /// Call screening, as the proxy uses it.
