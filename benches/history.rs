@@ -38,6 +38,9 @@ fn record(i: u64, t: i64) -> Record {
         }],
         decision_us: 3,
         dry_run: false,
+        display: None,
+        verstat: None,
+        attest: None,
     }
 }
 

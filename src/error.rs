@@ -8,6 +8,7 @@ use crate::check::OwnCheckError;
 use crate::config::ConfigError;
 use crate::history::HistoryError;
 use crate::history::export::ExportError;
+use crate::lists::ListsError;
 use crate::reputation::hiya_cache::build::BuildError;
 use crate::reputation::hiya_cache::sync::SyncError;
 use crate::server::ServerError;
@@ -30,6 +31,8 @@ pub enum Error {
     Export(#[from] ExportError),
     #[error(transparent)]
     OwnCheck(#[from] OwnCheckError),
+    #[error(transparent)]
+    Lists(#[from] ListsError),
     #[error("cache for {country} not built; the serving generation is unchanged")]
     CacheBuild {
         country: String,
@@ -65,6 +68,7 @@ impl Error {
                 matches!(e, HistoryError::Filter { .. })
             }
             Error::Admin(AdminError::NoToken { .. }) => true,
+            Error::Lists(ListsError::Invalid { .. }) => true,
             // A next hop that does not resolve is the configuration's fault.
             Error::Server(ServerError::NextHop { .. }) => true,
             _ => false,

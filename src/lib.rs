@@ -13,7 +13,8 @@
 //! - [`reputation`]: evidence and its sources: the Hiya local cache, the
 //!   live providers behind the live cache.
 //! - [`policy`]: from evidence to an [`policy::Action`]; [`history`]: every
-//!   decision, written to SQLite off the call path.
+//!   decision, written to SQLite off the call path; [`lists`]: the
+//!   operator's runtime allow/deny lists and spam reports, kept beside it.
 //! - [`pipeline`]: the screening phases, and the proxy's `Screen`.
 //! - [`config`]: the TOML file, assembled from each module's own options.
 //! - [`check`], [`reload`], [`server`], [`admin`]: one number explained, the
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod history;
+pub mod lists;
 pub mod metrics;
 pub mod number;
 pub mod pipeline;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sipsentry::cli::{self, ConfigArg, bench, bulk, cache, check, history};
+use sipsentry::cli::{self, ConfigArg, bench, bulk, cache, check, history, lists};
 use sipsentry::config::LogFormat;
 
 #[derive(Parser)]
@@ -39,6 +39,16 @@ enum Command {
     Bulk(bulk::BulkArgs),
     /// Query or export the decision history.
     History(history::HistoryArgs),
+    /// The runtime allow and deny lists (applied by a running serve within
+    /// a second, no reload).
+    Lists {
+        #[command(subcommand)]
+        command: lists::ListsCommand,
+    },
+    /// Report a caller as spam or not spam.
+    Report(lists::ReportArgs),
+    /// Export the spam / not-spam reports (CSV or JSON).
+    Reports(lists::ReportsArgs),
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -85,6 +95,9 @@ fn run(cli: Cli) -> sipsentry::Result<()> {
         Command::Cache { command } => cache::run(command, &runtime),
         Command::Bulk(args) => bulk::run(args, &runtime),
         Command::History(args) => history::run(args),
+        Command::Lists { command } => lists::run(command),
+        Command::Report(args) => lists::report(args),
+        Command::Reports(args) => lists::reports(args),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => cli::config_check(&config, &runtime),

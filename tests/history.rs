@@ -128,6 +128,9 @@ fn record(i: u64, time_ms: i64) -> Record {
         evidence: vec![],
         decision_us: i,
         dry_run: false,
+        display: None,
+        verstat: None,
+        attest: None,
     }
 }
 

@@ -2,10 +2,12 @@
 //!
 //! `/healthz`, `/readyz` and `/metrics` are open. Everything under `/api/`
 //! needs `Authorization: Bearer <token>` with the token from
-//! `admin.token_env` (compared in constant time), except the DIDChecks
-//! webhook, which proves itself with its HMAC signature instead. Without a
-//! token configured the API is open, which `serve` allows only on a loopback
-//! address. Errors are JSON `{"error": "..."}` saying what to do.
+//! `admin.token_env` (compared in constant time) or a console session,
+//! except the DIDChecks webhook, which proves itself with its HMAC
+//! signature instead ([`auth`]). Without a token configured the API is
+//! open, which `serve` allows only on a loopback address. Errors are JSON
+//! `{"error": "..."}` saying what to do. The operator console is served at
+//! `/` ([`console`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,14 +15,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use subtle::ConstantTimeEq;
+use axum::routing::{delete, get, post};
 
 use crate::config::Config;
+use crate::lists::Lists;
 use crate::metrics::Registry;
 use crate::pipeline::Pipeline;
 use crate::reload::Reloader;
@@ -28,6 +30,11 @@ use crate::reputation::hiya_cache::store::HiyaCache;
 use crate::reputation::providers::didchecks::DidChecks;
 
 mod api;
+mod auth;
+mod console;
+mod events;
+mod lists;
+pub mod session;
 mod webhook;
 
 pub use webhook::{WebhookStats, verify_signature};
@@ -72,6 +79,12 @@ pub struct AdminState {
     /// [`AdminState::new`], the rest added by whoever runs the proxy.
     pub metrics: Registry,
     pub reloader: Option<Reloader>,
+    /// The runtime lists and reports; `None` answers their routes 503.
+    pub lists: Option<Arc<Lists>>,
+    /// Console logins.
+    pub sessions: session::Sessions,
+    /// Clients of `GET /api/v1/events` now (at most `admin.event_clients`).
+    pub event_clients: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -101,6 +114,9 @@ impl AdminState {
             didchecks: None,
             metrics,
             reloader: None,
+            lists: None,
+            sessions: session::Sessions::default(),
+            event_clients: Default::default(),
         }
     }
 
@@ -137,47 +153,6 @@ pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-/// `/api/*` (but the webhook) needs the bearer token when one is configured.
-async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer)
-            .unwrap_or("");
-        if !token_matches(given, token) {
-            let env = &state.config.admin.token_env;
-            let why = if given.is_empty() {
-                format!(
-                    "missing Authorization: Bearer <token> (the token is in ${env} where sipsentry runs)"
-                )
-            } else {
-                format!("wrong bearer token (compare with ${env} where sipsentry runs)")
-            };
-            return json_error(StatusCode::UNAUTHORIZED, &why);
-        }
-    }
-    next.run(req).await
-}
-
-/// The credentials of an `Authorization: Bearer …` value; the scheme is
-/// case-insensitive (RFC 6750 §2.1, RFC 9110 §11.1).
-fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim_start())
-}
-
-/// Whether `given` is the token, in time that depends on neither: both are
-/// hashed first, so even their lengths are compared as fixed-size digests.
-fn token_matches(given: &str, token: &str) -> bool {
-    use sha2::{Digest, Sha256};
-    let (a, b) = (Sha256::digest(given), Sha256::digest(token));
-    bool::from(a.as_slice().ct_eq(b.as_slice()))
-}
-
 /// `GET /readyz`: 503 while a country of the Hiya cache has no intact
 /// generation (calls are screened without it), else 200.
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
@@ -206,9 +181,13 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/cache", get(api::cache))
         .route("/api/v1/cache/sync", post(api::cache_sync))
         .route("/api/v1/reload", post(api::reload))
+        .route("/api/v1/lists/{list}", get(lists::show).post(lists::add))
+        .route("/api/v1/lists/{list}/{pattern}", delete(lists::remove))
+        .route("/api/v1/feedback", get(lists::reports).post(lists::report))
+        .route("/api/v1/events", get(events::stream))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
-            require_token,
+            auth::require_token,
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -219,6 +198,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             post(webhook::didchecks_webhook),
         )
         .merge(api)
+        .merge(console::router(Arc::clone(&state)))
         .fallback(|| async {
             json_error(
                 StatusCode::NOT_FOUND,
@@ -239,28 +219,5 @@ pub async fn serve(
         .await
     {
         tracing::error!(error = %e, "admin server stopped");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
-        for v in [
-            "Bearer s3cret",
-            "bearer s3cret",
-            "BEARER  s3cret",
-            " Bearer s3cret ",
-        ] {
-            assert_eq!(bearer(v), Some("s3cret"), "{v:?}");
-        }
-        assert_eq!(bearer("Basic s3cret"), None);
-        assert_eq!(bearer("Bearers3cret"), None);
-        assert!(token_matches("s3cret", "s3cret"));
-        assert!(!token_matches("S3CRET", "s3cret"));
-        assert!(!token_matches("s3cre", "s3cret"));
-        assert!(!token_matches("", "s3cret"));
     }
 }

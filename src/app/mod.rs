@@ -116,6 +116,9 @@ pub async fn serve(
         tracing::warn!("history.enabled = false: decisions are not recorded");
         None
     };
+    // The runtime lists live beside the history, recorded or not.
+    let lists = Arc::new(crate::lists::Lists::open(&config.history.path)?);
+    let pipeline = pipeline.with_lists(Arc::clone(lists.runtime()));
     let pipeline = Arc::new(match &writer {
         Some(w) => pipeline.with_history(w.sink()),
         None => pipeline,
@@ -128,6 +131,7 @@ pub async fn serve(
     let mut state = AdminState {
         hiya: hiya.clone(),
         didchecks: providers.didchecks.clone(),
+        lists: Some(Arc::clone(&lists)),
         reloader: Some(Reloader {
             path: config_path,
             pipeline: Arc::clone(&pipeline),
@@ -164,6 +168,7 @@ pub async fn serve(
     if let Some(dc) = providers.didchecks.clone() {
         tasks.spawn(tasks::until(&stop, tasks::balance_watch(dc)));
     }
+    tasks.spawn(tasks::until(&stop, tasks::watch_lists(lists)));
     if let Some(cache) = &hiya {
         for (cc, c) in cache.snapshot().iter() {
             tracing::info!(country = %cc, generation = %c.manifest.generation, rows = c.rows(), "Hiya cache serving");

@@ -79,3 +79,25 @@ pub(super) async fn watch_cache_pointers(cache: Arc<HiyaCache>, countries: Vec<S
         }
     }
 }
+
+/// Takes in list changes made by another process (`sipsentry lists`,
+/// `sipsentry report`) and drops expired entries, every
+/// [`crate::lists::POLL_INTERVAL`]. A failing read is logged once per
+/// spell of failures; the lists in force stay.
+pub(super) async fn watch_lists(lists: Arc<crate::lists::Lists>) {
+    let mut tick = tokio::time::interval(crate::lists::POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let l = Arc::clone(&lists);
+        match tokio::task::spawn_blocking(move || l.refresh()).await {
+            Ok(Ok(())) => failing = false,
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot read the runtime lists; the ones in force stay");
+            }
+            _ => {}
+        }
+    }
+}

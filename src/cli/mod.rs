@@ -12,6 +12,7 @@ pub mod bulk;
 pub mod cache;
 pub mod check;
 pub mod history;
+pub mod lists;
 pub mod logging;
 
 /// `-c/--config FILE`, shared by every command that reads the config.

@@ -120,6 +120,8 @@ impl Default for HistoryConfig {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token_env: String,
+    /// Clients of `GET /api/v1/events` (the console's Live page) at once.
+    pub event_clients: usize,
 }
 
 impl Default for AdminConfig {
@@ -127,6 +129,7 @@ impl Default for AdminConfig {
         Self {
             listen: "127.0.0.1:8080".parse().expect("static address"),
             token_env: "SIPSENTRY_ADMIN_TOKEN".into(),
+            event_clients: 8,
         }
     }
 }

@@ -198,6 +198,19 @@ impl Config {
                 ),
             ));
         }
+        if !(1..=1000).contains(&self.admin.event_clients) {
+            return Err(invalid(
+                "admin.event_clients",
+                format!("{} is out of range; use 1–1000", self.admin.event_clients),
+            ));
+        }
+        if self.policy.not_spam_days == 0 {
+            return Err(invalid(
+                "policy.not_spam_days",
+                "must be at least 1 (a not_spam report allowlists the number for that many days)"
+                    .into(),
+            ));
+        }
         self.validate_providers()?;
         if self.labels.display_prefix.contains(['"', '\\', '\r', '\n']) {
             return Err(invalid(

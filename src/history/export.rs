@@ -55,6 +55,7 @@ pub fn filter(
         None => None,
     };
     let f = Filter {
+        rule: None,
         from_ms: from.map(|t| query::parse_time("from", t)).transpose()?,
         to_ms: to.map(|t| query::parse_time("to", t)).transpose()?,
         number,
@@ -176,6 +177,7 @@ impl<'a> RowWriter<'a> {
                 r.action,
                 r.rule,
                 r.response_code
+                    .or(r.final_code)
                     .map(|c| c.to_string())
                     .unwrap_or_else(|| "-".into()),
                 r.score,

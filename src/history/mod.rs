@@ -50,6 +50,12 @@ pub struct Record {
     pub evidence: Vec<crate::reputation::Evidence>,
     pub decision_us: u64,
     pub dry_run: bool,
+    /// The caller's display name as received (the caller's own text).
+    pub display: Option<String>,
+    /// `verstat` on the caller's identity, as received.
+    pub verstat: Option<String>,
+    /// The SHAKEN attestation (A, B, C) of the Identity header.
+    pub attest: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +116,41 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX decisions_time   ON decisions (time_ms);
      CREATE INDEX decisions_caller ON decisions (caller_e164, time_ms);
      CREATE INDEX decisions_action ON decisions (action, time_ms);",
+    // 2: the final response of a relayed call; the operator's runtime
+    // allow/deny lists and spam / not-spam reports (crate::lists), and the
+    // counter their readers poll to see a change made by another process.
+    "ALTER TABLE decisions ADD COLUMN final_code INTEGER;
+     ALTER TABLE decisions ADD COLUMN final_ms INTEGER;
+     ALTER TABLE decisions ADD COLUMN display TEXT;
+     ALTER TABLE decisions ADD COLUMN verstat TEXT;
+     ALTER TABLE decisions ADD COLUMN attest TEXT;
+     CREATE INDEX decisions_decision_id ON decisions (decision_id);
+     CREATE TABLE list_entries (
+        list       TEXT    NOT NULL CHECK (list IN ('allow', 'deny')),
+        pattern    TEXT    NOT NULL,
+        comment    TEXT    NOT NULL,
+        added_by   TEXT    NOT NULL,
+        added_ms   INTEGER NOT NULL,
+        expires_ms INTEGER,
+        origin     TEXT    NOT NULL,
+        PRIMARY KEY (list, pattern)
+     );
+     CREATE TABLE reports (
+        id          INTEGER PRIMARY KEY,
+        time_ms     INTEGER NOT NULL,
+        number      TEXT    NOT NULL,
+        verdict     TEXT    NOT NULL CHECK (verdict IN ('spam', 'not_spam')),
+        decision_id TEXT,
+        note        TEXT    NOT NULL,
+        reported_by TEXT    NOT NULL
+     );
+     CREATE INDEX reports_number ON reports (number, id);
+     CREATE INDEX reports_decision ON reports (decision_id);
+     CREATE TABLE lists_version (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL
+     );
+     INSERT INTO lists_version VALUES (1, 0);",
 ];
 
 /// The schema version this build writes.

@@ -17,6 +17,8 @@ pub struct Filter {
     /// Caller E.164.
     pub number: Option<String>,
     pub action: Option<String>,
+    /// The rule that fired (`denylist`, `threshold`, …).
+    pub rule: Option<String>,
 }
 
 /// The actions a filter may name.
@@ -33,6 +35,18 @@ impl Filter {
                 message: format!("{a:?} is not an action; use one of {}", ACTIONS.join(", ")),
             });
         }
+        if let Some(r) = &self.rule
+            && !crate::policy::Rule::ALL.iter().any(|k| k.as_str() == r)
+        {
+            let names: Vec<_> = crate::policy::Rule::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect();
+            return Err(HistoryError::Filter {
+                key: "rule",
+                message: format!("{r:?} is not a rule; use one of {}", names.join(", ")),
+            });
+        }
         Ok(())
     }
 
@@ -46,6 +60,10 @@ impl Filter {
         if let Some(a) = &self.action {
             conds.push("action = ?");
             params.push(SqlValue::Text(a.clone()));
+        }
+        if let Some(r) = &self.rule {
+            conds.push("rule = ?");
+            params.push(SqlValue::Text(r.clone()));
         }
         if let Some(f) = self.from_ms {
             conds.push("time_ms >= ?");
@@ -109,6 +127,16 @@ pub struct Row {
     pub evidence: serde_json::Value,
     pub decision_us: u64,
     pub dry_run: bool,
+    /// A relayed call's final response (the PBX's, or the proxy's own 408
+    /// or 487), once the transaction ended; `None` until then, and for a
+    /// call sipsentry answered itself (`response_code`).
+    pub final_code: Option<u16>,
+    /// Milliseconds from relaying the INVITE to `final_code`.
+    pub final_ms: Option<u32>,
+    /// The caller's display name as received: the caller's own text.
+    pub display: Option<String>,
+    pub verstat: Option<String>,
+    pub attest: Option<String>,
 }
 
 /// The CSV columns, in order (evidence as a JSON string).
@@ -130,6 +158,11 @@ pub const CSV_HEADER: &[&str] = &[
     "decision_us",
     "dry_run",
     "evidence",
+    "final_code",
+    "final_ms",
+    "display",
+    "verstat",
+    "attest",
 ];
 
 impl Row {
@@ -155,7 +188,44 @@ impl Row {
             self.decision_us.to_string(),
             self.dry_run.to_string(),
             self.evidence.to_string(),
+            self.final_code.map(|c| c.to_string()).unwrap_or_default(),
+            self.final_ms.map(|c| c.to_string()).unwrap_or_default(),
+            opt(&self.display),
+            opt(&self.verstat),
+            opt(&self.attest),
         ]
+    }
+
+    /// The row a record becomes once written with id `id` (what the live
+    /// event stream sends).
+    pub fn from_record(id: i64, r: &super::Record, f: Option<&super::writer::Final>) -> Row {
+        Row {
+            id,
+            decision_id: r.decision_id.clone(),
+            time: jiff::Timestamp::from_millisecond(r.time_ms)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            time_ms: r.time_ms,
+            call_id: r.call_id.clone(),
+            source: r.source.to_string(),
+            caller: r.caller.clone(),
+            caller_e164: r.caller_e164.clone(),
+            called: r.called.clone(),
+            trust: r.trust.to_string(),
+            action: r.action.to_string(),
+            rule: r.rule.to_string(),
+            response_code: r.response_code,
+            score: r.score,
+            category: r.category.clone(),
+            evidence: serde_json::to_value(&r.evidence).unwrap_or(serde_json::Value::Null),
+            decision_us: r.decision_us,
+            dry_run: r.dry_run,
+            final_code: f.map(|f| f.final_code),
+            final_ms: f.map(|f| f.final_ms),
+            display: r.display.clone(),
+            verstat: r.verstat.clone(),
+            attest: r.attest.clone(),
+        }
     }
 
     fn from_sql(r: &SqlRow<'_>) -> rusqlite::Result<Row> {
@@ -182,12 +252,18 @@ impl Row {
             evidence: serde_json::from_str(&evidence).unwrap_or(serde_json::Value::Null),
             decision_us: r.get::<_, i64>(15)? as u64,
             dry_run: r.get(16)?,
+            final_code: r.get(17)?,
+            final_ms: r.get(18)?,
+            display: r.get(19)?,
+            verstat: r.get(20)?,
+            attest: r.get(21)?,
         })
     }
 }
 
 const COLUMNS: &str = "id, decision_id, time_ms, call_id, source, caller, caller_e164, called, \
-    trust, action, rule, response_code, score, category, evidence, decision_us, dry_run";
+    trust, action, rule, response_code, score, category, evidence, decision_us, dry_run, \
+    final_code, final_ms, display, verstat, attest";
 
 /// How many rows match.
 pub fn count(conn: &Connection, filter: &Filter) -> Result<u64, HistoryError> {
@@ -238,6 +314,48 @@ pub fn scan(
         }
     }
     Ok(n)
+}
+
+/// The row of a decision id.
+pub fn by_decision_id(conn: &Connection, id: &str) -> Result<Option<Row>, HistoryError> {
+    use rusqlite::OptionalExtension;
+    let sql = format!("SELECT {COLUMNS} FROM decisions WHERE decision_id = ?1");
+    Ok(conn.query_row(&sql, [id], Row::from_sql).optional()?)
+}
+
+/// Calls per action in buckets of `bucket_ms` from `from_ms` on:
+/// `(bucket index, action, calls)`, buckets with no call left out.
+pub fn per_bucket(
+    conn: &Connection,
+    from_ms: i64,
+    bucket_ms: i64,
+) -> Result<Vec<(i64, String, u64)>, HistoryError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT (time_ms - ?1) / ?2, action, COUNT(*) FROM decisions
+         WHERE time_ms >= ?1 GROUP BY 1, 2",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![from_ms, bucket_ms.max(1)], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The callers with the most calls given `action` since `from_ms`.
+pub fn top_callers(
+    conn: &Connection,
+    action: &str,
+    from_ms: i64,
+    limit: u64,
+) -> Result<Vec<(String, u64)>, HistoryError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT caller_e164, COUNT(*) FROM decisions
+         WHERE action = ?1 AND time_ms >= ?2 AND caller_e164 IS NOT NULL
+         GROUP BY caller_e164 ORDER BY 2 DESC, 1 LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![action, from_ms, limit as i64], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]

@@ -39,9 +39,34 @@ const DROP_LOG_INTERVAL_MS: i64 = 10_000;
 
 enum Msg {
     Record(Box<Record>),
+    /// The final response of a relayed call, for its row.
+    Final(Final),
     /// Write everything queued before this, then acknowledge and stop.
     Close(mpsc::Sender<()>),
 }
+
+/// A relayed call's final response: the code and the milliseconds from
+/// relaying the INVITE to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Final {
+    pub decision_id: String,
+    pub final_code: u16,
+    pub final_ms: u32,
+}
+
+/// What the writer tells live subscribers (`GET /api/v1/events`), after
+/// the rows are written: each as JSON, serialized once for every client.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A new row, as the history API shows it.
+    Decision(Arc<str>),
+    /// A row's final response arrived ([`Final`]).
+    Final(Arc<str>),
+}
+
+/// Events buffered per subscriber: one further behind than this is
+/// dropped (it lags), never waited for.
+pub const EVENT_BUFFER: usize = 1024;
 
 /// Counters for metrics.
 #[derive(Debug, Default)]
@@ -73,6 +98,7 @@ fn log_due(slot: &AtomicI64, now: i64) -> bool {
 pub struct HistorySink {
     tx: SyncSender<Msg>,
     pub stats: Arc<HistoryStats>,
+    events: tokio::sync::broadcast::Sender<Event>,
 }
 
 impl std::fmt::Debug for HistorySink {
@@ -85,7 +111,31 @@ impl HistorySink {
     /// Queues a record without waiting. A full queue drops it, counted and
     /// logged (at most once per 10 s).
     pub fn record(&self, record: Record) {
-        match self.tx.try_send(Msg::Record(Box::new(record))) {
+        self.send(Msg::Record(Box::new(record)));
+    }
+
+    /// Queues a relayed call's final response for its row, without waiting
+    /// (a full queue drops it like a record).
+    pub fn final_response(&self, decision_id: &str, code: u16, after: Duration) {
+        self.send(Msg::Final(Final {
+            decision_id: decision_id.to_string(),
+            final_code: code,
+            final_ms: u32::try_from(after.as_millis()).unwrap_or(u32::MAX),
+        }));
+    }
+
+    /// Every row (and final response) from now on, as JSON, once written.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Live subscribers now.
+    pub fn subscribers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
+    fn send(&self, msg: Msg) {
+        match self.tx.try_send(msg) {
             Ok(()) => {
                 self.stats.depth.fetch_add(1, Ordering::Relaxed);
             }
@@ -135,15 +185,20 @@ impl HistoryWriter {
         let conn = open(path)?;
         let (tx, rx) = mpsc::sync_channel(capacity);
         let stats = Arc::new(HistoryStats::default());
+        let (events, _) = tokio::sync::broadcast::channel(EVENT_BUFFER);
         let thread = {
             let stats = Arc::clone(&stats);
+            let out = Output {
+                stats: Arc::clone(&stats),
+                events: events.clone(),
+            };
             std::thread::Builder::new()
                 .name("history".into())
-                .spawn(move || run(conn, rx, &stats, retention_days, batch_interval))
+                .spawn(move || run(conn, rx, &out, retention_days, batch_interval))
                 .map_err(|source| HistoryError::Thread { source })?
         };
         Ok(HistoryWriter {
-            sink: HistorySink { tx, stats },
+            sink: HistorySink { tx, stats, events },
             thread: Some(thread),
         })
     }
@@ -181,20 +236,60 @@ fn lower_priority() {
     }
 }
 
+/// Where the writer reports: the counters and the live subscribers.
+struct Output {
+    stats: Arc<HistoryStats>,
+    events: tokio::sync::broadcast::Sender<Event>,
+}
+
+/// A round's work: new rows (each with its final response, when that came
+/// in the same round) and final responses for rows written before.
+#[derive(Default)]
+struct Batch {
+    records: Vec<(Record, Option<Final>)>,
+    finals: Vec<Final>,
+    /// Messages taken off the queue (a final merged into its row included).
+    queued: usize,
+}
+
+/// How far back in the round's new rows a final response looks for its
+/// row before it becomes an UPDATE: a call answered within the round
+/// (most, at load) costs no statement of its own.
+const FINAL_LOOKBACK: usize = 256;
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.records.len() + self.finals.len()
+    }
+
+    fn add_final(&mut self, f: Final) {
+        let start = self.records.len().saturating_sub(FINAL_LOOKBACK);
+        match self.records[start..]
+            .iter_mut()
+            .rev()
+            .find(|(r, _)| r.decision_id == f.decision_id)
+        {
+            Some((_, slot)) => *slot = Some(f),
+            None => self.finals.push(f),
+        }
+    }
+}
+
 fn run(
     mut conn: Connection,
     rx: mpsc::Receiver<Msg>,
-    stats: &HistoryStats,
+    out: &Output,
     retention_days: u32,
     batch_interval: Duration,
 ) {
+    let stats = &*out.stats;
     lower_priority();
     // A second of empty rounds before blocking, whatever the interval.
     let idle_rounds_max =
         (Duration::from_secs(1).as_millis() / batch_interval.as_millis().max(1)).max(1) as u32;
     let mut last_prune = Instant::now();
     prune(&conn, retention_days, stats);
-    let mut batch: Vec<Record> = Vec::with_capacity(BATCH_MAX);
+    let mut batch = Batch::default();
     let mut idle_rounds = 0;
     loop {
         // The first message of this round, when it was waited for.
@@ -225,12 +320,17 @@ fn run(
                 }
             };
             received += 1;
+            if batch.len() >= BATCH_MAX {
+                flush(&mut conn, &mut batch, out);
+            }
             match msg {
                 Msg::Record(r) => {
-                    batch.push(*r);
-                    if batch.len() == BATCH_MAX {
-                        flush(&mut conn, &mut batch, stats);
-                    }
+                    batch.queued += 1;
+                    batch.records.push((*r, None));
+                }
+                Msg::Final(f) => {
+                    batch.queued += 1;
+                    batch.add_final(f);
                 }
                 Msg::Close(ack) => {
                     close = Some(ack);
@@ -239,7 +339,7 @@ fn run(
             }
         }
         idle_rounds = if received == 0 { idle_rounds + 1 } else { 0 };
-        flush(&mut conn, &mut batch, stats);
+        flush(&mut conn, &mut batch, out);
         if let Some(ack) = close {
             let _ = ack.send(());
             return;
@@ -254,16 +354,23 @@ fn run(
     }
 }
 
-/// Writes and empties `batch`; a failed write is counted and logged.
-fn flush(conn: &mut Connection, batch: &mut Vec<Record>, stats: &HistoryStats) {
-    if batch.is_empty() {
+/// Writes and empties `batch`, then tells live subscribers; a failed write
+/// is counted and logged.
+fn flush(conn: &mut Connection, batch: &mut Batch, out: &Output) {
+    let stats = &*out.stats;
+    if batch.queued == 0 {
         return;
     }
-    let n = batch.len();
-    stats.depth.fetch_sub(n as i64, Ordering::Relaxed);
+    stats
+        .depth
+        .fetch_sub(batch.queued as i64, Ordering::Relaxed);
+    let n = batch.records.len();
     match write(conn, batch) {
-        Ok(()) => {
+        Ok(first_id) => {
             stats.written.fetch_add(n as u64, Ordering::Relaxed);
+            if out.events.receiver_count() > 0 {
+                publish(&out.events, batch, first_id);
+            }
         }
         Err(e) => {
             stats.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -278,19 +385,41 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Record>, stats: &HistoryStats) {
             }
         }
     }
-    batch.clear();
+    batch.records.clear();
+    batch.finals.clear();
+    batch.queued = 0;
 }
 
-fn write(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
+/// Sends the batch's rows and final responses to the live subscribers.
+/// Rows written in one transaction have consecutive ids from `first_id`.
+fn publish(events: &tokio::sync::broadcast::Sender<Event>, batch: &Batch, first_id: i64) {
+    for (i, (r, f)) in batch.records.iter().enumerate() {
+        let row = super::query::Row::from_record(first_id + i as i64, r, f.as_ref());
+        if let Ok(json) = serde_json::to_string(&row) {
+            let _ = events.send(Event::Decision(json.into()));
+        }
+    }
+    for f in &batch.finals {
+        if let Ok(json) = serde_json::to_string(f) {
+            let _ = events.send(Event::Final(json.into()));
+        }
+    }
+}
+
+/// Inserts the new rows and applies the final responses, in one
+/// transaction; the id of the first row inserted.
+fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<i64> {
     let tx = conn.transaction()?;
+    let mut first_id = 0;
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO decisions (decision_id, time_ms, call_id, source, caller, caller_e164,
                 called, trust, action, rule, response_code, score, category, evidence,
-                decision_us, dry_run)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                decision_us, dry_run, final_code, final_ms, display, verstat, attest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                ?18, ?19, ?20, ?21)",
         )?;
-        for r in batch {
+        for (i, (r, f)) in batch.records.iter().enumerate() {
             let evidence = serde_json::to_string(&r.evidence).unwrap_or_else(|_| "[]".into());
             stmt.execute(params![
                 r.decision_id,
@@ -309,10 +438,25 @@ fn write(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
                 evidence,
                 r.decision_us as i64,
                 r.dry_run,
+                f.as_ref().map(|f| f.final_code),
+                f.as_ref().map(|f| f.final_ms),
+                r.display,
+                r.verstat,
+                r.attest,
             ])?;
+            if i == 0 {
+                first_id = tx.last_insert_rowid();
+            }
+        }
+        let mut update = tx.prepare_cached(
+            "UPDATE decisions SET final_code = ?1, final_ms = ?2 WHERE decision_id = ?3",
+        )?;
+        for f in &batch.finals {
+            update.execute(params![f.final_code, f.final_ms, f.decision_id])?;
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(first_id)
 }
 
 /// Deletes rows older than the retention, a chunk at a time.

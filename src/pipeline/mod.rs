@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::history::{HistorySink, Record};
+use crate::lists::{ListKind, Listed, RuntimeLists};
 use crate::policy::{Action, Decision, DivertMode, LiveMode, Policy, Rule};
 use crate::reputation::live::{LiveLookup, LookupReport};
 use crate::reputation::live_cache::LiveCacheConfig;
-use crate::reputation::{Evidence, LiveSource, LocalSource};
+use crate::reputation::{Evidence, LiveSource, LocalSource, Source};
 use crate::sip::caller::CallerId;
 
 mod metrics;
@@ -29,6 +30,23 @@ mod screen;
 
 pub use metrics::PipelineMetrics;
 pub use screen::{label_lines, verdict};
+
+/// The evidence of a runtime list entry.
+fn listed(source: Source, l: Listed<'_>) -> Evidence {
+    Evidence {
+        source,
+        score: if source == Source::Allowlist { 0 } else { 100 },
+        category: None,
+        cached: false,
+        latency_us: 0,
+        raw: serde_json::json!({
+            "entry": l.pattern,
+            "origin": l.origin.as_str(),
+            "comment": l.comment,
+        })
+        .into(),
+    }
+}
 
 /// Per-call state carried through the phases.
 #[derive(Debug)]
@@ -100,6 +118,8 @@ pub struct Pipeline {
     live: LiveLookup,
     live_cache_config: LiveCacheConfig,
     history: Option<HistorySink>,
+    /// The operator's runtime lists and spam reports.
+    runtime: Arc<RuntimeLists>,
     pub metrics: PipelineMetrics,
 }
 
@@ -118,6 +138,7 @@ impl Pipeline {
             live: LiveLookup::new(&LiveCacheConfig::default(), Vec::new()),
             live_cache_config: LiveCacheConfig::default(),
             history: None,
+            runtime: Arc::default(),
             metrics: PipelineMetrics::default(),
         }
     }
@@ -126,6 +147,22 @@ impl Pipeline {
     pub fn with_history(mut self, sink: HistorySink) -> Self {
         self.history = Some(sink);
         self
+    }
+
+    /// Screens with these runtime lists (shared with whoever changes them).
+    pub fn with_lists(mut self, lists: Arc<RuntimeLists>) -> Self {
+        self.runtime = lists;
+        self
+    }
+
+    /// The runtime lists calls are screened with.
+    pub fn runtime_lists(&self) -> &Arc<RuntimeLists> {
+        &self.runtime
+    }
+
+    /// The history's queue, when decisions are recorded.
+    pub fn history(&self) -> Option<&HistorySink> {
+        self.history.as_ref()
     }
 
     /// Sizes and TTLs of the live cache; call before adding live sources.
@@ -198,12 +235,23 @@ impl Pipeline {
         }
     }
 
-    /// Phase: allow and deny lists.
+    /// Phase: allow and deny lists, the config's and the runtime ones. An
+    /// allow entry wins over a deny entry wherever either comes from.
     fn lists(&self, policy: &Policy, ctx: &mut CallCtx) -> Flow {
         let Some(e164) = ctx.caller.e164.as_deref() else {
             return Flow::Continue;
         };
-        match policy.lists(e164) {
+        let runtime = |list, source| self.runtime.find(list, e164, |l| listed(source, l));
+        let found = match policy.lists(e164) {
+            Some((Rule::Allowlist, ev)) => Some((Rule::Allowlist, ev)),
+            config_deny => runtime(ListKind::Allow, Source::Allowlist)
+                .map(|ev| (Rule::Allowlist, ev))
+                .or(config_deny)
+                .or_else(|| {
+                    runtime(ListKind::Deny, Source::Denylist).map(|ev| (Rule::Denylist, ev))
+                }),
+        };
+        match found {
             Some((Rule::Allowlist, ev)) => {
                 ctx.evidence.push(ev);
                 Flow::Decide(Rule::Allowlist, Action::Pass)
@@ -225,9 +273,26 @@ impl Pipeline {
         }
     }
 
-    /// Phase: local, in-memory sources. Continues with whatever evidence they hold.
-    fn local_lookup(&self, _: &Policy, ctx: &mut CallCtx) -> Flow {
+    /// Phase: local, in-memory sources (an operator's spam report first).
+    /// Continues with whatever evidence they hold.
+    fn local_lookup(&self, policy: &Policy, ctx: &mut CallCtx) -> Flow {
         if let Some(e164) = ctx.caller.e164.as_deref() {
+            if let Some(ev) = self.runtime.spam_report(e164, |r| Evidence {
+                source: Source::Operator,
+                score: policy.scores.operator_spam,
+                category: Some("Operator report".into()),
+                cached: false,
+                latency_us: 0,
+                raw: serde_json::json!({
+                    "report": r.id,
+                    "reported_at": r.time,
+                    "reported_by": r.reported_by,
+                    "note": r.note,
+                })
+                .into(),
+            }) {
+                ctx.evidence.push(ev);
+            }
             for source in &self.local {
                 if let Some(ev) = source.lookup(e164) {
                     ctx.evidence.push(ev);
@@ -419,6 +484,9 @@ impl Pipeline {
             evidence: d.evidence.clone(),
             decision_us: d.decision_us,
             dry_run: d.dry_run,
+            display: ctx.caller.display.clone(),
+            verstat: ctx.caller.verstat.clone(),
+            attest: ctx.caller.attest.clone(),
         }
     }
 }

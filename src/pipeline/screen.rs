@@ -4,6 +4,7 @@
 //! the final response of a reject or redirect).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{CallCtx, Pipeline};
 use crate::policy::{Action, Decision, DivertMode, LabelsConfig, Policy, Rule};
@@ -28,19 +29,39 @@ impl Screen for Pipeline {
         let mut ctx =
             CallCtx::new(call_id, call.source, who, called).with_policy(Arc::clone(&policy));
         match self.screen_now(&mut ctx) {
-            Some(d) => Screened::Decided(verdict(&policy, &d)),
+            Some(d) => Screened::Decided(self.tracked(&policy, d)),
             None => Screened::Pending(ctx),
         }
     }
 
     async fn finish(&self, mut ctx: CallCtx) -> Verdict {
         let d = self.screen_live(&mut ctx).await;
-        verdict(&self.call_policy(&mut ctx), &d)
+        self.tracked(&self.call_policy(&mut ctx), d)
     }
 
     fn overloaded(&self, mut ctx: CallCtx) -> Verdict {
         let d = self.overload(&mut ctx);
-        verdict(&self.call_policy(&mut ctx), &d)
+        self.tracked(&self.call_policy(&mut ctx), d)
+    }
+
+    fn relayed_final(&self, track: &str, code: u16, after: Duration) {
+        if let Some(sink) = self.history() {
+            sink.final_response(track, code, after);
+        }
+    }
+}
+
+impl Pipeline {
+    /// The verdict, asking for the relayed call's final response when the
+    /// history records it (the decision id names the row).
+    fn tracked(&self, policy: &Policy, d: Decision) -> Verdict {
+        let mut v = verdict(policy, &d);
+        if let Verdict::Relay { track, .. } = &mut v
+            && self.history().is_some()
+        {
+            *track = Some(d.id);
+        }
+        v
     }
 }
 
@@ -58,6 +79,7 @@ pub fn verdict(policy: &Policy, d: &Decision) -> Verdict {
         Action::Divert => Verdict::Relay {
             retarget: Some(policy.divert_to.text.clone()),
             labels: None,
+            track: None,
         },
         Action::Tag => Verdict::Relay {
             retarget: None,
@@ -65,6 +87,7 @@ pub fn verdict(policy: &Policy, d: &Decision) -> Verdict {
                 lines: label_lines(d, &policy.labels),
                 display_prefix: std::sync::Arc::clone(&policy.display_prefix),
             }),
+            track: None,
         },
         _ => Verdict::PASS,
     }

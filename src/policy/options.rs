@@ -30,6 +30,8 @@ pub struct PolicyConfig {
     /// "Nonprofit Call" = "tag", "Scam" = "reject"). They replace the
     /// threshold action when the deciding evidence has that category.
     pub categories: std::collections::BTreeMap<String, Action>,
+    /// How long a `not_spam` report allowlists the number, in days.
+    pub not_spam_days: u32,
 }
 
 impl Default for PolicyConfig {
@@ -52,6 +54,7 @@ impl Default for PolicyConfig {
             screen_called: vec![],
             skip_called: vec![],
             categories: Default::default(),
+            not_spam_days: 30,
         }
     }
 }

@@ -110,6 +110,8 @@ pub struct ProviderStats {
     pub requests: AtomicU64,
     pub errors: AtomicU64,
     pub skipped: AtomicU64,
+    /// The requests' latency summed, µs (the console's mean).
+    pub latency_us_total: AtomicU64,
 }
 
 impl Default for ProviderStats {
@@ -122,6 +124,7 @@ impl Default for ProviderStats {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            latency_us_total: AtomicU64::new(0),
         }
     }
 }
@@ -390,9 +393,11 @@ async fn run(p: &Provider, e164: &str) -> FlightResult {
             ms: p.timeout.as_millis() as u64,
         }),
     };
+    let took = started.elapsed();
+    p.stats.latency_seconds.observe(took.as_secs_f64());
     p.stats
-        .latency_seconds
-        .observe(started.elapsed().as_secs_f64());
+        .latency_us_total
+        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     match &result {
         Ok(_) => p.breaker.success(),
         Err(e) => {

@@ -28,6 +28,9 @@ pub enum Source {
     Allowlist,
     #[serde(rename = "denylist")]
     Denylist,
+    /// An operator's spam report (console, API, `sipsentry report`).
+    #[serde(rename = "operator")]
+    Operator,
     /// A source supplied by an embedding program or a test.
     #[serde(rename = "custom")]
     Custom,
@@ -42,6 +45,7 @@ impl Source {
             Source::HiyaStatus => "hiya-status",
             Source::Allowlist => "allowlist",
             Source::Denylist => "denylist",
+            Source::Operator => "operator",
             Source::Custom => "custom",
         }
     }

@@ -27,6 +27,8 @@ pub struct ScoresConfig {
     pub status_mixed_high: u8,
     pub status_mixed_low: u8,
     pub status_unflagged: u8,
+    /// An operator's spam report (the `operator` source).
+    pub operator_spam: u8,
 }
 
 impl Default for ScoresConfig {
@@ -42,6 +44,7 @@ impl Default for ScoresConfig {
             status_mixed_high: 70,
             status_mixed_low: 30,
             status_unflagged: 0,
+            operator_spam: 90,
         }
     }
 }

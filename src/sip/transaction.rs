@@ -145,6 +145,18 @@ pub struct Forwarded {
     pub dest: Peer,
     /// The Request-URI it was sent with, when the proxy changed it.
     pub new_ruri: Option<String>,
+    /// The verdict's `track`, taken when the final response is reported.
+    pub track: Option<String>,
+    /// When the INVITE was relayed.
+    pub at: Instant,
+}
+
+impl Forwarded {
+    /// The track and the time since relaying, once: for the one report of
+    /// the call's final response.
+    pub fn take_track(&mut self) -> Option<(String, std::time::Duration)> {
+        self.track.take().map(|t| (t, self.at.elapsed()))
+    }
 }
 
 #[derive(Debug)]

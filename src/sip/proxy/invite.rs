@@ -73,12 +73,17 @@ impl<S: Screen> Proxy<S> {
         let screened = span.in_scope(|| self.screen.begin(call));
         // Decided at once and relayed over UDP: the INVITE goes out first and
         // the transaction is recorded after it (see `forward_first`).
-        if let Screened::Decided(Verdict::Relay { retarget, labels }) = &screened
-            && !from.is_tcp()
-        {
-            let edits = (retarget.as_deref(), labels.as_ref());
-            return span.in_scope(|| self.forward_first(&inv, edits));
-        }
+        let screened = match screened {
+            Screened::Decided(Verdict::Relay {
+                retarget,
+                labels,
+                track,
+            }) if !from.is_tcp() => {
+                let edits = (retarget.as_deref(), labels.as_ref());
+                return span.in_scope(|| self.forward_first(&inv, edits, track));
+            }
+            other => other,
+        };
         let (tx, fresh) = self.txs.insert(inv.server_tx());
         if !fresh {
             // A twin of this INVITE on the other transport got here first.
@@ -89,20 +94,20 @@ impl<S: Screen> Proxy<S> {
         self.send_trying(&tx, &inv.msg);
         let pending = match screened {
             Screened::Decided(verdict) => {
-                return span.in_scope(|| self.apply(&tx, &inv, &verdict));
+                return span.in_scope(|| self.apply(&tx, &inv, verdict));
             }
             Screened::Pending(call) => call,
         };
         let Ok(permit) = Arc::clone(&self.screening).try_acquire_owned() else {
             let verdict = self.screen.overloaded(pending);
-            return span.in_scope(|| self.apply(&tx, &inv, &verdict));
+            return span.in_scope(|| self.apply(&tx, &inv, verdict));
         };
         // Only a call that needs a live provider leaves the SIP thread.
         let proxy = Arc::clone(self);
         self.rt.spawn(
             async move {
                 let verdict = proxy.screen.finish(pending).await;
-                proxy.apply(&tx, &inv, &verdict);
+                proxy.apply(&tx, &inv, verdict);
                 drop((permit, guard));
             }
             .instrument(span),
@@ -122,17 +127,21 @@ impl<S: Screen> Proxy<S> {
     }
 
     /// Carries out a verdict on a screened INVITE.
-    fn apply(&self, tx: &TxRef, inv: &Invite, verdict: &Verdict) {
+    fn apply(&self, tx: &TxRef, inv: &Invite, verdict: Verdict) {
         if tx.lock().state != TxState::Screening {
             // Cancelled while screening: the 487 has gone already.
             return;
         }
         match verdict {
-            Verdict::Answer { code, headers } => self.final_response(tx, *code, headers),
-            Verdict::Relay { retarget, labels } => {
+            Verdict::Answer { code, headers } => self.final_response(tx, code, &headers),
+            Verdict::Relay {
+                retarget,
+                labels,
+                track,
+            } => {
                 let edits = (retarget.as_deref(), labels.as_ref());
                 let (dest, out) = self.build_forward(inv, edits);
-                if self.record_forward(tx, dest, &out, edits.0) {
+                if self.record_forward(tx, dest, &out, edits.0, track) {
                     self.send(dest, out);
                 }
             }
@@ -151,7 +160,7 @@ impl<S: Screen> Proxy<S> {
     /// transaction is in the table. A next hop over TCP answers on another
     /// thread, so there the transaction is recorded and the 100 sent first:
     /// a quick 180 would otherwise race both.
-    fn forward_first(&self, inv: &Invite, edits: RelayEdits<'_>) {
+    fn forward_first(&self, inv: &Invite, edits: RelayEdits<'_>, track: Option<String>) {
         let (dest, out) = self.build_forward(inv, edits);
         let udp = !dest.is_tcp();
         if udp {
@@ -164,7 +173,7 @@ impl<S: Screen> Proxy<S> {
             return;
         }
         // Fresh, so still screening: recorded.
-        self.record_forward(&tx, dest, &out, edits.0);
+        self.record_forward(&tx, dest, &out, edits.0, track);
         self.send_trying(&tx, &inv.msg);
         if !udp {
             // After the 100: the PBX's 180 would come back on another thread
@@ -184,16 +193,20 @@ impl<S: Screen> Proxy<S> {
         dest: Peer,
         out: &bytes::Bytes,
         retarget: Option<&str>,
+        track: Option<String>,
     ) -> bool {
         let mut t = tx.lock();
         if t.state != TxState::Screening {
             return false;
         }
         t.state = TxState::Forwarded;
-        t.touched = Instant::now();
+        let now = Instant::now();
+        t.touched = now;
         t.forwarded = Some(Forwarded {
             dest,
             new_ruri: retarget.map(str::to_owned),
+            track,
+            at: now,
         });
         let r = if dest.is_tcp() {
             Retransmit::timer_b(dest)
@@ -251,9 +264,17 @@ impl<S: Screen> Proxy<S> {
     /// than the PBX's answer, and whichever finishes the transaction first
     /// is the one the trunk gets.
     pub(super) fn final_response(&self, tx: &TxRef, code: u16, extra: &[String]) {
-        let (resp, peer, _invite) = {
+        let (resp, peer, _invite, track) = {
             let mut t = tx.lock();
-            let Some(invite) = t.invite.as_ref().filter(|_| t.is_pending()) else {
+            if !t.is_pending() {
+                return;
+            }
+            let track = if t.state == TxState::Forwarded {
+                t.forwarded.as_mut().and_then(Forwarded::take_track)
+            } else {
+                None
+            };
+            let Some(invite) = t.invite.as_ref() else {
                 return;
             };
             let tag = relay::top_via(invite)
@@ -267,9 +288,12 @@ impl<S: Screen> Proxy<S> {
                 let r = Retransmit::new(t.reply_to, resp.clone(), Some(T2), false);
                 self.txs.start_retransmit(tx, &mut t, r);
             }
-            (resp, t.reply_to, invite)
+            (resp, t.reply_to, invite, track)
         };
         self.send(peer, resp);
+        if let Some((track, after)) = track {
+            self.screen.relayed_final(&track, code, after);
+        }
     }
 }
 

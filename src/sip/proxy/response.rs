@@ -7,7 +7,7 @@ use super::{BRANCH_PREFIX, Proxy, Screen};
 use crate::sip::header::{self, Via};
 use crate::sip::message::{HeaderName, Message, Method};
 use crate::sip::relay;
-use crate::sip::transaction::TxState;
+use crate::sip::transaction::{Forwarded, TxState};
 use crate::sip::transport::Peer;
 
 impl<S: Screen> Proxy<S> {
@@ -43,13 +43,15 @@ impl<S: Screen> Proxy<S> {
             return self.drop_msg("response with only our Via");
         };
         if let Some(tx) = tx {
-            let (peer, _invite) = {
+            let (peer, _invite, track) = {
                 let mut t = tx.lock();
                 if !t.relays_upstream(code) {
                     drop(t);
                     return self.drop_msg("response after the proxy's own final response");
                 }
+                let mut track = None;
                 let invite = if code >= 200 && t.state == TxState::Forwarded {
+                    track = t.forwarded.as_mut().and_then(Forwarded::take_track);
                     t.complete(out.clone(), false)
                 } else {
                     t.stop_timer();
@@ -58,10 +60,14 @@ impl<S: Screen> Proxy<S> {
                     t.last_response = Some(out.clone());
                     None
                 };
-                (t.reply_to, invite)
+                (t.reply_to, invite, track)
             };
             // The finished INVITE is freed after the send, not before it.
-            return self.send(peer, out);
+            self.send(peer, out);
+            if let Some((track, after)) = track {
+                self.screen.relayed_final(&track, code, after);
+            }
+            return;
         }
         // Stateless: the Via below ours says where (received/rport honoured).
         let next = second_via(&msg).and_then(|text| {

@@ -44,6 +44,9 @@ pub enum Verdict {
         retarget: Option<String>,
         /// Label headers to add (a tagged call).
         labels: Option<Labels>,
+        /// Screening's own name for the call: when set, the final response
+        /// the trunk gets for it is reported to [`Screen::relayed_final`].
+        track: Option<String>,
     },
     /// Answer it here with a final response (rejected, redirected).
     Answer {
@@ -58,6 +61,7 @@ impl Verdict {
     pub const PASS: Verdict = Verdict::Relay {
         retarget: None,
         labels: None,
+        track: None,
     };
 }
 
@@ -87,4 +91,13 @@ pub trait Screen: Send + Sync + 'static {
     /// The verdict for a pending call the proxy has no room to wait for
     /// (too many calls under screening at once).
     fn overloaded(&self, call: Self::Call) -> Verdict;
+
+    /// The final response the trunk got for a relayed call whose verdict
+    /// had a `track`: the PBX's, or the proxy's own 408 or 487 when the PBX
+    /// did not answer in time or the call was cancelled. `after` is the
+    /// time from relaying the INVITE. Called on the SIP thread: must not
+    /// wait.
+    fn relayed_final(&self, track: &str, code: u16, after: std::time::Duration) {
+        let _ = (track, code, after);
+    }
 }

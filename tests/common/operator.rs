@@ -1,0 +1,221 @@
+#![allow(dead_code)] // shared by the console tests; each uses part of it
+//! The real binary with its admin API and console, a PBX that answers every
+//! relayed INVITE 486, and SIP calls from a trunk: what the console tests
+//! drive.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::binary;
+use crate::common::{Udp, invite, response_to, status};
+
+pub const TOKEN: &str = "console-test-token";
+
+/// `sipsentry serve` in its own directory, and the PBX behind it.
+pub struct Operator {
+    pub dir: tempfile::TempDir,
+    serve: Option<binary::Serve>,
+    pub sip: SocketAddr,
+    pub admin: String,
+    pub admin_port: u16,
+    pub http: reqwest::Client,
+    token: Option<&'static str>,
+    /// Every INVITE the PBX received, as received.
+    pub pbx_seen: Arc<Mutex<Vec<String>>>,
+    pbx: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.pbx.abort();
+    }
+}
+
+/// A PBX that answers each INVITE `486 Busy Here` after `delay`.
+async fn pbx(sock: Udp, seen: Arc<Mutex<Vec<String>>>, delay: Duration) {
+    loop {
+        let Some((msg, from)) = sock.recv_within(Duration::from_secs(3600)).await else {
+            continue;
+        };
+        if msg.starts_with("INVITE ") {
+            seen.lock().unwrap().push(msg.clone());
+            tokio::time::sleep(delay).await;
+            sock.send(from, &response_to(&msg, 486, "Busy Here", "pbx1"))
+                .await;
+        }
+    }
+}
+
+impl Operator {
+    /// Starts serve with `extra` appended to a config (history, no Hiya
+    /// cache), with the admin token set when `token` is.
+    pub async fn start(extra: &str, token: Option<&'static str>) -> Operator {
+        let pbx_sock = Udp::new().await;
+        let uas = pbx_sock.addr;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let pbx = tokio::spawn(pbx(pbx_sock, Arc::clone(&seen), Duration::from_millis(30)));
+        let dir = tempfile::tempdir().unwrap();
+        let sip_port = binary::free_port();
+        let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            dir.path().join("sipsentry.toml"),
+            format!(
+                "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\nnext_hop = \"sip:{uas}\"\n\
+                 [hiya_cache]\nenabled = false\n[history]\npath = \"data/history.db\"\nbatch_ms = 10\n\
+                 [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_env = \"CONSOLE_TEST_TOKEN\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        let mut op = Operator {
+            dir,
+            serve: None,
+            sip: format!("127.0.0.1:{sip_port}").parse().unwrap(),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            admin_port,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            token,
+            pbx_seen: seen,
+            pbx,
+        };
+        op.launch().await;
+        op
+    }
+
+    async fn launch(&mut self) {
+        let mut cmd = std::process::Command::new(binary::BIN);
+        cmd.arg("serve")
+            .current_dir(self.dir.path())
+            .env_remove("CONSOLE_TEST_TOKEN")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(t) = self.token {
+            cmd.env("CONSOLE_TEST_TOKEN", t);
+        }
+        self.serve = Some(binary::Serve {
+            child: cmd.spawn().unwrap(),
+        });
+        let sip = self.sip;
+        tokio::task::spawn_blocking(move || binary::wait_until_answering(sip))
+            .await
+            .unwrap();
+    }
+
+    /// Stops serve (SIGTERM) and starts it again on the same files.
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.serve.take() {
+            assert!(s.terminate().success());
+        }
+        self.launch().await;
+    }
+
+    /// The `sipsentry` command line in the same directory.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(binary::BIN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// A call from `from` (a From header value, display name and URI); the
+    /// final response code the trunk got, and the INVITE as the PBX saw it
+    /// when it was relayed.
+    pub async fn call(&self, uac: &Udp, tag: &str, from: &str) -> (u16, Option<String>) {
+        let branch = format!("z9hG4bKop{tag}");
+        uac.send(self.sip, &invite(uac.addr, "UDP", &branch, from, ""))
+            .await;
+        let call_id = format!("{branch}@test");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut code = 0;
+        while let Some((m, _)) = uac
+            .recv_within(deadline - tokio::time::Instant::now())
+            .await
+        {
+            if m.contains(&call_id) && status(&m) >= 200 {
+                code = status(&m);
+                break;
+            }
+        }
+        let relayed = self
+            .pbx_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| m.contains(&call_id))
+            .cloned();
+        (code, relayed)
+    }
+
+    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// GET with the bearer token: status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .auth(self.http.get(format!("{}{path}", self.admin)))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// A JSON POST with the bearer token: status and body as JSON.
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self
+            .auth(self.http.post(format!("{}{path}", self.admin)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn delete(&self, path: &str) -> u16 {
+        self.auth(self.http.delete(format!("{}{path}", self.admin)))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// The history row of the call [`Operator::call`] made with `tag`,
+    /// waiting for the writer (and, with `with_final`, for the PBX's final
+    /// response).
+    pub async fn row(&self, tag: &str, with_final: bool) -> serde_json::Value {
+        let call_id = format!("z9hG4bKop{tag}@test");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (code, body) = self.get("/api/v1/history?limit=100").await;
+            if code == 200 {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if let Some(row) = v["rows"]
+                    .as_array()
+                    .and_then(|rows| rows.iter().find(|r| r["call_id"] == call_id.as_str()))
+                    && (!with_final || !row["final_code"].is_null())
+                {
+                    return row.clone();
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no history row for call {tag}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+}
