@@ -1,6 +1,10 @@
 //! `/api/v1/lists/*` and `/api/v1/feedback`: the runtime lists and the
 //! spam / not-spam reports (docs/http-api.md).
 
+// A handler's early answer is a whole `Response`: returned once per
+// request, never on the call path, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use axum::Extension;

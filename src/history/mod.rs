@@ -58,6 +58,15 @@ pub struct Record {
     pub attest: Option<String>,
 }
 
+/// A relayed call's final response: the code and the milliseconds from
+/// relaying the INVITE to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Final {
+    pub decision_id: String,
+    pub final_code: u16,
+    pub final_ms: u32,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HistoryError {

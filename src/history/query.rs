@@ -198,7 +198,7 @@ impl Row {
 
     /// The row a record becomes once written with id `id` (what the live
     /// event stream sends).
-    pub fn from_record(id: i64, r: &super::Record, f: Option<&super::writer::Final>) -> Row {
+    pub fn from_record(id: i64, r: &super::Record, f: Option<&super::Final>) -> Row {
         Row {
             id,
             decision_id: r.decision_id.clone(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 
-use super::{HistoryError, Record, now_ms, open};
+use super::{Final, HistoryError, Record, now_ms, open};
 
 /// Records waiting for the writer before new ones are dropped (and counted).
 /// At the writer's measured rate this is over a second of calls at any
@@ -43,15 +43,6 @@ enum Msg {
     Final(Final),
     /// Write everything queued before this, then acknowledge and stop.
     Close(mpsc::Sender<()>),
-}
-
-/// A relayed call's final response: the code and the milliseconds from
-/// relaying the INVITE to it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Final {
-    pub decision_id: String,
-    pub final_code: u16,
-    pub final_ms: u32,
 }
 
 /// What the writer tells live subscribers (`GET /api/v1/events`), after

@@ -2,6 +2,9 @@
 //! the session's CSRF token, goes through the same store as the API, and
 //! answers 303 back to the page the form was on.
 
+// As in `admin::lists`: an early answer is a whole `Response`.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use axum::Extension;

@@ -170,10 +170,55 @@ fn table(rows: &[Row]) -> Markup {
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Notice {
+    done: Option<String>,
+}
+
+/// Where the caller stands now: on a list (which, from where), reported.
+fn standing(state: &AdminState, number: &str) -> Vec<String> {
+    use crate::lists::ListKind;
+    let mut out = Vec::new();
+    let policy = state.pipeline.policy();
+    if let Some((rule, ev)) = policy.lists(number) {
+        out.push(format!(
+            "in the config file's {} ({})",
+            rule.as_str(),
+            ev.raw["entry"].as_str().unwrap_or("")
+        ));
+    }
+    if let Some(lists) = &state.lists {
+        for list in [ListKind::Allow, ListKind::Deny] {
+            if let Some(s) = lists.runtime().find(list, number, |l| {
+                format!(
+                    "on the {} list as {} ({}{})",
+                    list.as_str(),
+                    l.pattern,
+                    l.origin.as_str(),
+                    if l.comment.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", l.comment)
+                    }
+                )
+            }) {
+                out.push(s);
+            }
+        }
+        if let Some(s) = lists.runtime().spam_report(number, |r| {
+            format!("reported as spam by {} at {}", r.reported_by, r.time)
+        }) {
+            out.push(s);
+        }
+    }
+    out
+}
+
 pub(super) async fn detail(
     State(state): State<Arc<AdminState>>,
     Extension(session): Extension<ConsoleSession>,
     Path(id): Path<String>,
+    Query(notice): Query<Notice>,
 ) -> Response {
     let path = state.config.history.path.clone();
     if !path.exists() {
@@ -211,15 +256,24 @@ pub(super) async fn detail(
         }
         None => Vec::new(),
     };
-    layout(
-        "Call",
-        "History",
-        &session,
-        detail_body(&row, &reports, &session),
-    )
+    let standing = row
+        .caller_e164
+        .as_deref()
+        .map(|n| standing(&state, n))
+        .unwrap_or_default();
+    let body = maud::html! {
+        @if let Some(d) = &notice.done { p.notice { (d) } }
+        (detail_body(&row, &reports, &standing, &session))
+    };
+    layout("Call", "History", &session, body)
 }
 
-fn detail_body(r: &Row, reports: &[Report], session: &ConsoleSession) -> Markup {
+fn detail_body(
+    r: &Row,
+    reports: &[Report],
+    standing: &[String],
+    session: &ConsoleSession,
+) -> Markup {
     let back = format!("/history/{}", urlencode(&r.decision_id));
     let field = |k: &str, v: String| html! { tr { th { (k) } td { (v) } } };
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "–".into());
@@ -261,6 +315,10 @@ fn detail_body(r: &Row, reports: &[Report], session: &ConsoleSession) -> Markup 
         @if let Some(number) = &r.caller_e164 {
             section.card.wide.actions {
                 h2 { "Correct it" }
+                p #standing {
+                    @if standing.is_empty() { "This number is on no list and has no spam report." }
+                    @else { "This number is " (standing.join("; ")) "." }
+                }
                 form method="post" action="/action/list-add" {
                     (csrf_field(session))
                     input type="hidden" name="list" value="allow";

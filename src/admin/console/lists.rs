@@ -52,12 +52,23 @@ pub(super) async fn page(
             }
         }
         @for list in [ListKind::Allow, ListKind::Deny] {
-            @let mut entries = config_entries(&state, list);
-            @let _ = if let Ok(r) = &runtime { entries.extend(r.iter().filter(|e| e.list == list).cloned()) };
-            (list_table(list, &entries, &session))
+            (list_table(list, &entries_of(&state, &runtime, list), &session))
         }
     };
     layout("Lists", "Lists", &session, body)
+}
+
+/// The config's entries of `list`, then the runtime ones.
+fn entries_of(
+    state: &AdminState,
+    runtime: &Result<Vec<Entry>, String>,
+    list: ListKind,
+) -> Vec<Entry> {
+    let mut entries = config_entries(state, list);
+    if let Ok(r) = runtime {
+        entries.extend(r.iter().filter(|e| e.list == list).cloned());
+    }
+    entries
 }
 
 fn list_table(list: ListKind, entries: &[Entry], session: &ConsoleSession) -> Markup {
