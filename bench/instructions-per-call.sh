@@ -15,7 +15,8 @@
 # window's profile for `callgrind_annotate --inclusive=yes FILE`.
 #
 # EXTRA_CONFIG="TOML lines" adds sections to the proxy's config, to A/B an
-# option (e.g. EXTRA_CONFIG=$'[log]\ndecisions = false').
+# option (e.g. EXTRA_CONFIG=$'[log]\ndecisions = false'); RELAY_HISTORY=true
+# records every call in the history, as in production.
 #
 #   bash bench/instructions-per-call.sh [CALLS] [PROXY_BINARY]
 set -euo pipefail

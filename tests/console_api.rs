@@ -282,6 +282,12 @@ async fn lists_survive_a_restart_and_the_cli_changes_them_under_a_running_serve(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let out = op.cli(&["check", "+18880001111", "--json"]);
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        check["rule"], "denylist",
+        "`check` screens with the runtime lists"
+    );
     let out = op.cli(&["lists", "show", "deny", "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let cli_entry = shown
@@ -617,6 +623,45 @@ async fn the_console_needs_a_login_and_refuses_cross_site_and_tokenless_changes(
             .to_str()
             .unwrap()
             .starts_with("/?done=")
+    );
+
+    // A report from a call's detail page, kept with that call.
+    let uac = Udp::new().await;
+    op.call(&uac, "form1", "<sip:+15551110000@c>").await;
+    let row = op.row("form1", false).await;
+    let id = row["decision_id"].as_str().unwrap().to_string();
+    let back = format!("/history/{id}");
+    let reported = op
+        .http
+        .post(format!("{}/action/report", op.admin))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("number", "+15551110000"),
+            ("verdict", "spam"),
+            ("decision_id", id.as_str()),
+            ("note", "<b>pushy</b>"),
+            ("back", back.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reported.status().as_u16(), 303);
+    let detail = get(reported.headers()["location"].to_str().unwrap().to_string())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(detail.contains("reported as spam"), "{detail}");
+    assert!(
+        detail.contains("&lt;b&gt;pushy&lt;/b&gt;"),
+        "the note, escaped, with its call"
+    );
+    let (_, reports) = op.get("/api/v1/feedback").await;
+    assert!(
+        reports.contains(&format!("\"decision_id\":\"{id}\"")),
+        "{reports}"
     );
 
     // Logging out ends the session.

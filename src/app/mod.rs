@@ -20,6 +20,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
 use crate::error::Result;
 use crate::history::HistoryWriter;
+use crate::lists::Lists;
 use crate::pipeline::Pipeline;
 use crate::reload::Reloader;
 use crate::reputation::hiya_cache::refresh;
@@ -39,6 +40,8 @@ pub struct Built {
     /// The Hiya local cache, so `serve` can swap in new generations.
     pub hiya: Option<Arc<HiyaCache>>,
     pub providers: Providers,
+    /// The runtime lists, when their database (`history.path`) exists.
+    pub lists: Option<Arc<Lists>>,
 }
 
 /// Builds the screening pipeline the configuration describes: the Hiya local
@@ -60,10 +63,27 @@ pub fn build(config: &Config) -> Result<Built, ConfigError> {
     for (source, timeout) in providers.live_sources(config) {
         pipeline = pipeline.with_live_timeout(source as Arc<dyn LiveSource>, timeout);
     }
+    // `check` and `bulk` screen with the operator's lists too; only `serve`
+    // creates the database.
+    let lists = if config.history.path.exists() {
+        match Lists::open(&config.history.path) {
+            Ok(l) => Some(Arc::new(l)),
+            Err(e) => {
+                tracing::warn!(error = %e, "runtime lists not read; screening without them");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(l) = &lists {
+        pipeline = pipeline.with_lists(Arc::clone(l.runtime()));
+    }
     Ok(Built {
         pipeline,
         hiya,
         providers,
+        lists,
     })
 }
 
@@ -104,6 +124,7 @@ pub async fn serve(
         pipeline,
         hiya,
         providers,
+        lists,
     } = build(&config)?;
     let writer = if config.history.enabled {
         Some(HistoryWriter::with_options(
@@ -117,8 +138,14 @@ pub async fn serve(
         None
     };
     // The runtime lists live beside the history, recorded or not.
-    let lists = Arc::new(crate::lists::Lists::open(&config.history.path)?);
-    let pipeline = pipeline.with_lists(Arc::clone(lists.runtime()));
+    let (lists, pipeline) = match lists {
+        Some(l) => (l, pipeline),
+        None => {
+            let l = Arc::new(Lists::open(&config.history.path)?);
+            let p = pipeline.with_lists(Arc::clone(l.runtime()));
+            (l, p)
+        }
+    };
     let pipeline = Arc::new(match &writer {
         Some(w) => pipeline.with_history(w.sink()),
         None => pipeline,
