@@ -72,6 +72,10 @@ fn writer_rate(dir: &Path, n: u64) -> f64 {
 
 /// A database of `rows` rows over 1M callers, built once and kept.
 fn big_db(path: &Path, rows: u64) {
+    // A database an older build left is migrated first.
+    if path.exists() {
+        let _ = sipsentry::history::open(path);
+    }
     if let Ok(conn) = open_read(path)
         && query::count(&conn, &Filter::default()).ok() == Some(rows)
     {

@@ -659,10 +659,9 @@ async fn the_console_needs_a_login_and_refuses_cross_site_and_tokenless_changes(
         "the note, escaped, with its call"
     );
     let (_, reports) = op.get("/api/v1/feedback").await;
-    assert!(
-        reports.contains(&format!("\"decision_id\":\"{id}\"")),
-        "{reports}"
-    );
+    let reports: serde_json::Value = serde_json::from_str(&reports).unwrap();
+    assert_eq!(reports[0]["decision_id"], id.as_str(), "{reports}");
+    assert_eq!(reports[0]["reported_by"], "console");
 
     // Logging out ends the session.
     let r = op

@@ -18,9 +18,7 @@ use super::auth::Actor;
 use super::{AdminState, json_error};
 use crate::history::export::Format;
 use crate::lists::store::{NewReport, write_reports};
-use crate::lists::{
-    Entry, Feedback, ListKind, Lists, ListsError, Origin, ReportFilter, parse_expiry,
-};
+use crate::lists::{Entry, Feedback, ListKind, Lists, ListsError, ReportFilter, parse_expiry};
 
 /// Largest JSON body of a list or feedback request.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -80,20 +78,7 @@ pub(super) fn config_entries(state: &AdminState, list: ListKind) -> Vec<Entry> {
         ListKind::Allow => &policy.config.allow,
         ListKind::Deny => &policy.config.deny,
     };
-    patterns
-        .iter()
-        .map(|p| Entry {
-            list,
-            pattern: p.clone(),
-            comment: format!("policy.{} in the config file", list.as_str()),
-            added_by: "config".into(),
-            added_at: String::new(),
-            expires_at: None,
-            expires_ms: None,
-            origin: Origin::Config,
-            read_only: true,
-        })
-        .collect()
+    crate::lists::config_entries(list, patterns)
 }
 
 /// A JSON body, parsed with the field of any error named.

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::history::export::Format;
 use crate::lists::store::{NewReport, write_reports};
-use crate::lists::{Entry, Feedback, ListKind, Origin, ReportFilter, Store, parse_expiry};
+use crate::lists::{Entry, Feedback, ListKind, ReportFilter, Store, parse_expiry};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ListsCommand {
@@ -98,20 +98,7 @@ fn config_entries(config: &Config, list: ListKind) -> Vec<Entry> {
         ListKind::Allow => &config.policy.allow,
         ListKind::Deny => &config.policy.deny,
     };
-    patterns
-        .iter()
-        .map(|p| Entry {
-            list,
-            pattern: p.clone(),
-            comment: format!("policy.{} in the config file", list.as_str()),
-            added_by: "config".into(),
-            added_at: String::new(),
-            expires_at: None,
-            expires_ms: None,
-            origin: Origin::Config,
-            read_only: true,
-        })
-        .collect()
+    crate::lists::config_entries(list, patterns)
 }
 
 pub fn run(command: ListsCommand) -> Result<()> {

@@ -90,6 +90,14 @@ pub enum HistoryError {
         found: i64,
         known: i64,
     },
+    #[error(
+        "history database {path} has schema version {found}, older than this sipsentry ({known}); start `sipsentry serve` once (it migrates the file) or point history.path elsewhere"
+    )]
+    TooOld {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("history query failed: {0} (check that history.path is a sipsentry history database)")]
     Query(#[from] rusqlite::Error),
     #[error(
@@ -203,6 +211,14 @@ pub fn open_read(path: &Path) -> Result<Connection, HistoryError> {
     .map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(open_err)?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found < SCHEMA_VERSION {
+        return Err(HistoryError::TooOld {
+            path: path.to_path_buf(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
     Ok(conn)
 }
 
@@ -255,6 +271,14 @@ mod tests {
         assert!(matches!(
             open(&path),
             Err(HistoryError::TooNew { found: 99, .. })
+        ));
+        // A reader never queries a file an older build left unmigrated.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        assert!(matches!(
+            open_read(&path),
+            Err(HistoryError::TooOld { found: 1, .. })
         ));
     }
 }

@@ -108,6 +108,24 @@ pub struct Entry {
     pub read_only: bool,
 }
 
+/// The config file's `policy.allow` or `policy.deny` as read-only entries.
+pub fn config_entries(list: ListKind, patterns: &[String]) -> Vec<Entry> {
+    patterns
+        .iter()
+        .map(|p| Entry {
+            list,
+            pattern: p.clone(),
+            comment: format!("policy.{} in the config file", list.as_str()),
+            added_by: "config".into(),
+            added_at: String::new(),
+            expires_at: None,
+            expires_ms: None,
+            origin: Origin::Config,
+            read_only: true,
+        })
+        .collect()
+}
+
 /// A spam or not-spam verdict on a caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
