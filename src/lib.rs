@@ -41,5 +41,6 @@ pub mod reload;
 pub mod reputation;
 pub mod server;
 pub mod sip;
+pub mod stir;
 
 pub use error::{Error, ErrorKind, Result};
