@@ -82,6 +82,7 @@ fn edit<'a>(
         strip_labels,
         own_route: None,
         labels,
+        verstat: None,
     }
 }
 

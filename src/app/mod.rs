@@ -59,6 +59,13 @@ pub fn build(config: &Config) -> Result<Built, ConfigError> {
     if let Some(cache) = &hiya {
         pipeline = pipeline.with_local(Arc::clone(cache) as Arc<dyn LocalSource>);
     }
+    let stir = crate::stir::Stir::from_config(&config.stir).map_err(|e| ConfigError::Invalid {
+        key: "stir",
+        message: e.to_string(),
+    })?;
+    if let Some(s) = stir {
+        pipeline = pipeline.with_stir(Arc::new(s));
+    }
     let providers = Providers::from_config(config)?;
     for (source, timeout) in providers.live_sources(config) {
         pipeline = pipeline.with_live_timeout(source as Arc<dyn LiveSource>, timeout);

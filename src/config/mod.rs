@@ -67,6 +67,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The evidence → score mappings (docs/providers.md).
     pub scores: ScoresConfig,
+    /// Caller-ID authentication (STIR/SHAKEN).
+    pub stir: crate::stir::StirConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -221,8 +223,13 @@ impl Config {
         if base.as_os_str().is_empty() {
             return;
         }
-        for path in [&mut self.hiya_cache.dir, &mut self.history.path] {
-            if path.is_relative() {
+        for path in [
+            &mut self.hiya_cache.dir,
+            &mut self.history.path,
+            &mut self.stir.trust_anchors,
+            &mut self.stir.x5u_ca_file,
+        ] {
+            if path.is_relative() && !path.as_os_str().is_empty() {
                 *path = base.join(&*path);
             }
         }

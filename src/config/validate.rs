@@ -204,6 +204,34 @@ impl Config {
                 format!("{} is out of range; use 1–1000", self.admin.event_clients),
             ));
         }
+        let st = &self.stir;
+        if !(1..=3600).contains(&st.max_age_s) {
+            return Err(invalid(
+                "stir.max_age_s",
+                format!(
+                    "{} is out of range; use 1–3600 (ATIS-1000074 uses 60)",
+                    st.max_age_s
+                ),
+            ));
+        }
+        if !(1..=10_000).contains(&st.fetch_timeout_ms) {
+            return Err(invalid(
+                "stir.fetch_timeout_ms",
+                format!("{} is out of range; use 1–10000", st.fetch_timeout_ms),
+            ));
+        }
+        if st.cert_cache_entries == 0 {
+            return Err(invalid(
+                "stir.cert_cache_entries",
+                "must be at least 1".into(),
+            ));
+        }
+        if st.mode == crate::stir::StirMode::Verify && st.trust_anchors.as_os_str().is_empty() {
+            return Err(invalid(
+                "stir.trust_anchors",
+                "stir.mode = \"verify\" needs a PEM bundle of the STI certificate authorities to trust".into(),
+            ));
+        }
         if self.policy.not_spam_days == 0 {
             return Err(invalid(
                 "policy.not_spam_days",

@@ -68,5 +68,8 @@ impl Collect for Pipeline {
         out.histogram("sipsentry_decision_seconds", "Time from INVITE to decision")
             .observe(vec![], &m.decision_seconds);
         self.live().collect(out);
+        if let Some(stir) = self.stir() {
+            stir.collect(out);
+        }
     }
 }

@@ -19,11 +19,12 @@ use arc_swap::ArcSwap;
 
 use crate::history::{HistorySink, Record};
 use crate::lists::{ListKind, Listed, RuntimeLists};
-use crate::policy::{Action, Decision, DivertMode, LiveMode, Policy, Rule};
+use crate::policy::{Action, Decision, DivertMode, LiveMode, Policy, Rule, StirFailure};
 use crate::reputation::live::{LiveLookup, LookupReport};
 use crate::reputation::live_cache::LiveCacheConfig;
 use crate::reputation::{Evidence, LiveSource, LocalSource, Source};
 use crate::sip::caller::CallerId;
+use crate::stir::{Check, Outcome, Stir, StirCall, Verstat};
 
 mod metrics;
 mod screen;
@@ -64,6 +65,16 @@ pub struct CallCtx {
     /// Whether this is a real call, counted in metrics and written to the
     /// history (`check` is not).
     pub record: bool,
+    /// The INVITE came from `sip.trusted_peers`.
+    pub trusted: bool,
+    /// The Identity header to verify (read only when verification is on).
+    pub identity: Option<String>,
+    /// Verification waits for the certificate at this URL.
+    stir_fetch: Option<String>,
+    /// The `verstat` for the relayed identity.
+    verstat_out: Option<&'static str>,
+    /// A rule's own rejection code (a failed Identity).
+    response_code: Option<u16>,
     pub started: Instant,
     /// The policy this call is screened under: the one in force when it
     /// started, so a reload never changes a call halfway.
@@ -81,6 +92,11 @@ impl CallCtx {
             lookups: Vec::new(),
             live_missing: 0,
             record: true,
+            trusted: false,
+            identity: None,
+            stir_fetch: None,
+            verstat_out: None,
+            response_code: None,
             started: Instant::now(),
             policy: None,
         }
@@ -120,6 +136,8 @@ pub struct Pipeline {
     history: Option<HistorySink>,
     /// The operator's runtime lists and spam reports.
     runtime: Arc<RuntimeLists>,
+    /// Caller-ID authentication, when `stir.mode` is not off.
+    stir: Option<Arc<Stir>>,
     pub metrics: PipelineMetrics,
 }
 
@@ -139,6 +157,7 @@ impl Pipeline {
             live_cache_config: LiveCacheConfig::default(),
             history: None,
             runtime: Arc::default(),
+            stir: None,
             metrics: PipelineMetrics::default(),
         }
     }
@@ -153,6 +172,17 @@ impl Pipeline {
     pub fn with_lists(mut self, lists: Arc<RuntimeLists>) -> Self {
         self.runtime = lists;
         self
+    }
+
+    /// Verifies the Identity header of each call with `stir`.
+    pub fn with_stir(mut self, stir: Arc<Stir>) -> Self {
+        self.stir = Some(stir);
+        self
+    }
+
+    /// The verification service, when on.
+    pub fn stir(&self) -> Option<&Arc<Stir>> {
+        self.stir.as_ref()
     }
 
     /// The runtime lists calls are screened with.
@@ -273,6 +303,93 @@ impl Pipeline {
         }
     }
 
+    /// Phase: caller-ID authentication. Decided here when no signature needs
+    /// checking (no header, a malformed one, a failed claim); otherwise the
+    /// signature and chain are checked on the call's task, the certificate
+    /// fetched if it is not cached, within the budget
+    /// ([`Pipeline::screen_live`]).
+    fn identity(&self, policy: &Policy, ctx: &mut CallCtx) -> Flow {
+        let (Some(stir), Some(e164)) = (&self.stir, ctx.caller.e164.as_deref()) else {
+            return Flow::Continue;
+        };
+        let call = StirCall {
+            identity: ctx.identity.as_deref(),
+            caller: e164,
+            called: &ctx.called,
+            trusted: ctx.trusted,
+            verstat: ctx.caller.verstat.as_deref(),
+            attest: ctx.caller.attest.as_deref(),
+        };
+        let started = Instant::now();
+        match stir.begin(&call) {
+            Check::Done(o) => self.stir_outcome(policy, ctx, o, started.elapsed()),
+            Check::Verify(url) => {
+                ctx.stir_fetch = Some(url);
+                Flow::Continue
+            }
+        }
+    }
+
+    /// The `stir` evidence of an outcome; a failure rejects the call when
+    /// `policy.on_stir_failure = "reject"`.
+    fn stir_outcome(&self, policy: &Policy, ctx: &mut CallCtx, o: Outcome, took: Duration) -> Flow {
+        let s = &policy.scores;
+        let score = match o.verstat {
+            Verstat::Failed => s.stir_failed,
+            Verstat::Passed => match o.attest.as_deref() {
+                Some("A") => 0,
+                Some("B") => s.stir_attest_b,
+                _ => s.stir_attest_c,
+            },
+            _ => s.stir_absent,
+        };
+        if self.stir.as_ref().is_some_and(|s| s.add_verstat) {
+            ctx.verstat_out = Some(o.verstat.as_str());
+        }
+        let failed = o.verstat == Verstat::Failed;
+        let code = o.reason.map(|r| r.reject_code());
+        // An unsigned call's outcome is the same every time: one shared copy.
+        static ABSENT: std::sync::LazyLock<crate::reputation::Raw> =
+            std::sync::LazyLock::new(|| {
+                serde_json::to_value(Outcome {
+                    verstat: Verstat::NoValidation,
+                    attest: None,
+                    reason: None,
+                    x5u: None,
+                    origid: None,
+                })
+                .unwrap_or_default()
+                .into()
+            });
+        let raw = if o.verstat == Verstat::NoValidation && o.reason.is_none() && o.attest.is_none()
+        {
+            ABSENT.clone()
+        } else {
+            serde_json::to_value(&o).unwrap_or_default().into()
+        };
+        ctx.evidence.push(Evidence {
+            source: Source::Stir,
+            score,
+            category: None,
+            cached: false,
+            latency_us: took.as_micros() as u64,
+            raw,
+        });
+        if failed && policy.config.on_stir_failure == StirFailure::Reject {
+            ctx.response_code = code;
+            return Flow::Decide(Rule::StirFailure, Action::Reject);
+        }
+        Flow::Continue
+    }
+
+    /// Whether any source said something about the caller (a `stir`
+    /// outcome that scores nothing does not count).
+    fn has_evidence(ctx: &CallCtx) -> bool {
+        ctx.evidence
+            .iter()
+            .any(|e| e.source != Source::Stir || e.score > 0)
+    }
+
     /// Phase: local, in-memory sources (an operator's spam report first).
     /// Continues with whatever evidence they hold.
     fn local_lookup(&self, policy: &Policy, ctx: &mut CallCtx) -> Flow {
@@ -305,7 +422,7 @@ impl Pipeline {
     /// Phase: the live cache, when no local source knew the caller. Continues
     /// with the cached answers; records which providers still need asking.
     fn live_cache(&self, _: &Policy, ctx: &mut CallCtx) -> Flow {
-        if self.live.is_empty() || !ctx.evidence.is_empty() {
+        if self.live.is_empty() || ctx.evidence.iter().any(|e| e.source != Source::Stir) {
             return Flow::Continue;
         }
         if let Some(e164) = ctx.caller.e164.as_deref() {
@@ -349,12 +466,19 @@ impl Pipeline {
             Self::called,
             Self::lists,
             Self::anonymous,
+            Self::identity,
             Self::local_lookup,
             Self::live_cache,
         ] {
             if let Flow::Decide(rule, action) = phase(self, &policy, ctx) {
                 return Some(self.logging(&policy, ctx, rule, action));
             }
+        }
+        if ctx.stir_fetch.is_some() {
+            // The signature is checked off the SIP thread, and a certificate
+            // fetch waits within the budget whatever `live_mode` says (it
+            // happens once per URL an hour).
+            return None;
         }
         if ctx.live_missing != 0 {
             if policy.config.live_mode == LiveMode::Inline {
@@ -370,14 +494,55 @@ impl Pipeline {
         Some(self.logging(&policy, ctx, rule, action))
     }
 
-    /// The live phase and what follows it; call after `screen_now` returned `None`.
+    /// The phases that wait (the certificate fetch and the live providers,
+    /// side by side, until the call's budget runs out) and what follows
+    /// them; call after `screen_now` returned `None`.
     pub async fn screen_live(&self, ctx: &mut CallCtx) -> Decision {
         let policy = self.call_policy(ctx);
-        self.live_lookup(&policy, ctx).await;
-        let (rule, action) = if Self::live_answered(ctx) || !ctx.evidence.is_empty() {
-            self.score(&policy, ctx)
-        } else {
+        let budget = Duration::from_millis(policy.config.lookup_budget_ms);
+        // Measured on tokio's clock (tests pause it), minus the time spent so far.
+        let deadline = tokio::time::Instant::now() + budget.saturating_sub(ctx.started.elapsed());
+        if ctx.live_missing != 0 && policy.config.live_mode != LiveMode::Inline {
+            if let Some(e164) = ctx.caller.e164.as_deref() {
+                self.live.prefetch(e164, ctx.live_missing);
+            }
+            ctx.live_missing = 0;
+        }
+        let asked_live = ctx.live_missing != 0;
+        let stir_job = ctx.stir_fetch.take().and_then(|url| {
+            Some((
+                Arc::clone(self.stir.as_ref()?),
+                url,
+                ctx.identity.clone(),
+                ctx.caller.e164.clone()?,
+                ctx.called.clone(),
+                ctx.trusted,
+            ))
+        });
+        let stir = async {
+            let (stir, url, identity, caller, called, trusted) = stir_job?;
+            let started = Instant::now();
+            let call = StirCall {
+                identity: identity.as_deref(),
+                caller: &caller,
+                called: &called,
+                trusted,
+                verstat: None,
+                attest: None,
+            };
+            Some((stir.finish(&call, &url, deadline).await, started.elapsed()))
+        };
+        let (stir, ()) = tokio::join!(stir, self.live_lookup(ctx, deadline));
+        if let Some((o, took)) = stir
+            && let Flow::Decide(rule, action) = self.stir_outcome(&policy, ctx, o, took)
+        {
+            return self.logging(&policy, ctx, rule, action);
+        }
+        let failed = asked_live && !Self::live_answered(ctx) && !Self::has_evidence(ctx);
+        let (rule, action) = if failed {
             (Rule::FailurePolicy, policy.config.on_lookup_failure)
+        } else {
+            self.score(&policy, ctx)
         };
         self.logging(&policy, ctx, rule, action)
     }
@@ -401,15 +566,15 @@ impl Pipeline {
         )
     }
 
-    /// Phase: live providers without a cached answer, in parallel, until the
-    /// call's budget (counted from its arrival) runs out.
-    async fn live_lookup(&self, policy: &Policy, ctx: &mut CallCtx) {
+    /// Phase: live providers without a cached answer, in parallel, until
+    /// `deadline` (the call's budget, counted from its arrival).
+    async fn live_lookup(&self, ctx: &mut CallCtx, deadline: tokio::time::Instant) {
+        if ctx.live_missing == 0 {
+            return;
+        }
         let Some(e164) = ctx.caller.e164.clone() else {
             return;
         };
-        let budget = Duration::from_millis(policy.config.lookup_budget_ms);
-        // Measured on tokio's clock (tests pause it), minus the time spent so far.
-        let deadline = tokio::time::Instant::now() + budget.saturating_sub(ctx.started.elapsed());
         self.live
             .lookup(
                 &e164,
@@ -426,7 +591,9 @@ impl Pipeline {
     /// builds the decision (applying `dry_run`) and emits the call's record.
     fn logging(&self, policy: &Policy, ctx: &mut CallCtx, rule: Rule, action: Action) -> Decision {
         let evidence = std::mem::take(&mut ctx.evidence);
-        let decision = policy.decide(rule, action, evidence, ctx.elapsed_us());
+        let mut decision = policy.decide(rule, action, evidence, ctx.elapsed_us());
+        decision.response_code = ctx.response_code;
+        decision.verstat = ctx.verstat_out;
         if !ctx.record {
             tracing::debug!(
                 decision = %decision.id,
@@ -463,7 +630,7 @@ impl Pipeline {
     /// The history row of a decision (docs/operations.md, "History").
     fn record(policy: &Policy, ctx: &CallCtx, d: &Decision) -> Record {
         let response_code = match d.action {
-            Action::Reject => Some(policy.config.reject_code),
+            Action::Reject => Some(d.response_code.unwrap_or(policy.config.reject_code)),
             Action::Divert if policy.config.divert_mode == DivertMode::Redirect => Some(302),
             _ => None,
         };
@@ -485,7 +652,10 @@ impl Pipeline {
             decision_us: d.decision_us,
             dry_run: d.dry_run,
             display: ctx.caller.display.clone(),
-            verstat: ctx.caller.verstat.clone(),
+            verstat: d
+                .verstat
+                .map(str::to_string)
+                .or_else(|| ctx.caller.verstat.clone()),
             attest: ctx.caller.attest.clone(),
         }
     }

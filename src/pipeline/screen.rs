@@ -28,6 +28,10 @@ impl Screen for Pipeline {
         let call_id = String::from_utf8_lossy(msg.call_id()).into_owned();
         let mut ctx =
             CallCtx::new(call_id, call.source, who, called).with_policy(Arc::clone(&policy));
+        ctx.trusted = call.trusted;
+        if self.stir().is_some() {
+            ctx.identity = identity_header(msg);
+        }
         match self.screen_now(&mut ctx) {
             Some(d) => Screened::Decided(self.tracked(&policy, d)),
             None => Screened::Pending(ctx),
@@ -65,13 +69,34 @@ impl Pipeline {
     }
 }
 
+/// The Identity header to verify: the first with `ppt=shaken`, else the
+/// first (RFC 8224 allows several; SHAKEN signs one).
+fn identity_header(msg: &crate::sip::message::Message) -> Option<String> {
+    use crate::sip::message::HeaderName;
+    let mut first = None;
+    for h in msg.headers_named(HeaderName::Identity) {
+        let v = msg.value(h);
+        let shaken = v.windows(10).any(|w| {
+            w.eq_ignore_ascii_case(b"ppt=shaken") || w.eq_ignore_ascii_case(b"ppt=\"shake")
+        });
+        if shaken {
+            return Some(String::from_utf8_lossy(v).into_owned());
+        }
+        first.get_or_insert(v);
+    }
+    first.map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// What the proxy does for a decision, under the call's policy.
 pub fn verdict(policy: &Policy, d: &Decision) -> Verdict {
     match d.action {
-        Action::Reject => Verdict::Answer {
-            code: policy.config.reject_code,
-            headers: reject_headers(policy, d),
-        },
+        Action::Reject => {
+            let code = d.response_code.unwrap_or(policy.config.reject_code);
+            Verdict::Answer {
+                code,
+                headers: reject_headers(policy, d, code),
+            }
+        }
         Action::Divert if policy.config.divert_mode == DivertMode::Redirect => Verdict::Answer {
             code: 302,
             headers: vec![format!("Contact: <{}>", policy.divert_to.text)],
@@ -80,6 +105,7 @@ pub fn verdict(policy: &Policy, d: &Decision) -> Verdict {
             retarget: Some(policy.divert_to.text.clone()),
             labels: None,
             track: None,
+            verstat: d.verstat,
         },
         Action::Tag => Verdict::Relay {
             retarget: None,
@@ -88,6 +114,13 @@ pub fn verdict(policy: &Policy, d: &Decision) -> Verdict {
                 display_prefix: std::sync::Arc::clone(&policy.display_prefix),
             }),
             track: None,
+            verstat: d.verstat,
+        },
+        _ if d.verstat.is_some() => Verdict::Relay {
+            retarget: None,
+            labels: None,
+            track: None,
+            verstat: d.verstat,
         },
         _ => Verdict::PASS,
     }
@@ -96,9 +129,9 @@ pub fn verdict(policy: &Policy, d: &Decision) -> Verdict {
 /// The headers of a rejection: the ATIS-1000099 (603+) Reason with the
 /// decision id for a 603, the jWSCard Call-Info for a 608 with a redress
 /// URL.
-fn reject_headers(policy: &Policy, d: &Decision) -> Vec<String> {
+fn reject_headers(policy: &Policy, d: &Decision, code: u16) -> Vec<String> {
     let url = &policy.config.redress_url;
-    match policy.config.reject_code {
+    match code {
         603 => {
             let url_part = if url.is_empty() {
                 String::new()

@@ -22,11 +22,14 @@ pub enum Rule {
     FailurePolicy,
     /// Too many calls under screening at once; `on_lookup_failure` applied.
     Overload,
+    /// The Identity header failed verification and
+    /// `policy.on_stir_failure = "reject"`.
+    StirFailure,
 }
 
 impl Rule {
     /// Every rule, in declaration order (metrics index by `rule as usize`).
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 9] = [
         Rule::NotScreened,
         Rule::Allowlist,
         Rule::Denylist,
@@ -35,6 +38,7 @@ impl Rule {
         Rule::Category,
         Rule::FailurePolicy,
         Rule::Overload,
+        Rule::StirFailure,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,13 +51,14 @@ impl Rule {
             Rule::Category => "category",
             Rule::FailurePolicy => "failure_policy",
             Rule::Overload => "overload",
+            Rule::StirFailure => "stir_failure",
         }
     }
 }
 
 // `ALL` is kept by hand beside the enum; this fails to compile if a variant
 // is added without it.
-const _: () = assert!(Rule::ALL.len() == Rule::Overload as usize + 1);
+const _: () = assert!(Rule::ALL.len() == Rule::StirFailure as usize + 1);
 
 /// The outcome of screening one call, with everything needed to explain it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -71,6 +76,13 @@ pub struct Decision {
     pub dry_run: bool,
     /// Time spent deciding, in microseconds.
     pub decision_us: u64,
+    /// The final response of a rejection when the rule has its own (a
+    /// failed Identity: 436, 437 or 438); `None`: `policy.reject_code`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_code: Option<u16>,
+    /// The `verstat` to put on the relayed identity (STIR verification on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verstat: Option<&'static str>,
 }
 
 impl Decision {

@@ -21,7 +21,7 @@ mod options;
 
 pub use action::{Action, DivertMode, LiveMode};
 pub use decision::{Decision, Rule};
-pub use options::{LabelsConfig, PolicyConfig, REJECT_CODES, THRESHOLD_NEVER};
+pub use options::{LabelsConfig, PolicyConfig, REJECT_CODES, StirFailure, THRESHOLD_NEVER};
 
 /// The config sections a policy is compiled from.
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +172,8 @@ impl Policy {
             evidence,
             dry_run: self.config.dry_run,
             decision_us,
+            response_code: None,
+            verstat: None,
         }
     }
 }

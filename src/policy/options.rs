@@ -32,6 +32,18 @@ pub struct PolicyConfig {
     pub categories: std::collections::BTreeMap<String, Action>,
     /// How long a `not_spam` report allowlists the number, in days.
     pub not_spam_days: u32,
+    /// What a failed Identity verification does: `score` (the `stir`
+    /// evidence scores `scores.stir_failed`) or `reject` (436/437/438).
+    pub on_stir_failure: StirFailure,
+}
+
+/// `policy.on_stir_failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StirFailure {
+    Score,
+    Reject,
 }
 
 impl Default for PolicyConfig {
@@ -55,6 +67,7 @@ impl Default for PolicyConfig {
             skip_called: vec![],
             categories: Default::default(),
             not_spam_days: 30,
+            on_stir_failure: StirFailure::Score,
         }
     }
 }

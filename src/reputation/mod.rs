@@ -31,6 +31,9 @@ pub enum Source {
     /// An operator's spam report (console, API, `sipsentry report`).
     #[serde(rename = "operator")]
     Operator,
+    /// STIR/SHAKEN verification of the Identity header.
+    #[serde(rename = "stir")]
+    Stir,
     /// A source supplied by an embedding program or a test.
     #[serde(rename = "custom")]
     Custom,
@@ -46,6 +49,7 @@ impl Source {
             Source::Allowlist => "allowlist",
             Source::Denylist => "denylist",
             Source::Operator => "operator",
+            Source::Stir => "stir",
             Source::Custom => "custom",
         }
     }

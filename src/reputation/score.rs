@@ -29,6 +29,14 @@ pub struct ScoresConfig {
     pub status_unflagged: u8,
     /// An operator's spam report (the `operator` source).
     pub operator_spam: u8,
+    /// STIR: the Identity header failed verification.
+    pub stir_failed: u8,
+    /// STIR: no Identity header (or nothing verifiable).
+    pub stir_absent: u8,
+    /// STIR: verified, with attestation B (partial).
+    pub stir_attest_b: u8,
+    /// STIR: verified, with attestation C (gateway).
+    pub stir_attest_c: u8,
 }
 
 impl Default for ScoresConfig {
@@ -45,6 +53,10 @@ impl Default for ScoresConfig {
             status_mixed_low: 30,
             status_unflagged: 0,
             operator_spam: 90,
+            stir_failed: 80,
+            stir_absent: 0,
+            stir_attest_b: 0,
+            stir_attest_c: 20,
         }
     }
 }

@@ -37,6 +37,11 @@ pub struct RequestEdit<'a> {
     pub own_route: Option<Range<usize>>,
     /// Labels to write (a tagged call).
     pub labels: Option<LabelEdit<'a>>,
+    /// The `verstat` to put in the user part of the caller's identity
+    /// (P-Asserted-Identity, else From), replacing any there. Whatever it
+    /// is, a `verstat` from a sender that is not trusted (`strip_labels`)
+    /// is removed.
+    pub verstat: Option<&'a str>,
 }
 
 /// The labels of a tagged call, as spliced in.
@@ -129,6 +134,25 @@ pub fn forward_request(msg: &Message, edit: &RequestEdit<'_>) -> Bytes {
         }
     }
 
+    if edit.verstat.is_some() || edit.strip_labels {
+        let target = msg
+            .headers_named(HeaderName::PAssertedIdentity)
+            .next()
+            .or_else(|| msg.headers_named(HeaderName::From).next());
+        for name in [HeaderName::PAssertedIdentity, HeaderName::From] {
+            for h in msg.headers_named(name) {
+                let set = if target.is_some_and(|t| std::ptr::eq(t, h)) {
+                    edit.verstat
+                } else {
+                    None
+                };
+                if set.is_some() || edit.strip_labels {
+                    set_verstat(msg, h.value.clone(), set, &mut s);
+                }
+            }
+        }
+    }
+
     if let Some(labels) = edit.labels {
         s.insert(msg.headers_end, labels.lines);
         if !labels.display_prefix.is_empty() {
@@ -206,6 +230,75 @@ fn remove_element(msg: &Message, name: HeaderName, elem: Range<usize>, s: &mut S
         Some(i) => s.delete(abs[i - 1].end..abs[i].end),
         None => {}
     }
+}
+
+/// Removes every `verstat` from the user part (sip:) or the parameters
+/// (tel:) of the URI of each element of a From/PAI value, and adds
+/// `;verstat=<set>` to the first when given. Folded values are left alone.
+fn set_verstat<'a>(msg: &Message, value: Range<usize>, set: Option<&'a str>, s: &mut Splice<'a>) {
+    let bytes = &msg.buf[value.clone()];
+    if bytes.contains(&b'\n') || (set.is_none() && !mentions_verstat(bytes)) {
+        return;
+    }
+    for (i, r) in header::split_commas(bytes).into_iter().enumerate() {
+        let base = value.start + r.start;
+        let Ok(text) = std::str::from_utf8(&bytes[r]) else {
+            return;
+        };
+        let Some(na) = NameAddr::parse(text) else {
+            continue;
+        };
+        let uri = na.uri;
+        let uri_at = base + (uri.as_ptr() as usize - text.as_ptr() as usize);
+        let lower = uri.get(..5).unwrap_or(uri).to_ascii_lowercase();
+        let (scope_start, scope_end) = if lower.starts_with("tel:") {
+            (4, uri.len())
+        } else if lower.starts_with("sip:") || lower.starts_with("sips:") {
+            let start = uri.find(':').map_or(0, |c| c + 1);
+            match uri[start..].find('@') {
+                Some(at) => (start, start + at),
+                None => continue,
+            }
+        } else {
+            continue;
+        };
+        let scope = &uri[scope_start..scope_end];
+        let mut pos = 0;
+        while let Some(semi) = scope[pos..].find(';').map(|i| pos + i) {
+            let end = scope[semi + 1..]
+                .find(';')
+                .map_or(scope.len(), |i| semi + 1 + i);
+            let param = &scope[semi + 1..end];
+            if param
+                .split('=')
+                .next()
+                .is_some_and(|k| k.trim().eq_ignore_ascii_case("verstat"))
+            {
+                s.delete(uri_at + scope_start + semi..uri_at + scope_start + end);
+            }
+            pos = end;
+        }
+        if let Some(v) = set.filter(|_| i == 0) {
+            // In a tel: URI before its other parameters; in a sip: user
+            // part at its end (before the `@`).
+            let at = if lower.starts_with("tel:") {
+                scope.find(';').map_or(scope_end, |i| scope_start + i)
+            } else {
+                scope_end
+            };
+            s.insert(uri_at + at, format!(";verstat={v}").into_bytes());
+        }
+    }
+}
+
+/// Whether `verstat` (in any case) is in `bytes`: most identities carry
+/// none, and this look costs a vectorised byte search.
+fn mentions_verstat(bytes: &[u8]) -> bool {
+    memchr::memchr2_iter(b'v', b'V', bytes).any(|i| {
+        bytes
+            .get(i..i + 7)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"verstat"))
+    })
 }
 
 /// Appends the characters of `s` that are safe inside a quoted SIP parameter.

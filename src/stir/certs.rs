@@ -26,11 +26,27 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const FAILURE_TTL: Duration = Duration::from_secs(60);
 
 /// A signer's certificate and the intermediates served with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct CertChain {
     pub leaf: CertificateDer<'static>,
     pub intermediates: Vec<CertificateDer<'static>>,
+    /// The last chain check and when it was made (unix seconds): the
+    /// chain's validity changes only with time, so calls signed under one
+    /// certificate share one check a minute instead of two signature
+    /// verifications each.
+    pub(super) checked: parking_lot::Mutex<Option<(u64, Result<(), super::Reason>)>>,
 }
+
+impl PartialEq for CertChain {
+    fn eq(&self, other: &Self) -> bool {
+        self.leaf == other.leaf && self.intermediates == other.intermediates
+    }
+}
+
+impl Eq for CertChain {}
+
+/// How long a chain check is reused.
+pub const CHAIN_CHECK_REUSE_S: u64 = 60;
 
 /// Why a certificate could not be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -294,6 +310,7 @@ pub fn parse_chain(body: &[u8]) -> Result<CertChain, FetchError> {
     Ok(CertChain {
         leaf,
         intermediates: certs,
+        checked: parking_lot::Mutex::new(None),
     })
 }
 

@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 
 pub mod certs;
 pub mod passport;
+mod service;
 pub mod verify;
 
 pub use certs::{CertChain, CertFetcher, FetchError};
+pub use service::{Check, Stir, StirCall, StirError};
 pub use verify::{TrustAnchors, Verified, verify_with};
 
 /// The verification result a terminating network passes on (`verstat`).
@@ -108,6 +110,8 @@ impl Reason {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StirMode {
+    /// `verify` when `trust_anchors` is set, else `off` (the default).
+    Auto,
     /// Not looked at.
     Off,
     /// Verified here.
@@ -121,8 +125,7 @@ pub enum StirMode {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StirConfig {
-    /// Unset: `verify` when `trust_anchors` is set, else `off`.
-    pub mode: Option<StirMode>,
+    pub mode: StirMode,
     /// PEM bundle of the STI certificate authorities trusted as roots.
     pub trust_anchors: std::path::PathBuf,
     /// Extra roots for the HTTPS connection that fetches `x5u` (a private
@@ -143,7 +146,7 @@ pub struct StirConfig {
 impl Default for StirConfig {
     fn default() -> Self {
         StirConfig {
-            mode: None,
+            mode: StirMode::Auto,
             trust_anchors: std::path::PathBuf::new(),
             x5u_ca_file: std::path::PathBuf::new(),
             max_age_s: 60,
@@ -159,12 +162,11 @@ impl StirConfig {
     /// The mode in force: the configured one, else `verify` when trust
     /// anchors are set.
     pub fn effective_mode(&self) -> StirMode {
-        self.mode
-            .unwrap_or(if self.trust_anchors.as_os_str().is_empty() {
-                StirMode::Off
-            } else {
-                StirMode::Verify
-            })
+        match self.mode {
+            StirMode::Auto if self.trust_anchors.as_os_str().is_empty() => StirMode::Off,
+            StirMode::Auto => StirMode::Verify,
+            m => m,
+        }
     }
 }
 
@@ -203,7 +205,7 @@ mod tests {
         assert_eq!(c.effective_mode(), StirMode::Off);
         c.trust_anchors = "sti-roots.pem".into();
         assert_eq!(c.effective_mode(), StirMode::Verify);
-        c.mode = Some(StirMode::TrustUpstream);
+        c.mode = StirMode::TrustUpstream;
         assert_eq!(c.effective_mode(), StirMode::TrustUpstream);
     }
 

@@ -176,6 +176,24 @@ pub fn check_certificate(
     let ee = webpki::EndEntityCert::try_from(&chain.leaf).map_err(|_| Reason::X5uUnreachable)?;
     ee.verify_signature(&Es256Jws, p.signing_input.as_bytes(), &p.signature)
         .map_err(|_| Reason::BadSignature)?;
+    if let Some((at, result)) = *chain.checked.lock()
+        && now_s.saturating_sub(at) < super::certs::CHAIN_CHECK_REUSE_S
+        && now_s >= at
+    {
+        return result;
+    }
+    let result = check_chain(&ee, chain, anchors, now_s);
+    *chain.checked.lock() = Some((now_s, result));
+    result
+}
+
+/// The chain to a trust anchor, each certificate valid at `now_s`.
+fn check_chain(
+    ee: &webpki::EndEntityCert<'_>,
+    chain: &CertChain,
+    anchors: &TrustAnchors,
+    now_s: u64,
+) -> Result<(), Reason> {
     ee.verify_for_usage(
         CHAIN_ALGS,
         &anchors.anchors,

@@ -51,11 +51,25 @@ impl Operator {
     /// Starts serve with `extra` appended to a config (history, no Hiya
     /// cache), with the admin token set when `token` is.
     pub async fn start(extra: &str, token: Option<&'static str>) -> Operator {
+        Self::start_with("", extra, token, &[]).await
+    }
+
+    /// As [`Operator::start`], with more `[sip]` keys and `files` (name,
+    /// contents) written beside the config first.
+    pub async fn start_with(
+        sip_lines: &str,
+        extra: &str,
+        token: Option<&'static str>,
+        files: &[(&str, &str)],
+    ) -> Operator {
         let pbx_sock = Udp::new().await;
         let uas = pbx_sock.addr;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let pbx = tokio::spawn(pbx(pbx_sock, Arc::clone(&seen), Duration::from_millis(30)));
         let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
         let sip_port = binary::free_port();
         let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -65,7 +79,7 @@ impl Operator {
         std::fs::write(
             dir.path().join("sipsentry.toml"),
             format!(
-                "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\nnext_hop = \"sip:{uas}\"\n\
+                "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\nnext_hop = \"sip:{uas}\"\n{sip_lines}\
                  [hiya_cache]\nenabled = false\n[history]\npath = \"data/history.db\"\nbatch_ms = 10\n\
                  [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_env = \"CONSOLE_TEST_TOKEN\"\n{extra}"
             ),
@@ -130,8 +144,20 @@ impl Operator {
     /// final response code the trunk got, and the INVITE as the PBX saw it
     /// when it was relayed.
     pub async fn call(&self, uac: &Udp, tag: &str, from: &str) -> (u16, Option<String>) {
+        self.call_with(uac, tag, from, "").await
+    }
+
+    /// As [`Operator::call`], with `extra` header lines (each ending in
+    /// CRLF) in the INVITE.
+    pub async fn call_with(
+        &self,
+        uac: &Udp,
+        tag: &str,
+        from: &str,
+        extra: &str,
+    ) -> (u16, Option<String>) {
         let branch = format!("z9hG4bKop{tag}");
-        uac.send(self.sip, &invite(uac.addr, "UDP", &branch, from, ""))
+        uac.send(self.sip, &invite(uac.addr, "UDP", &branch, from, extra))
             .await;
         let call_id = format!("{branch}@test");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -134,6 +134,7 @@ impl<S: Screen> Proxy<S> {
             strip_labels: !self.is_trusted(from.addr().ip()),
             own_route: None,
             labels: None,
+            verstat: None,
         }
     }
 

@@ -78,8 +78,13 @@ impl<S: Screen> Proxy<S> {
                 retarget,
                 labels,
                 track,
+                verstat,
             }) if !from.is_tcp() => {
-                let edits = (retarget.as_deref(), labels.as_ref());
+                let edits = RelayEdits {
+                    retarget: retarget.as_deref(),
+                    labels: labels.as_ref(),
+                    verstat,
+                };
                 return span.in_scope(|| self.forward_first(&inv, edits, track));
             }
             other => other,
@@ -138,10 +143,15 @@ impl<S: Screen> Proxy<S> {
                 retarget,
                 labels,
                 track,
+                verstat,
             } => {
-                let edits = (retarget.as_deref(), labels.as_ref());
+                let edits = RelayEdits {
+                    retarget: retarget.as_deref(),
+                    labels: labels.as_ref(),
+                    verstat,
+                };
                 let (dest, out) = self.build_forward(inv, edits);
-                if self.record_forward(tx, dest, &out, edits.0, track) {
+                if self.record_forward(tx, dest, &out, edits.retarget, track) {
                     self.send(dest, out);
                 }
             }
@@ -173,7 +183,7 @@ impl<S: Screen> Proxy<S> {
             return;
         }
         // Fresh, so still screening: recorded.
-        self.record_forward(&tx, dest, &out, edits.0, track);
+        self.record_forward(&tx, dest, &out, edits.retarget, track);
         self.send_trying(&tx, &inv.msg);
         if !udp {
             // After the 100: the PBX's 180 would come back on another thread
@@ -219,11 +229,12 @@ impl<S: Screen> Proxy<S> {
 
     /// The INVITE as relayed with a relay verdict's edits: where it goes
     /// and its bytes.
-    fn build_forward(
-        &self,
-        inv: &Invite,
-        (retarget, labels): RelayEdits<'_>,
-    ) -> (Peer, bytes::Bytes) {
+    fn build_forward(&self, inv: &Invite, edits: RelayEdits<'_>) -> (Peer, bytes::Bytes) {
+        let RelayEdits {
+            retarget,
+            labels,
+            verstat,
+        } = edits;
         let (msg, from) = (&inv.msg, inv.from);
         // A retargeted call still goes to the next hop: the PBX owns the
         // voicemail or announcement service it is diverted to.
@@ -251,6 +262,7 @@ impl<S: Screen> Proxy<S> {
                     lines: l.lines.as_bytes(),
                     display_prefix: &l.display_prefix,
                 }),
+                verstat,
             },
         );
         (dest, out)
@@ -315,5 +327,10 @@ impl Invite {
     }
 }
 
-/// A relay verdict's edits: the new Request-URI and the labels.
-type RelayEdits<'a> = (Option<&'a str>, Option<&'a Labels>);
+/// A relay verdict's edits: the new Request-URI, the labels, the verstat.
+#[derive(Debug, Clone, Copy)]
+struct RelayEdits<'a> {
+    retarget: Option<&'a str>,
+    labels: Option<&'a Labels>,
+    verstat: Option<&'a str>,
+}

@@ -148,6 +148,7 @@ impl<S: Screen> Proxy<S> {
                 strip_labels: !self.is_trusted(from.addr().ip()),
                 own_route: own_route.map(|(r, _)| r),
                 labels: None,
+                verstat: None,
             },
         );
         self.send(dest, out);

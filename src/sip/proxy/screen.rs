@@ -47,6 +47,9 @@ pub enum Verdict {
         /// Screening's own name for the call: when set, the final response
         /// the trunk gets for it is reported to [`Screen::relayed_final`].
         track: Option<String>,
+        /// The `verstat` to put on the caller's identity (P-Asserted-Identity,
+        /// else From), replacing any received one.
+        verstat: Option<&'static str>,
     },
     /// Answer it here with a final response (rejected, redirected).
     Answer {
@@ -62,6 +65,7 @@ impl Verdict {
         retarget: None,
         labels: None,
         track: None,
+        verstat: None,
     };
 }
 
