@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sipsentry::cli::{self, ConfigArg, bench, bulk, cache, check, history, lists};
+use sipsentry::cli::{self, ConfigArg, bench, bulk, cache, check, history, lists, stir};
 use sipsentry::config::LogFormat;
 
 #[derive(Parser)]
@@ -49,6 +49,11 @@ enum Command {
     Report(lists::ReportArgs),
     /// Export the spam / not-spam reports (CSV or JSON).
     Reports(lists::ReportsArgs),
+    /// Caller-ID authentication (STIR/SHAKEN) tools.
+    Stir {
+        #[command(subcommand)]
+        command: stir::StirCommand,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -98,6 +103,7 @@ fn run(cli: Cli) -> sipsentry::Result<()> {
         Command::Lists { command } => lists::run(command),
         Command::Report(args) => lists::report(args),
         Command::Reports(args) => lists::reports(args),
+        Command::Stir { command } => stir::run(command, &runtime),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => cli::config_check(&config, &runtime),

@@ -112,7 +112,54 @@ async fn a_signed_call_reaches_the_pbx_with_verstat_passed_and_a_tampered_one_is
     assert_eq!(row["evidence"][0]["raw"]["reason"], "dest_mismatch");
     assert_eq!(row["action"], "tag");
 
-    // Both calls and a third under the same x5u: one HTTPS fetch.
+    // `stir verify` prints each check, with a real fetch.
+    let out = op.cli(&[
+        "stir",
+        "verify",
+        "--identity",
+        &identity(&good, &x5u),
+        "--caller",
+        CALLER,
+        "--called",
+        CALLED,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        checks,
+        ["header", "passport", "claims", "certificate", "signature"]
+    );
+    assert_eq!(report["outcome"]["verstat"], "TN-Validation-Passed");
+    let out = op.cli(&[
+        "stir",
+        "verify",
+        "--identity",
+        &identity(&tampered, &x5u),
+        "--caller",
+        CALLER,
+        "--called",
+        CALLED,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL claims") && text.contains("reason dest_mismatch"),
+        "{text}"
+    );
+
+    // Both calls and a third under the same x5u: one HTTPS fetch by serve
+    // (and one by the command above, a process of its own).
     op.call_with(
         &uac,
         "again",
@@ -120,7 +167,7 @@ async fn a_signed_call_reaches_the_pbx_with_verstat_passed_and_a_tampered_one_is
         &format!("Identity: {}\r\n", identity(&good, &x5u)),
     )
     .await;
-    assert_eq!(repo.hits("/sp.pem"), 1);
+    assert_eq!(repo.hits("/sp.pem"), 2);
     let (_, metrics) = op.get("/metrics").await;
     assert!(
         metrics.contains("sipsentry_stir_verifications_total{verstat=\"TN-Validation-Passed\"} 2"),
