@@ -47,6 +47,7 @@ fn options(
         count,
         callers,
         called: "+15551234567".into(),
+        extra_headers: String::new(),
         concurrency: None,
         timeout: Duration::from_secs(3),
         progress: false,

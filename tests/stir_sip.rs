@@ -195,7 +195,11 @@ async fn a_spoofed_verstat_from_an_untrusted_sender_is_replaced() {
     assert!(from.contains(";verstat=No-TN-Validation@"), "{from}");
     assert!(!from.contains("TN-Validation-Passed"), "{from}");
     let row = op.row("spoof", false).await;
-    assert_eq!(row["evidence"][0]["raw"]["verstat"], "No-TN-Validation");
+    assert_eq!(row["verstat"], "No-TN-Validation");
+    assert!(
+        row["evidence"].as_array().unwrap().is_empty(),
+        "an unsigned call scoring stir_absent = 0 carries no evidence: {row}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -277,4 +281,56 @@ async fn a_repository_that_is_down_is_asked_once_and_calls_go_on() {
         1,
         "one fetch; the failure is remembered"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trust_upstream_believes_a_trusted_peers_verstat_and_no_one_elses() {
+    let verstat_from = "<sip:+15557654321;verstat=TN-Validation-Passed@carrier.example>";
+    // 127.0.0.1 (the trunk here) is a trusted peer by default.
+    let trusted = Operator::start("[stir]\nmode = \"trust_upstream\"\n", Some(TOKEN)).await;
+    let uac = Udp::new().await;
+    let (_, relayed) = trusted.call(&uac, "up1", verstat_from).await;
+    assert!(from_of(&relayed.unwrap()).contains(";verstat=TN-Validation-Passed@"));
+    let row = trusted.row("up1", false).await;
+    assert_eq!(row["verstat"], "TN-Validation-Passed");
+    let untrusted = Operator::start_with(
+        "trusted_peers = []\n",
+        "[stir]\nmode = \"trust_upstream\"\n",
+        Some(TOKEN),
+        &[],
+    )
+    .await;
+    let (_, relayed) = untrusted.call(&uac, "up2", verstat_from).await;
+    let relayed = relayed.unwrap();
+    assert!(
+        from_of(&relayed).contains(";verstat=No-TN-Validation@"),
+        "{relayed}"
+    );
+    assert_eq!(
+        untrusted.row("up2", false).await["verstat"],
+        "No-TN-Validation"
+    );
+}
+
+#[test]
+fn config_check_refuses_verify_without_readable_trust_anchors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("s.toml");
+    std::fs::write(&cfg, "[stir]\ntrust_anchors = \"missing.pem\"\n").unwrap();
+    let out = std::process::Command::new(binary::BIN)
+        .args(["config", "check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stir") && err.contains("missing.pem"), "{err}");
+    std::fs::write(&cfg, "[stir]\nmode = \"verify\"\n").unwrap();
+    let out = std::process::Command::new(binary::BIN)
+        .args(["config", "check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stir.trust_anchors"));
 }

@@ -96,10 +96,14 @@ pub fn build(config: &Config) -> Result<Built, ConfigError> {
 
 /// What `serve` checks before it binds anything, so that `config check`
 /// refuses exactly what `serve` would: every enabled provider's secret in
-/// the environment, no network-facing admin API without a token, a next hop
-/// that resolves.
+/// the environment, readable STIR trust anchors, no network-facing admin API
+/// without a token, a next hop that resolves.
 pub async fn preflight(config: &Config) -> Result<()> {
     Providers::from_config(config)?;
+    crate::stir::Stir::from_config(&config.stir).map_err(|e| ConfigError::Invalid {
+        key: "stir",
+        message: e.to_string(),
+    })?;
     admin::check_exposure(config).map_err(|e| ConfigError::Invalid {
         key: "admin.listen",
         message: e.to_string(),

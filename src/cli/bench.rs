@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// The called number.
     #[arg(long, default_value = "+15551234567")]
     pub called: String,
+    /// A header line added to every INVITE (repeatable), e.g.
+    /// `--header 'Identity: …'` to measure signed calls.
+    #[arg(long = "header", value_name = "LINE")]
+    pub headers: Vec<String>,
     /// At most K calls in flight.
     #[arg(long, value_name = "K")]
     pub concurrency: Option<u64>,
@@ -135,6 +139,10 @@ pub fn run(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> Result<()> {
         None => vec![],
     };
     usage(
+        args.headers.iter().all(|h| !h.contains(['\r', '\n'])),
+        "--header takes one header line (repeat --header for more)",
+    )?;
+    usage(
         args.with_uas.is_none() || matches!(args.transport, Transport::Udp),
         "--with-uas answers over UDP only; for TCP run the UAS on its own (sipsentry bench --uas LISTEN)",
     )?;
@@ -149,6 +157,11 @@ pub fn run(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> Result<()> {
         count,
         callers,
         called: args.called,
+        extra_headers: args
+            .headers
+            .iter()
+            .map(|h| format!("{}\r\n", h.trim_end()))
+            .collect(),
         concurrency: args.concurrency,
         timeout: Duration::from_secs_f64(args.timeout),
         progress: !args.json,

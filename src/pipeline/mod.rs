@@ -348,6 +348,14 @@ impl Pipeline {
         }
         let failed = o.verstat == Verstat::Failed;
         let code = o.reason.map(|r| r.reject_code());
+        let unsigned =
+            o.verstat == Verstat::NoValidation && o.reason.is_none() && o.attest.is_none();
+        if unsigned && score == 0 {
+            // Nothing to weigh: the row's `verstat` says it, and an unsigned
+            // call costs no evidence (its allocations are most of a call's
+            // own).
+            return Flow::Continue;
+        }
         // An unsigned call's outcome is the same every time: one shared copy.
         static ABSENT: std::sync::LazyLock<crate::reputation::Raw> =
             std::sync::LazyLock::new(|| {
@@ -361,8 +369,7 @@ impl Pipeline {
                 .unwrap_or_default()
                 .into()
             });
-        let raw = if o.verstat == Verstat::NoValidation && o.reason.is_none() && o.attest.is_none()
-        {
+        let raw = if unsigned {
             ABSENT.clone()
         } else {
             serde_json::to_value(&o).unwrap_or_default().into()

@@ -55,6 +55,9 @@ pub struct UacOptions {
     /// Caller numbers, used in turn; empty = generated.
     pub callers: Vec<String>,
     pub called: String,
+    /// Header lines added to every INVITE, each ending in CRLF (an
+    /// `Identity` header, to measure signed calls).
+    pub extra_headers: String,
     /// At most this many calls in flight; later calls wait (and the wait is measured).
     pub concurrency: Option<u64>,
     /// A call with no final response (or a BYE with no 200) after this is a timeout.
@@ -159,6 +162,7 @@ pub fn run(opts: &UacOptions, stop: Arc<AtomicBool>) -> io::Result<Report> {
         targets: opts.targets.clone(),
         called: opts.called.clone(),
         callers: opts.callers.clone(),
+        extra_headers: opts.extra_headers.clone(),
     });
     tighten_timer_slack();
     let interval = Duration::from_secs_f64(1.0 / opts.rate);

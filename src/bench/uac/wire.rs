@@ -14,6 +14,8 @@ pub(super) struct Wire {
     pub(super) targets: Vec<SocketAddr>,
     pub(super) called: String,
     pub(super) callers: Vec<String>,
+    /// Header lines added to every INVITE, each ending in CRLF.
+    pub(super) extra_headers: String,
 }
 
 const SDP: &str = "v=0\r\no=bench 2890844526 2890844526 IN IP4 127.0.0.1\r\ns=sipsentry bench\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 49170 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n";
@@ -45,7 +47,8 @@ impl Wire {
             "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/{t} {local};branch=z9hG4bK-sb{run}-{i}\r\nMax-Forwards: 70\r\n\
              From: <sip:{caller}@{local};user=phone>;tag=sb{i}\r\nTo: <{ruri}>\r\nCall-ID: sb{run}-{i}@bench\r\n\
              CSeq: 1 INVITE\r\nContact: <sip:bench@{local}>\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n\
-             User-Agent: sipsentry-bench\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{SDP}",
+             User-Agent: sipsentry-bench\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{SDP}",
+            extra = self.extra_headers,
             ruri = self.ruri(i),
             caller = self.caller(i),
             len = SDP.len()
