@@ -39,6 +39,23 @@ async fn start(pki: &Pki, repo: &Repo, policy: &str) -> Operator {
     .await
 }
 
+/// A call from CALLER to CALLED carrying `jws` signed under `x5u`.
+async fn signed(
+    op: &Operator,
+    uac: &Udp,
+    tag: &str,
+    jws: &str,
+    x5u: &str,
+) -> (u16, Option<String>) {
+    op.call_with(
+        uac,
+        tag,
+        FROM,
+        &format!("Identity: {}\r\n", identity(jws, x5u)),
+    )
+    .await
+}
+
 fn from_of(invite: &str) -> &str {
     common::header(invite, "From").expect("a From header")
 }
@@ -53,14 +70,7 @@ async fn a_signed_call_reaches_the_pbx_with_verstat_passed_and_a_tampered_one_is
     let x5u = repo.url("/sp.pem");
 
     let good = pki.sign(&x5u, &claims(CALLER, CALLED, "A", 0));
-    let (code, relayed) = op
-        .call_with(
-            &uac,
-            "ok",
-            FROM,
-            &format!("Identity: {}\r\n", identity(&good, &x5u)),
-        )
-        .await;
+    let (code, relayed) = signed(&op, &uac, "ok", &good, &x5u).await;
     assert_eq!(code, 486, "relayed to the PBX");
     let relayed = relayed.unwrap();
     assert!(
@@ -160,13 +170,7 @@ async fn a_signed_call_reaches_the_pbx_with_verstat_passed_and_a_tampered_one_is
 
     // Both calls and a third under the same x5u: one HTTPS fetch by serve
     // (and one by the command above, a process of its own).
-    op.call_with(
-        &uac,
-        "again",
-        FROM,
-        &format!("Identity: {}\r\n", identity(&good, &x5u)),
-    )
-    .await;
+    signed(&op, &uac, "again", &good, &x5u).await;
     assert_eq!(repo.hits("/sp.pem"), 2);
     let (_, metrics) = op.get("/metrics").await;
     assert!(
@@ -213,36 +217,15 @@ async fn on_stir_failure_reject_answers_438_436_and_437() {
     let uac = Udp::new().await;
     let x5u = repo.url("/sp.pem");
     let stale = pki.sign(&x5u, &claims(CALLER, CALLED, "A", -600));
-    let (code, relayed) = op
-        .call_with(
-            &uac,
-            "stale",
-            FROM,
-            &format!("Identity: {}\r\n", identity(&stale, &x5u)),
-        )
-        .await;
+    let (code, relayed) = signed(&op, &uac, "stale", &stale, &x5u).await;
     assert_eq!((code, relayed.is_none()), (438, true));
     let missing = repo.url("/gone.pem");
     let jws = pki.sign(&missing, &claims(CALLER, CALLED, "A", 0));
-    let (code, _) = op
-        .call_with(
-            &uac,
-            "gone",
-            FROM,
-            &format!("Identity: {}\r\n", identity(&jws, &missing)),
-        )
-        .await;
+    let (code, _) = signed(&op, &uac, "gone", &jws, &missing).await;
     assert_eq!(code, 436, "the certificate cannot be fetched");
     let s_url = repo.url("/stranger.pem");
     let jws = stranger.sign(&s_url, &claims(CALLER, CALLED, "A", 0));
-    let (code, _) = op
-        .call_with(
-            &uac,
-            "stranger",
-            FROM,
-            &format!("Identity: {}\r\n", identity(&jws, &s_url)),
-        )
-        .await;
+    let (code, _) = signed(&op, &uac, "stranger", &jws, &s_url).await;
     assert_eq!(code, 437, "an untrusted chain");
     let row = op.row("stranger", false).await;
     assert_eq!(

@@ -186,18 +186,29 @@ impl Stir {
         let Some(identity) = call.identity else {
             return Check::Done(self.count(Self::absent()));
         };
-        match verify_with(
+        match self.verify(identity, call, None) {
+            Verified::Done(o) => Check::Done(self.count(o)),
+            Verified::NeedsCertificate(url) => Check::Verify(url),
+        }
+    }
+
+    /// [`verify_with`] for `call`, with `chain` as the certificate (`None`:
+    /// stop where one is needed).
+    fn verify(
+        &self,
+        identity: &str,
+        call: &StirCall<'_>,
+        chain: Option<Result<Arc<super::CertChain>, Reason>>,
+    ) -> Verified {
+        verify_with(
             identity,
             call.caller,
             call.called,
             now_s(),
             self.max_age_s,
             &self.anchors,
-            |_| None,
-        ) {
-            Verified::Done(o) => Check::Done(self.count(o)),
-            Verified::NeedsCertificate(url) => Check::Verify(url),
-        }
+            |_| chain,
+        )
     }
 
     /// Takes the certificate from the cache, or fetches it (until
@@ -215,17 +226,9 @@ impl Stir {
                 .unwrap_or(Err(super::FetchError::Timeout)),
             None => Err(super::FetchError::Timeout),
         };
-        let chain: Result<Arc<super::CertChain>, _> = fetched;
+        let chain = fetched.map_err(|_| Reason::X5uUnreachable);
         let identity = call.identity.unwrap_or_default();
-        let o = match verify_with(
-            identity,
-            call.caller,
-            call.called,
-            now_s(),
-            self.max_age_s,
-            &self.anchors,
-            |_| Some(chain.map_err(|_| Reason::X5uUnreachable)),
-        ) {
+        let o = match self.verify(identity, call, Some(chain)) {
             Verified::Done(o) => o,
             Verified::NeedsCertificate(_) => Outcome {
                 verstat: Verstat::Failed,
