@@ -11,7 +11,8 @@
 //!   core ([`sip::proxy`]), which reaches call screening only through its
 //!   [`sip::proxy::Screen`] trait.
 //! - [`reputation`]: evidence and its sources: the Hiya local cache, the
-//!   live providers behind the live cache.
+//!   live providers behind the live cache; [`stir`]: caller-ID
+//!   authentication (STIR/SHAKEN), whose outcome is evidence too.
 //! - [`policy`]: from evidence to an [`policy::Action`]; [`history`]: every
 //!   decision, written to SQLite off the call path; [`lists`]: the
 //!   operator's runtime allow/deny lists and spam reports, kept beside it.

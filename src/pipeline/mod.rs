@@ -3,13 +3,15 @@
 //! goes on to the next phase or is decided. The logging phase always runs.
 //!
 //! ```text
-//! identify (done by the SIP layer) ─▶ lists ─▶ anonymous ─▶ local lookup
-//!     ─▶ live lookup (async, within the budget) ─▶ score + policy ─▶ logging
+//! identify (done by the SIP layer) ─▶ lists ─▶ anonymous ─▶ identity (STIR)
+//!     ─▶ local lookup ─▶ live cache ─▶ live lookup and STIR signature (async,
+//!     within the budget) ─▶ score + policy ─▶ logging
 //! ```
 //!
 //! Everything up to the live lookup never waits, so [`Pipeline::screen_now`]
 //! decides most calls on the packet path; only a call that needs a live
-//! provider is handed to [`Pipeline::screen_live`] on its own task.
+//! provider, or whose Identity signature is to be checked, is handed to
+//! [`Pipeline::screen_live`] on its own task.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
