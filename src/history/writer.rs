@@ -107,9 +107,9 @@ impl HistorySink {
 
     /// Queues a relayed call's final response for its row, without waiting
     /// (a full queue drops it like a record).
-    pub fn final_response(&self, decision_id: &str, code: u16, after: Duration) {
+    pub fn final_response(&self, decision_id: String, code: u16, after: Duration) {
         self.send(Msg::Final(Final {
-            decision_id: decision_id.to_string(),
+            decision_id,
             final_code: code,
             final_ms: u32::try_from(after.as_millis()).unwrap_or(u32::MAX),
         }));

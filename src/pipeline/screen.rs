@@ -48,7 +48,7 @@ impl Screen for Pipeline {
         self.tracked(&self.call_policy(&mut ctx), d)
     }
 
-    fn relayed_final(&self, track: &str, code: u16, after: Duration) {
+    fn relayed_final(&self, track: String, code: u16, after: Duration) {
         if let Some(sink) = self.history() {
             sink.final_response(track, code, after);
         }

@@ -304,7 +304,7 @@ impl<S: Screen> Proxy<S> {
         };
         self.send(peer, resp);
         if let Some((track, after)) = track {
-            self.screen.relayed_final(&track, code, after);
+            self.screen.relayed_final(track, code, after);
         }
     }
 }

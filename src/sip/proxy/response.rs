@@ -65,7 +65,7 @@ impl<S: Screen> Proxy<S> {
             // The finished INVITE is freed after the send, not before it.
             self.send(peer, out);
             if let Some((track, after)) = track {
-                self.screen.relayed_final(&track, code, after);
+                self.screen.relayed_final(track, code, after);
             }
             return;
         }

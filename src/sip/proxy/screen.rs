@@ -100,8 +100,8 @@ pub trait Screen: Send + Sync + 'static {
     /// had a `track`: the PBX's, or the proxy's own 408 or 487 when the PBX
     /// did not answer in time or the call was cancelled. `after` is the
     /// time from relaying the INVITE. Called on the SIP thread: must not
-    /// wait.
-    fn relayed_final(&self, track: &str, code: u16, after: std::time::Duration) {
+    /// wait. The track is handed over, so keeping it costs no copy.
+    fn relayed_final(&self, track: String, code: u16, after: std::time::Duration) {
         let _ = (track, code, after);
     }
 }
