@@ -198,6 +198,18 @@ async fn a_spoofed_verstat_from_an_untrusted_sender_is_replaced() {
     let from = from_of(&relayed);
     assert!(from.contains(";verstat=No-TN-Validation@"), "{from}");
     assert!(!from.contains("TN-Validation-Passed"), "{from}");
+    // An untrusted sender's P-Asserted-Identity is not what was verified:
+    // the result goes on From, and the PAI's own verstat is removed.
+    let pai =
+        "P-Asserted-Identity: <sip:+15550001111;verstat=TN-Validation-Passed@evil.example>\r\n";
+    let (_, relayed) = op.call_with(&uac, "spoof-pai", FROM, pai).await;
+    let relayed = relayed.unwrap();
+    assert!(
+        from_of(&relayed).contains(";verstat=No-TN-Validation@"),
+        "{relayed}"
+    );
+    let relayed_pai = common::header(&relayed, "P-Asserted-Identity").unwrap();
+    assert!(!relayed_pai.contains("verstat"), "{relayed_pai}");
     let row = op.row("spoof", false).await;
     assert_eq!(row["verstat"], "No-TN-Validation");
     assert!(

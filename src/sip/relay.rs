@@ -38,9 +38,9 @@ pub struct RequestEdit<'a> {
     /// Labels to write (a tagged call).
     pub labels: Option<LabelEdit<'a>>,
     /// The `verstat` to put in the user part of the caller's identity
-    /// (P-Asserted-Identity, else From), replacing any there. Whatever it
-    /// is, a `verstat` from a sender that is not trusted (`strip_labels`)
-    /// is removed.
+    /// (P-Asserted-Identity from a trusted sender, else From), replacing any
+    /// there. Whatever it is, a `verstat` from a sender that is not trusted
+    /// (`strip_labels`) is removed.
     pub verstat: Option<&'a str>,
 }
 
@@ -135,10 +135,13 @@ pub fn forward_request(msg: &Message, edit: &RequestEdit<'_>) -> Bytes {
     }
 
     if edit.verstat.is_some() || edit.strip_labels {
-        let target = msg
+        // The header the caller was read from: P-Asserted-Identity only from
+        // a trusted sender (an untrusted one's is not what was verified).
+        let pai = msg
             .headers_named(HeaderName::PAssertedIdentity)
             .next()
-            .or_else(|| msg.headers_named(HeaderName::From).next());
+            .filter(|_| !edit.strip_labels);
+        let target = pai.or_else(|| msg.headers_named(HeaderName::From).next());
         for name in [HeaderName::PAssertedIdentity, HeaderName::From] {
             for h in msg.headers_named(name) {
                 let set = if target.is_some_and(|t| std::ptr::eq(t, h)) {
