@@ -151,7 +151,7 @@ pub async fn require_session(
     let Some((id, s)) = state.sessions.create() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no randomness for a session\n",
+            "the operating system gave no random bytes for a session; check the host's entropy source and try again\n",
         )
             .into_response();
     };

@@ -47,7 +47,7 @@ fn list_kind(name: &str) -> Result<ListKind, Response> {
     })
 }
 
-fn lists_of(state: &AdminState) -> Result<Arc<Lists>, Response> {
+pub(super) fn lists_of(state: &AdminState) -> Result<Arc<Lists>, Response> {
     state.lists.clone().ok_or_else(|| {
         json_error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -120,11 +120,6 @@ impl HistorySink {
         self.events.subscribe()
     }
 
-    /// Live subscribers now.
-    pub fn subscribers(&self) -> usize {
-        self.events.receiver_count()
-    }
-
     fn send(&self, msg: Msg) {
         match self.tx.try_send(msg) {
             Ok(()) => {

@@ -86,6 +86,34 @@ impl Snapshot {
     fn is_empty(&self) -> bool {
         self.allow.entries.is_empty() && self.deny.entries.is_empty() && self.spam.is_empty()
     }
+
+    /// Runs `f` with the entry of `list` matching `e164`, if there is one
+    /// that has not expired. Free when the lists are empty (no clock read).
+    pub fn find<T>(
+        &self,
+        list: ListKind,
+        e164: &str,
+        f: impl FnOnce(Listed<'_>) -> T,
+    ) -> Option<T> {
+        if self.is_empty() {
+            return None;
+        }
+        let set = match list {
+            ListKind::Allow => &self.allow,
+            ListKind::Deny => &self.deny,
+        };
+        let e = set.find(e164, crate::history::now_ms())?;
+        Some(f(Listed {
+            pattern: &e.pattern,
+            origin: e.origin,
+            comment: &e.comment,
+        }))
+    }
+
+    /// Runs `f` with the report that marks `e164` as spam, if any.
+    pub fn spam_report<T>(&self, e164: &str, f: impl FnOnce(&Report) -> T) -> Option<T> {
+        self.spam.get(e164).map(f)
+    }
 }
 
 /// The runtime lists shared by the pipeline, the admin API and the poller.
@@ -110,34 +138,24 @@ impl RuntimeLists {
         self.snapshot.load().version
     }
 
-    /// Runs `f` with the entry of `list` matching `e164`, if there is one
-    /// that has not expired. Free when the lists are empty (no clock read).
+    /// The snapshot in force, for several lookups on one load.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// [`Snapshot::find`] on the snapshot in force.
     pub fn find<T>(
         &self,
         list: ListKind,
         e164: &str,
         f: impl FnOnce(Listed<'_>) -> T,
     ) -> Option<T> {
-        let snap = self.snapshot.load();
-        if snap.is_empty() {
-            return None;
-        }
-        let set = match list {
-            ListKind::Allow => &snap.allow,
-            ListKind::Deny => &snap.deny,
-        };
-        let e = set.find(e164, crate::history::now_ms())?;
-        Some(f(Listed {
-            pattern: &e.pattern,
-            origin: e.origin,
-            comment: &e.comment,
-        }))
+        self.snapshot.load().find(list, e164, f)
     }
 
-    /// Runs `f` with the report that marks `e164` as spam, if any.
+    /// [`Snapshot::spam_report`] on the snapshot in force.
     pub fn spam_report<T>(&self, e164: &str, f: impl FnOnce(&Report) -> T) -> Option<T> {
-        let snap = self.snapshot.load();
-        snap.spam.get(e164).map(f)
+        self.snapshot.load().spam_report(e164, f)
     }
 }
 

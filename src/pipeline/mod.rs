@@ -187,11 +187,6 @@ impl Pipeline {
         self.stir.as_ref()
     }
 
-    /// The runtime lists calls are screened with.
-    pub fn runtime_lists(&self) -> &Arc<RuntimeLists> {
-        &self.runtime
-    }
-
     /// The history's queue, when decisions are recorded.
     pub fn history(&self) -> Option<&HistorySink> {
         self.history.as_ref()
@@ -273,7 +268,9 @@ impl Pipeline {
         let Some(e164) = ctx.caller.e164.as_deref() else {
             return Flow::Continue;
         };
-        let runtime = |list, source| self.runtime.find(list, e164, |l| listed(source, l));
+        // One load of the runtime snapshot for both lists.
+        let snap = self.runtime.load();
+        let runtime = |list, source| snap.find(list, e164, |l| listed(source, l));
         let found = match policy.lists(e164) {
             Some((Rule::Allowlist, ev)) => Some((Rule::Allowlist, ev)),
             config_deny => runtime(ListKind::Allow, Source::Allowlist)

@@ -138,15 +138,6 @@ impl Stir {
         }))
     }
 
-    pub fn mode(&self) -> StirMode {
-        self.mode
-    }
-
-    /// The certificate fetcher (`None` in `trust_upstream`).
-    pub fn fetcher(&self) -> Option<&CertFetcher> {
-        self.fetcher.as_ref()
-    }
-
     fn count(&self, o: Outcome) -> Outcome {
         if let Some(i) = VERSTATS.iter().position(|v| *v == o.verstat) {
             self.by_verstat[i].fetch_add(1, Ordering::Relaxed);

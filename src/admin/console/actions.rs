@@ -17,7 +17,7 @@ use super::overview::urlencode;
 use super::{ConsoleSession, csrf_ok, error_page};
 use crate::admin::AdminState;
 use crate::admin::auth::Actor;
-use crate::admin::lists::{blocking, record_report};
+use crate::admin::lists::{blocking, lists_of, record_report};
 use crate::lists::{ListKind, ListsError, parse_expiry};
 
 #[derive(Debug, Deserialize)]
@@ -79,15 +79,6 @@ async fn failed(r: Response) -> Response {
     error_page(status, &message)
 }
 
-fn lists_of(state: &AdminState) -> Result<Arc<crate::lists::Lists>, Response> {
-    state.lists.clone().ok_or_else(|| {
-        error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the runtime lists are not available here",
-        )
-    })
-}
-
 pub(super) async fn list_add(
     State(state): State<Arc<AdminState>>,
     Extension(session): Extension<ConsoleSession>,
@@ -112,7 +103,7 @@ pub(super) async fn list_add(
     };
     let lists = match lists_of(&state) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return failed(r).await,
     };
     let (pattern, comment) = (f.pattern.clone(), f.comment.clone());
     match blocking(lists, move |s| {
@@ -141,7 +132,7 @@ pub(super) async fn list_remove(
     };
     let lists = match lists_of(&state) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return failed(r).await,
     };
     let pattern = f.pattern.clone();
     match blocking(lists, move |s| s.remove(list, &pattern)).await {

@@ -319,21 +319,15 @@ fn detail_body(
                     @if standing.is_empty() { "This number is on no list and has no spam report." }
                     @else { "This number is " (standing.join("; ")) "." }
                 }
-                form method="post" action="/action/list-add" {
-                    (csrf_field(session))
-                    input type="hidden" name="list" value="allow";
-                    input type="hidden" name="pattern" value=(number);
-                    input type="hidden" name="comment" value=(format!("from call {}", r.decision_id));
-                    input type="hidden" name="back" value=(back);
-                    button #allow-number type="submit" { "Allow " (number) }
-                }
-                form method="post" action="/action/list-add" {
-                    (csrf_field(session))
-                    input type="hidden" name="list" value="deny";
-                    input type="hidden" name="pattern" value=(number);
-                    input type="hidden" name="comment" value=(format!("from call {}", r.decision_id));
-                    input type="hidden" name="back" value=(back);
-                    button #deny-number.danger type="submit" { "Deny " (number) }
+                @for (list, label, id, class) in [("allow", "Allow ", "allow-number", ""), ("deny", "Deny ", "deny-number", "danger")] {
+                    form method="post" action="/action/list-add" {
+                        (csrf_field(session))
+                        input type="hidden" name="list" value=(list);
+                        input type="hidden" name="pattern" value=(number);
+                        input type="hidden" name="comment" value=(format!("from call {}", r.decision_id));
+                        input type="hidden" name="back" value=(back);
+                        button id=(id) class=(class) type="submit" { (label) (number) }
+                    }
                 }
                 @for (verdict, label, id) in [("spam", "Report spam", "report-spam"), ("not_spam", "Report not spam", "report-not-spam")] {
                     form method="post" action="/action/report" {

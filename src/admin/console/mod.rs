@@ -241,7 +241,7 @@ async fn login(
     let Some((id, _)) = state.sessions.create() else {
         return error_page(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no randomness for a session",
+            "the operating system gave no random bytes for a session; check the host's entropy source and try again",
         );
     };
     (
