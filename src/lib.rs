@@ -17,6 +17,8 @@
 //!   decision, written to SQLite off the call path; [`lists`]: the
 //!   operator's runtime allow/deny lists and spam reports, kept beside it.
 //! - [`pipeline`]: the screening phases, and the proxy's `Screen`.
+//! - [`cluster`]: the state nodes share through Redis (the live lookups'
+//!   second level, claims, rate slots, updates to every node).
 //! - [`config`]: the TOML file, assembled from each module's own options.
 //! - [`check`], [`reload`], [`server`], [`admin`]: one number explained, the
 //!   policy reloaded, the SIP service, the HTTP API.
@@ -30,6 +32,7 @@ pub mod app;
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod history;

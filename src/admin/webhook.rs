@@ -137,8 +137,8 @@ pub(super) async fn didchecks_webhook(
             );
         }
     };
-    let cache = state.pipeline.live().cache();
-    let Some(index) = cache.source_index("didchecks") else {
+    let live = state.pipeline.live();
+    let Some(index) = live.cache().source_index("didchecks") else {
         state.webhook.other_events.fetch_add(1, Ordering::Relaxed);
         tracing::info!("DIDChecks webhook received but the provider is not enabled; ignored");
         return (StatusCode::OK, "ok (didchecks not enabled)\n").into_response();
@@ -152,7 +152,8 @@ pub(super) async fn didchecks_webhook(
         latency_us: 0,
         raw: serde_json::json!({ "webhook": "spam_status_changed", "data": event.data }).into(),
     };
-    cache.put(index, &changed.phone_number, Some(evidence));
+    // In a cluster the update reaches every node's live cache.
+    live.update(index, &changed.phone_number, evidence).await;
     state.webhook.status_changes.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
         number = %changed.phone_number,

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
+use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError};
 use crate::error::Result;
 use crate::history::HistoryWriter;
@@ -26,6 +27,7 @@ use crate::reload::Reloader;
 use crate::reputation::hiya_cache::refresh;
 use crate::reputation::hiya_cache::store::HiyaCache;
 use crate::reputation::hiya_cache::sync::SyncClient;
+use crate::reputation::shared::SharedTier;
 use crate::reputation::{LiveSource, LocalSource};
 use crate::server::Server;
 
@@ -42,6 +44,15 @@ pub struct Built {
     pub providers: Providers,
     /// The runtime lists, when their database (`history.path`) exists.
     pub lists: Option<Arc<Lists>>,
+    /// The shared state, when `[cluster] redis_url` is set.
+    pub cluster: Option<Cluster>,
+}
+
+fn cluster(config: &Config) -> Result<Option<Cluster>, ConfigError> {
+    Cluster::from_config(&config.cluster).map_err(|e| ConfigError::Invalid {
+        key: "cluster.redis_url",
+        message: e.to_string(),
+    })
 }
 
 /// Builds the screening pipeline the configuration describes: the Hiya local
@@ -50,6 +61,10 @@ pub struct Built {
 pub fn build(config: &Config) -> Result<Built, ConfigError> {
     let mut pipeline =
         Pipeline::new(Arc::new(config.policy()?)).with_live_cache(config.live_cache.clone());
+    let cluster = cluster(config)?;
+    if let Some(c) = &cluster {
+        pipeline = pipeline.with_shared(Arc::clone(&c.tier) as Arc<dyn SharedTier>);
+    }
     let hiya = config.hiya_cache.enabled.then(|| {
         Arc::new(HiyaCache::open(
             &config.hiya_cache.dir,
@@ -91,6 +106,7 @@ pub fn build(config: &Config) -> Result<Built, ConfigError> {
         hiya,
         providers,
         lists,
+        cluster,
     })
 }
 
@@ -100,6 +116,7 @@ pub fn build(config: &Config) -> Result<Built, ConfigError> {
 /// without a token, a next hop that resolves.
 pub async fn preflight(config: &Config) -> Result<()> {
     Providers::from_config(config)?;
+    cluster(config)?;
     crate::stir::Stir::from_config(&config.stir).map_err(|e| ConfigError::Invalid {
         key: "stir",
         message: e.to_string(),
@@ -136,6 +153,7 @@ pub async fn serve(
         hiya,
         providers,
         lists,
+        cluster,
     } = build(&config)?;
     let writer = if config.history.enabled {
         Some(HistoryWriter::with_options(
@@ -187,6 +205,9 @@ pub async fn serve(
     if let Some(dc) = &providers.didchecks {
         state.metrics.register(Arc::clone(dc) as _);
     }
+    if let Some(c) = &cluster {
+        state.metrics.register(Arc::clone(&c.tier.health) as _);
+    }
     let state = Arc::new(state);
 
     // Every task below runs until `stop` is cancelled and is joined before
@@ -207,6 +228,13 @@ pub async fn serve(
         tasks.spawn(tasks::until(&stop, tasks::balance_watch(dc)));
     }
     tasks.spawn(tasks::until(&stop, tasks::watch_lists(lists)));
+    if let Some(c) = &cluster {
+        tracing::info!(node_id = %c.node_id, "cluster node: live lookups shared through Redis");
+        tasks.spawn(tasks::until(&stop, Arc::clone(&c.tier).probe_loop()));
+        let cache = Arc::clone(pipeline.live().cache());
+        let updates = crate::cluster::updates::subscribe(Arc::clone(&c.tier), cache);
+        tasks.spawn(tasks::until(&stop, updates));
+    }
     if let Some(cache) = &hiya {
         for (cc, c) in cache.snapshot().iter() {
             tracing::info!(country = %cc, generation = %c.manifest.generation, rows = c.rows(), "Hiya cache serving");

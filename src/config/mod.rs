@@ -69,6 +69,8 @@ pub struct Config {
     pub scores: ScoresConfig,
     /// Caller-ID authentication (STIR/SHAKEN).
     pub stir: crate::stir::StirConfig,
+    /// The state shared with the other nodes of a cluster.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -24,6 +24,7 @@ use crate::lists::{ListKind, Listed, RuntimeLists};
 use crate::policy::{Action, Decision, DivertMode, LiveMode, Policy, Rule, StirFailure};
 use crate::reputation::live::{LiveLookup, LookupReport};
 use crate::reputation::live_cache::LiveCacheConfig;
+use crate::reputation::shared::SharedTier;
 use crate::reputation::{Evidence, LiveSource, LocalSource, Source};
 use crate::sip::caller::CallerId;
 use crate::stir::{Check, Outcome, Stir, StirCall, Verstat};
@@ -206,7 +207,14 @@ impl Pipeline {
             .map(|p| (Arc::clone(&p.source), p.timeout()))
             .collect();
         sources.extend(added);
-        self.live = LiveLookup::new(&self.live_cache_config, sources);
+        let shared = self.live.shared().cloned();
+        self.live = LiveLookup::new(&self.live_cache_config, sources).with_shared(shared);
+        self
+    }
+
+    /// Looks up behind a cluster's shared tier on a live-cache miss.
+    pub fn with_shared(mut self, tier: Arc<dyn SharedTier>) -> Self {
+        self.live = self.live.with_shared(Some(tier));
         self
     }
 

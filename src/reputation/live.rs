@@ -9,6 +9,11 @@
 //! - **Circuit breaker** ([`Breaker`]) and a bound on requests in flight per
 //!   provider: a provider that is down or drowning is skipped at no cost.
 //!
+//! - **Shared tier** ([`SharedTier`], in a cluster): on a local miss the flight
+//!   asks the cluster first and claims the lookup there, so one node pays for
+//!   a number and the others take its answer; a provider's rate limit holds
+//!   across the cluster.
+//!
 //! The pipeline calls [`LiveLookup::from_cache`] on the packet path and
 //! [`LiveLookup::lookup`] (or [`LiveLookup::prefetch`] in background mode) on a
 //! miss.
@@ -26,12 +31,21 @@ use tokio::time::{Duration, Instant};
 use super::breaker::Breaker;
 use super::live_cache::LiveCacheConfig;
 use super::live_cache::{Cached, LiveCache};
+use super::shared::{Claim, SharedTier, Slot};
 use super::{Evidence, LiveSource, SourceError};
 
 /// Requests in flight per provider before new numbers are skipped. With
 /// single-flight this is distinct new numbers at once; beyond it the provider
 /// (or our link to it) is not keeping up and queueing would only add latency.
 pub const MAX_IN_FLIGHT: usize = 256;
+
+/// How long a flight waiting for another node's answer sleeps between looks
+/// at the shared tier.
+pub const SHARED_POLL: Duration = Duration::from_millis(5);
+
+/// How long a claim outlives the provider's timeout: a node that dies holding
+/// one blocks the number's lookup no longer than this beyond the timeout.
+pub const CLAIM_MARGIN: Duration = Duration::from_secs(1);
 
 /// What one provider contributed to one call (`check` shows these).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -164,6 +178,7 @@ impl Drop for InflightGuard {
 pub struct LiveLookup {
     providers: Vec<Arc<Provider>>,
     cache: Arc<LiveCache>,
+    shared: Option<Arc<dyn SharedTier>>,
     rt: Option<tokio::runtime::Handle>,
 }
 
@@ -190,8 +205,33 @@ impl LiveLookup {
         LiveLookup {
             providers,
             cache: Arc::new(LiveCache::new(config, names)),
+            shared: None,
             rt: tokio::runtime::Handle::try_current().ok(),
         }
+    }
+
+    /// Looks up behind `tier` on a local miss (a cluster's shared state).
+    pub fn with_shared(mut self, tier: Option<Arc<dyn SharedTier>>) -> Self {
+        self.shared = tier;
+        self
+    }
+
+    /// The shared tier, when the node is part of a cluster.
+    pub fn shared(&self) -> Option<&Arc<dyn SharedTier>> {
+        self.shared.as_ref()
+    }
+
+    /// Replaces provider `source`'s answer for `e164` (a webhook's update):
+    /// here at once, and on every node of the cluster through the shared tier.
+    pub async fn update(&self, source: usize, e164: &str, evidence: Evidence) {
+        if let Some(tier) = &self.shared
+            && let Some(p) = self.providers.get(source)
+        {
+            let ttl = self.cache.ttl_for(true);
+            tier.publish(p.source.name(), e164, Some(&evidence), ttl, true)
+                .await;
+        }
+        self.cache.put(source, e164, Some(evidence));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -346,8 +386,14 @@ impl LiveLookup {
                     key: e164.into(),
                 };
                 let cache = Arc::clone(&self.cache);
+                let shared = self.shared.clone();
                 let task = async move {
-                    let result = run(&guard.provider, &guard.key).await;
+                    let result = match shared {
+                        Some(tier) => {
+                            shared_flight(&*tier, &guard.provider, &guard.key, &cache).await
+                        }
+                        None => run(&guard.provider, &guard.key, None).await,
+                    };
                     if let Ok(answer) = &result {
                         cache.put(guard.provider.index, &guard.key, answer.clone());
                     }
@@ -370,8 +416,57 @@ impl LiveLookup {
     }
 }
 
-/// One request to one provider, under its breaker, bound and timeout.
-async fn run(p: &Provider, e164: &str) -> FlightResult {
+/// A flight in a cluster: the shared answer when a node has one, else this
+/// node's request (claimed, so the others wait for it), else the wait for
+/// the node that holds the claim, all within the provider's timeout.
+async fn shared_flight(
+    tier: &dyn SharedTier,
+    p: &Provider,
+    e164: &str,
+    cache: &LiveCache,
+) -> FlightResult {
+    let name = p.source.name();
+    let give_up = Instant::now() + p.timeout;
+    loop {
+        match tier
+            .fetch_or_claim(name, e164, p.timeout + CLAIM_MARGIN)
+            .await
+        {
+            Claim::Answer(mut answer) => {
+                if let Some(ev) = &mut answer {
+                    ev.cached = true;
+                    ev.latency_us = 0;
+                }
+                return Ok(answer);
+            }
+            Claim::Claimed => {
+                let result = run(p, e164, Some(tier)).await;
+                match &result {
+                    Ok(answer) => {
+                        let ttl = cache.ttl_for(answer.is_some());
+                        tier.publish(name, e164, answer.as_ref(), ttl, false).await;
+                    }
+                    Err(_) => tier.release(name, e164).await,
+                }
+                return result;
+            }
+            Claim::Busy if Instant::now() + SHARED_POLL < give_up => {
+                tokio::time::sleep(SHARED_POLL).await;
+            }
+            Claim::Busy => {
+                return Err(SourceError::Timeout {
+                    provider: name,
+                    ms: p.timeout.as_millis() as u64,
+                });
+            }
+            _ => return run(p, e164, None).await,
+        }
+    }
+}
+
+/// One request to one provider, under its breaker, bound, timeout and (in a
+/// cluster) the cluster-wide rate limit.
+async fn run(p: &Provider, e164: &str, tier: Option<&dyn SharedTier>) -> FlightResult {
     let name = p.source.name();
     if !p.breaker.allow() {
         p.stats.skipped.fetch_add(1, Ordering::Relaxed);
@@ -384,6 +479,19 @@ async fn run(p: &Provider, e164: &str) -> FlightResult {
             limit: MAX_IN_FLIGHT,
         });
     };
+    if let (Some(tier), Some(per_second)) = (tier, p.source.rate_limit()) {
+        match tier.slot(name, per_second, p.timeout).await {
+            Slot::After(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+            Slot::Refused => {
+                p.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                return Err(SourceError::Throttled {
+                    provider: name,
+                    per_second,
+                });
+            }
+            _ => {}
+        }
+    }
     p.stats.requests.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let result = match tokio::time::timeout(p.timeout, p.source.lookup(e164)).await {

@@ -121,6 +121,16 @@ impl LiveCache {
         }
     }
 
+    /// How long an answer is kept: `ttl_minutes` with data, else
+    /// `negative_ttl_minutes`.
+    pub fn ttl_for(&self, has_data: bool) -> Duration {
+        if has_data {
+            self.ttl
+        } else {
+            self.negative_ttl
+        }
+    }
+
     /// The index of a provider by name.
     pub fn source_index(&self, name: &str) -> Option<usize> {
         self.sources.iter().position(|s| *s == name)
@@ -174,11 +184,7 @@ impl LiveCache {
     /// Text that is not an E.164 number is not cached.
     pub fn put(&self, source: usize, e164: &str, evidence: Option<Evidence>) {
         let Some(k) = key(e164) else { return };
-        let ttl = if evidence.is_some() {
-            self.ttl
-        } else {
-            self.negative_ttl
-        };
+        let ttl = self.ttl_for(evidence.is_some());
         let slot = Slot {
             source: source as u8,
             evidence: evidence.map(Arc::new),

@@ -10,10 +10,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a piece of evidence came from (the `source` of `check --json`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Source {
     #[serde(rename = "hiya-cache")]
@@ -56,7 +56,9 @@ impl Source {
 }
 
 /// What one source said about one number (docs/providers.md).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Deserialized from the cluster's shared tier; `cached` and `latency_us`
+/// describe one call and are reset by whoever reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     pub source: Source,
     /// 0 (harmless) to 100 (certainly unwanted).
@@ -92,6 +94,12 @@ impl Serialize for Raw {
     }
 }
 
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(d).map(Raw::from)
+    }
+}
+
 /// A source answered from memory, without waiting: safe on the packet path.
 pub trait LocalSource: Send + Sync {
     fn lookup(&self, e164: &str) -> Option<Evidence>;
@@ -104,6 +112,11 @@ pub type LookupFuture<'a> =
 pub trait LiveSource: Send + Sync {
     fn name(&self) -> &'static str;
     fn lookup<'a>(&'a self, e164: &'a str) -> LookupFuture<'a>;
+    /// The requests per second the provider allows, when it sets a limit:
+    /// in a cluster the lookup engine spaces requests to it across all nodes.
+    fn rate_limit(&self) -> Option<u32> {
+        None
+    }
 }
 
 pub mod breaker;
@@ -114,5 +127,6 @@ pub mod live_cache;
 mod live_metrics;
 pub mod providers;
 pub mod score;
+pub mod shared;
 
 pub use error::SourceError;

@@ -21,6 +21,8 @@ pub struct Operator {
     pub admin_port: u16,
     pub http: reqwest::Client,
     token: Option<&'static str>,
+    /// Environment variables serve runs with (provider tokens, passwords).
+    env: Vec<(String, String)>,
     /// Every INVITE the PBX received, as received.
     pub pbx_seen: Arc<Mutex<Vec<String>>>,
     pbx: tokio::task::JoinHandle<()>,
@@ -62,6 +64,17 @@ impl Operator {
         token: Option<&'static str>,
         files: &[(&str, &str)],
     ) -> Operator {
+        Self::start_full(sip_lines, extra, token, files, &[]).await
+    }
+
+    /// As [`Operator::start_with`], with serve's environment extended by `env`.
+    pub async fn start_full(
+        sip_lines: &str,
+        extra: &str,
+        token: Option<&'static str>,
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Operator {
         let pbx_sock = Udp::new().await;
         let uas = pbx_sock.addr;
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -96,6 +109,10 @@ impl Operator {
                 .build()
                 .unwrap(),
             token,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             pbx_seen: seen,
             pbx,
         };
@@ -114,6 +131,7 @@ impl Operator {
         if let Some(t) = self.token {
             cmd.env("CONSOLE_TEST_TOKEN", t);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.serve = Some(binary::Serve {
             child: cmd.spawn().unwrap(),
         });
@@ -135,6 +153,7 @@ impl Operator {
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(binary::BIN)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .output()
             .unwrap()

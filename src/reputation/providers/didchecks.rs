@@ -399,6 +399,10 @@ impl LiveSource for DidChecks {
         PROVIDER
     }
 
+    fn rate_limit(&self) -> Option<u32> {
+        Some(self.per_second)
+    }
+
     fn lookup<'a>(&'a self, e164: &'a str) -> LookupFuture<'a> {
         Box::pin(async move {
             let started = Instant::now();

@@ -1,0 +1,379 @@
+//! Many nodes, one view, against real servers: three sipsentry nodes behind
+//! Debian's Kamailio (dispatcher, round robin) share one Redis. A fake
+//! DIDChecks counts what it is asked. Under CI=true a missing kamailio or
+//! redis-server is a failure.
+
+mod common;
+
+#[path = "common/binary.rs"]
+mod binary;
+#[path = "common/operator.rs"]
+mod operator;
+#[path = "common/servers.rs"]
+mod servers;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fakes::{self, DC_TOKEN, dc_data};
+use common::{Udp, invite, status};
+use hmac::{Hmac, KeyInit, Mac};
+use operator::{Operator, TOKEN};
+use servers::Redis;
+
+const DC_ENV: &str = "CLUSTER_TEST_DC_TOKEN";
+const SECRET_ENV: &str = "CLUSTER_TEST_WEBHOOK_SECRET";
+const SECRET: &str = "whsec_cluster";
+
+/// Ends a child when dropped (the test may fail half way).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// A node named `name` sharing `redis`, looking up with DIDChecks at `dc`.
+async fn node(name: &str, redis: &str, dc: &str, extra: &str) -> Operator {
+    let config = format!(
+        "[cluster]\nredis_url = \"{redis}\"\nnode_id = \"{name}\"\nredis_timeout_ms = 250\n\
+         [providers.didchecks]\nenabled = true\nbase_url = \"{dc}\"\ntoken_env = \"{DC_ENV}\"\n\
+         webhook_secret_env = \"{SECRET_ENV}\"\n[policy]\nlookup_budget_ms = 2000\n{extra}"
+    );
+    Operator::start_full(
+        "",
+        &config,
+        Some(TOKEN),
+        &[],
+        &[(DC_ENV, DC_TOKEN), (SECRET_ENV, SECRET)],
+    )
+    .await
+}
+
+/// Kamailio (docs/integrations/kamailio.cfg) dispatching to `nodes`.
+fn kamailio(dir: &std::path::Path, port: u16, nodes: &[SocketAddr]) -> Killed {
+    let list = dir.join("dispatcher.list");
+    let lines: String = nodes.iter().map(|n| format!("1 sip:{n}\n")).collect();
+    std::fs::write(&list, lines).unwrap();
+    let cfg = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/integrations/kamailio.cfg"
+    );
+    let mut kam = Killed(
+        Command::new("kamailio")
+            .args(["-f", cfg, "-DD", "-E", "-m", "64", "-M", "8"])
+            .arg("-A")
+            .arg(format!("LISTEN=udp:127.0.0.1:{port}"))
+            .arg("-A")
+            .arg(format!("DISPATCHER_LIST=\"{}\"", list.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        kam.0.try_wait().unwrap().is_none(),
+        "kamailio exited at start"
+    );
+    kam
+}
+
+/// One INVITE from `number` to `target`; the final response code.
+async fn call(uac: &Udp, target: SocketAddr, tag: &str, number: &str) -> u16 {
+    let branch = format!("z9hG4bKcl{tag}");
+    let from = format!("<sip:{number}@carrier.example>");
+    uac.send(target, &invite(uac.addr, "UDP", &branch, &from, ""))
+        .await;
+    let call_id = format!("{branch}@test");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Some((m, _)) = uac
+        .recv_within(deadline - tokio::time::Instant::now())
+        .await
+    {
+        if m.contains(&call_id) && status(&m) >= 200 {
+            return status(&m);
+        }
+    }
+    0
+}
+
+fn sign(body: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn status_changed(number: &str, score: u8) -> String {
+    serde_json::json!({
+        "event": "spam_status_changed", "timestamp": "2026-01-24T10:30:00Z",
+        "data": {"routineId": "routine_cluster", "phoneNumber": number,
+                 "previousStatus": {"isSpam": false, "spamScore": 20},
+                 "currentStatus": {"isSpam": true, "spamScore": score, "spamType": "Scam"}}
+    })
+    .to_string()
+}
+
+/// A metric's value in a node's `/metrics` (summed over label sets matching
+/// `labels`).
+async fn metric(node: &Operator, name: &str, labels: &str) -> f64 {
+    let (_, text) = node.get("/metrics").await;
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn numbers() -> Vec<String> {
+    (0..10).map(|i| format!("+3361000{i:04}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_behind_kamailio_pay_once_per_number_and_share_a_webhook() {
+    if !binary::installed("kamailio", "kamailio") {
+        return;
+    }
+    let Some(redis) = Redis::start() else { return };
+    let dc = fakes::didchecks().await;
+    // Slow enough that the calls of one round overlap on every node.
+    dc.state.set_delay(Duration::from_millis(60));
+    for n in numbers() {
+        dc.state.answer(&n, dc_data(&n, 20, "Telemarketing"));
+    }
+    let mut nodes = Vec::new();
+    for name in ["node1", "node2", "node3"] {
+        nodes.push(node(name, &redis.url(), &dc.base, "").await);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kam_port = binary::free_port();
+    let sips: Vec<SocketAddr> = nodes.iter().map(|n| n.sip).collect();
+    let _kam = kamailio(dir.path(), kam_port, &sips);
+    let kam: SocketAddr = format!("127.0.0.1:{kam_port}").parse().unwrap();
+
+    // 30 rounds; in each, 10 trunks call at once from the same number, so a
+    // number's first calls miss on several nodes together.
+    let trunks: Vec<Arc<Udp>> = futures_join(10, |_| async { Arc::new(Udp::new().await) }).await;
+    let mut codes = Vec::new();
+    for round in 0..30 {
+        let number = numbers()[round % 10].clone();
+        let calls = trunks.iter().enumerate().map(|(w, uac)| {
+            let (uac, number) = (Arc::clone(uac), number.clone());
+            tokio::spawn(async move { call(&uac, kam, &format!("r{round}w{w}"), &number).await })
+        });
+        for c in calls.collect::<Vec<_>>() {
+            codes.push(c.await.unwrap());
+        }
+    }
+    assert_eq!(codes.len(), 300);
+    assert!(
+        codes.iter().all(|&c| c == 486),
+        "every call passed to the PBX (486): {codes:?}"
+    );
+    assert_eq!(
+        dc.state.count("/check/"),
+        10,
+        "one paid lookup per number across the cluster"
+    );
+    // Every node screened some of them.
+    let mut screened = 0.0;
+    for n in &nodes {
+        let here = metric(n, "sipsentry_calls_total", "").await;
+        assert!(here > 0.0, "a node got no call");
+        screened += here;
+    }
+    assert!(screened >= 300.0, "{screened}");
+    let shared_hits = {
+        let mut sum = 0.0;
+        for n in &nodes {
+            sum += metric(n, "sipsentry_cluster_shared_total", "kind=\"hit\"").await;
+        }
+        sum
+    };
+    assert!(
+        shared_hits >= 1.0,
+        "nodes answered from each other's lookups"
+    );
+
+    // A status change delivered to node 2 changes node 1's next decision.
+    let target = &numbers()[0];
+    let body = status_changed(target, 95);
+    let r = nodes[1]
+        .http
+        .post(format!("{}/api/v1/webhooks/didchecks", nodes[1].admin))
+        .header("X-HUHU-Signature", sign(&body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let uac = Udp::new().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut code = 0;
+    let mut attempt = 0;
+    while tokio::time::Instant::now() < deadline {
+        code = call(&uac, nodes[0].sip, &format!("wh{attempt}"), target).await;
+        if code == 603 {
+            break;
+        }
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        code, 603,
+        "node 1 rejects after node 2's webhook, within a second"
+    );
+    assert!(
+        metric(
+            &nodes[0],
+            "sipsentry_cluster_shared_total",
+            "kind=\"update_applied\""
+        )
+        .await
+            >= 1.0
+    );
+    assert_eq!(dc.state.count("/check/"), 10, "the webhook cost no lookup");
+}
+
+/// Runs `n` futures made by `f` and collects their outputs in order.
+async fn futures_join<T, F, Fut>(n: usize, f: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(f(i).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_providers_rate_limit_holds_across_the_cluster() {
+    let Some(redis) = Redis::start() else { return };
+    let dc = fakes::didchecks().await;
+    let fresh: Vec<String> = (0..12).map(|i| format!("+3362000{i:04}")).collect();
+    for n in &fresh {
+        dc.state.answer(n, dc_data(n, 20, "Telemarketing"));
+    }
+    let keys = "max_requests_per_second = 5\ntimeout_ms = 3000\n";
+    let mut nodes = Vec::new();
+    for name in ["rate1", "rate2", "rate3"] {
+        nodes.push(node_with_provider_keys(name, &redis.url(), &dc.base, keys).await);
+    }
+    // A first lookup from each node opens its connection to the provider
+    // (the first request of a process is slower than the rest).
+    let (warm, fresh) = fresh.split_at(3);
+    for (i, n) in warm.iter().enumerate() {
+        let uac = Udp::new().await;
+        assert_eq!(call(&uac, nodes[i].sip, &format!("warm{i}"), n).await, 486);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let warmed = dc.state.requests.lock().len();
+    // Three numbers per node, all at once: each node alone would send its
+    // three 200 ms apart, the three nodes together at the same instants.
+    let mut calls = Vec::new();
+    for (i, n) in fresh.iter().enumerate() {
+        let sip = nodes[i % 3].sip;
+        let n = n.clone();
+        calls.push(tokio::spawn(async move {
+            let uac = Udp::new().await;
+            call(&uac, sip, &format!("rate{i}"), &n).await
+        }));
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 486);
+    }
+    let mut arrivals: Vec<_> = dc
+        .state
+        .requests
+        .lock()
+        .iter()
+        .skip(warmed)
+        .filter(|(p, _, _)| p.starts_with("/check/"))
+        .map(|(_, _, t)| *t)
+        .collect();
+    assert_eq!(arrivals.len(), 9);
+    arrivals.sort();
+    let gaps: Vec<u128> = arrivals
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    // 5/s is one request per 200 ms; loopback jitter is far below 50 ms.
+    assert!(
+        gaps.iter().all(|&g| g >= 150),
+        "requests 200 ms apart cluster-wide: gaps {gaps:?} ms"
+    );
+}
+
+/// As [`node`], with more keys in its `[providers.didchecks]` table.
+async fn node_with_provider_keys(name: &str, redis: &str, dc: &str, keys: &str) -> Operator {
+    let config = format!(
+        "[cluster]\nredis_url = \"{redis}\"\nnode_id = \"{name}\"\nredis_timeout_ms = 250\n\
+         [providers.didchecks]\nenabled = true\nbase_url = \"{dc}\"\ntoken_env = \"{DC_ENV}\"\n\
+         webhook_secret_env = \"{SECRET_ENV}\"\n{keys}[policy]\nlookup_budget_ms = 5000\n"
+    );
+    Operator::start_full(
+        "",
+        &config,
+        Some(TOKEN),
+        &[],
+        &[(DC_ENV, DC_TOKEN), (SECRET_ENV, SECRET)],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_go_on_while_redis_is_down_and_sharing_resumes_when_it_returns() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let dc = fakes::didchecks().await;
+    let fresh: Vec<String> = (0..12).map(|i| format!("+3363000{i:04}")).collect();
+    for n in &fresh {
+        dc.state.answer(n, dc_data(n, 95, "Scam"));
+    }
+    let a = node("fault1", &redis.url(), &dc.base, "").await;
+    let uac = Udp::new().await;
+    // Redis up: the answer is shared.
+    assert_eq!(call(&uac, a.sip, "f0", &fresh[0]).await, 603);
+    let key = format!("GET sipsentry:answer:{{didchecks:{}}}", fresh[0]);
+    assert!(redis.command(&key).unwrap().contains("\"score\":95"));
+    assert_eq!(metric(&a, "sipsentry_cluster_redis_up", "").await, 1.0);
+
+    // Redis gone: every call is still screened with the provider's answer.
+    redis.stop();
+    for (i, n) in fresh[1..7].iter().enumerate() {
+        assert_eq!(
+            call(&uac, a.sip, &format!("f{}", i + 1), n).await,
+            603,
+            "screened without Redis"
+        );
+    }
+    assert_eq!(metric(&a, "sipsentry_cluster_redis_up", "").await, 0.0);
+    assert!(
+        metric(&a, "sipsentry_cluster_shared_total", "kind=\"skipped\"").await >= 1.0,
+        "once down, Redis is not asked (no wait at all)"
+    );
+    assert_eq!(dc.state.count("/check/"), 7);
+
+    // Back: the node reconnects by itself and shares again.
+    redis.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(&a, "sipsentry_cluster_redis_up", "").await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconnect after Redis returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(call(&uac, a.sip, "f8", &fresh[8]).await, 603);
+    let key = format!("GET sipsentry:answer:{{didchecks:{}}}", fresh[8]);
+    assert!(redis.command(&key).unwrap().contains("\"score\":95"));
+    assert!(metric(&a, "sipsentry_cluster_redis_downs_total", "").await >= 1.0);
+}

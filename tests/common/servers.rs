@@ -1,0 +1,321 @@
+#![allow(dead_code)] // shared by the cluster tests; each uses part of it
+//! Real Redis and PostgreSQL servers for the cluster tests, started on
+//! loopback on their own ports with their own data directories, and stopped
+//! (and removed) when dropped. Nothing runs as a system service.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::binary::{free_port, installed};
+
+/// How long a server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `redis-server` on `127.0.0.1:port`, no persistence.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// `None` when redis-server is not installed (outside CI only).
+    pub fn start() -> Option<Redis> {
+        if !installed("redis-server", "redis-server") {
+            return None;
+        }
+        let mut r = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        r.spawn();
+        Some(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.command("PING").is_some_and(|r| r.starts_with("+PONG")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not answer on port {}", self.port);
+    }
+
+    /// One inline command; the raw reply.
+    pub fn command(&self, line: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+        let mut buf = [0u8; 65536];
+        let n = s.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// Kills the server (its data goes with it: no persistence).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The directory of Debian's PostgreSQL server programs (the newest major).
+fn pg_bin() -> Option<PathBuf> {
+    let mut majors: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    majors.sort();
+    majors.pop()
+}
+
+/// A PostgreSQL cluster of its own (initdb in a temporary directory) on
+/// `127.0.0.1:port`, user `sipsentry` with password [`Postgres::PASSWORD`].
+/// PostgreSQL refuses to run as root: as root it runs as `postgres`.
+pub struct Postgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+    /// The user that owns the data directory and runs the server.
+    run_as: Option<&'static str>,
+}
+
+impl Postgres {
+    pub const PASSWORD: &'static str = "pg-test-password";
+
+    /// `None` when PostgreSQL is not installed (outside CI only).
+    pub fn start() -> Option<Postgres> {
+        let bin = pg_bin();
+        if bin.is_none() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "PostgreSQL is not installed (.ci/run installs postgresql)"
+            );
+            eprintln!("skipping: PostgreSQL not installed (apt-get install postgresql)");
+            return None;
+        }
+        let root = is_root();
+        let base = std::env::temp_dir().join(format!(
+            "sipsentry-pg-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&base).unwrap();
+        let pg = Postgres {
+            port: free_port(),
+            dir: base,
+            bin: bin.unwrap(),
+            run_as: root.then_some("postgres"),
+        };
+        pg.init();
+        pg.start_server();
+        pg.sql(&format!(
+            "CREATE ROLE sipsentry LOGIN PASSWORD '{}'; CREATE DATABASE sipsentry OWNER sipsentry;",
+            Self::PASSWORD
+        ));
+        Some(pg)
+    }
+
+    /// The URL a node is configured with (the password comes from the
+    /// environment, `password_env`).
+    pub fn url(&self) -> String {
+        format!("postgres://sipsentry@127.0.0.1:{}/sipsentry", self.port)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> std::process::Output {
+        let exe = self.bin.join(program);
+        let mut cmd = match self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        cmd.args(args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"))
+    }
+
+    fn init(&self) {
+        if let Some(user) = self.run_as {
+            let ok = Command::new("chown")
+                .args(["-R", &format!("{user}:{user}")])
+                .arg(&self.dir)
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown of the PostgreSQL test directory");
+        }
+        let data = self.data();
+        let out = self.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        assert!(out.status.success(), "initdb: {}", stderr(&out));
+        // Password authentication over TCP for the product's user, as in a
+        // deployment; the superuser is trusted on the socket for the test.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all postgres trust\nhost all postgres 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+    }
+
+    fn start_server(&self) {
+        let data = self.data();
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log");
+        let out = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {} {}",
+            stderr(&out),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Stops the server (fast shutdown); the data stays.
+    pub fn stop(&self) {
+        let data = self.data();
+        let _ = self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+        );
+    }
+
+    /// Starts it again on the same data and port.
+    pub fn restart(&self) {
+        self.start_server();
+    }
+
+    /// Runs SQL as the superuser in the `postgres` database; the output
+    /// rows, `|`-separated.
+    pub fn sql(&self, sql: &str) -> String {
+        self.sql_in("postgres", sql)
+    }
+
+    /// SQL in the product's database.
+    pub fn query(&self, sql: &str) -> String {
+        self.sql_in("sipsentry", sql)
+    }
+
+    fn sql_in(&self, db: &str, sql: &str) -> String {
+        let psql = self.bin.join("psql");
+        let psql = if psql.exists() {
+            psql
+        } else {
+            Path::new("psql").to_path_buf()
+        };
+        let mut cmd = match self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&psql);
+                c
+            }
+            None => Command::new(&psql),
+        };
+        let out = cmd
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", db, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql {sql:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
