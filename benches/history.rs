@@ -76,8 +76,8 @@ fn big_db(path: &Path, rows: u64) {
     if path.exists() {
         let _ = sipsentry::history::open(path);
     }
-    if let Ok(conn) = open_read(path)
-        && query::count(&conn, &Filter::default()).ok() == Some(rows)
+    if let Ok(mut conn) = open_read(path).map(sipsentry::history::Reader::Sqlite)
+        && query::count(&mut conn, &Filter::default()).ok() == Some(rows)
     {
         return;
     }
@@ -114,7 +114,7 @@ fn main() {
     let rows = if full { 10_000_000 } else { 20_000 };
     let db = dir.join(format!("h{rows}.db"));
     big_db(&db, rows);
-    let conn = open_read(&db).unwrap();
+    let mut conn = sipsentry::history::Reader::Sqlite(open_read(&db).unwrap());
     let filter = |i: u64| Filter {
         number: Some(format!("+1555{:07}", i % 1_000_000)),
         ..Default::default()
@@ -125,17 +125,17 @@ fn main() {
         b.iter(|| {
             i += 7919;
             let f = filter(i);
-            let total = query::count(&conn, &f).unwrap();
-            let page = query::page(&conn, &f, 1, 50).unwrap();
+            let total = query::count(&mut conn, &f).unwrap();
+            let page = query::page(&mut conn, &f, 1, 50).unwrap();
             assert!(total >= 1 && !page.is_empty());
         })
     });
     // The CLI's path end to end: open the file, count, first page.
     let started = Instant::now();
-    let conn2 = open_read(&db).unwrap();
+    let mut conn2 = sipsentry::history::Reader::Sqlite(open_read(&db).unwrap());
     let f = filter(123_457);
-    let total = query::count(&conn2, &f).unwrap();
-    let page = query::page(&conn2, &f, 1, 50).unwrap();
+    let total = query::count(&mut conn2, &f).unwrap();
+    let page = query::page(&mut conn2, &f, 1, 50).unwrap();
     println!(
         "history query for one caller over {rows} rows, cold connection: {} rows, first page {} in {:?}",
         total,

@@ -99,7 +99,7 @@ fn run(cli: Cli) -> sipsentry::Result<()> {
         Command::Bench(args) => bench::run(args, &runtime),
         Command::Cache { command } => cache::run(command, &runtime),
         Command::Bulk(args) => bulk::run(args, &runtime),
-        Command::History(args) => history::run(args),
+        Command::History(args) => history::run(args, &runtime),
         Command::Lists { command } => lists::run(command),
         Command::Report(args) => lists::report(args),
         Command::Reports(args) => lists::reports(args),

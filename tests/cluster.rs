@@ -47,6 +47,7 @@ async fn node(name: &str, redis: &str, dc: &str, extra: &str) -> Operator {
     );
     Operator::start_full(
         "",
+        "",
         &config,
         Some(TOKEN),
         &[],
@@ -319,6 +320,7 @@ async fn node_with_provider_keys(name: &str, redis: &str, dc: &str, keys: &str) 
          webhook_secret_env = \"{SECRET_ENV}\"\n{keys}[policy]\nlookup_budget_ms = 5000\n"
     );
     Operator::start_full(
+        "",
         "",
         &config,
         Some(TOKEN),

@@ -52,8 +52,8 @@ async fn every_screened_invite_gets_a_row_with_its_action_code_and_evidence() {
         .await
         .unwrap();
 
-    let conn = open_read(&db).unwrap();
-    let mut rows = query::page(&conn, &Filter::default(), 1, 10).unwrap();
+    let mut conn = sipsentry::history::Reader::Sqlite(open_read(&db).unwrap());
+    let mut rows = query::page(&mut conn, &Filter::default(), 1, 10).unwrap();
     rows.reverse();
     assert_eq!(rows.len(), 3);
     let want = [
@@ -82,7 +82,7 @@ async fn every_screened_invite_gets_a_row_with_its_action_code_and_evidence() {
     assert_eq!(rows[1].evidence[0]["source"], "hiya-cache");
     assert_eq!(rows[2].evidence[0]["raw"]["entry"], "+1666*");
     // Filters: by caller, by action, by time.
-    let by = |f: Filter| query::count(&conn, &f).unwrap();
+    let mut by = |f: Filter| query::count(&mut conn, &f).unwrap();
     assert_eq!(
         by(Filter {
             number: Some("+15557654321".into()),
@@ -149,8 +149,11 @@ fn a_full_queue_counts_every_dropped_record_and_writes_the_rest() {
     let dropped = stats.dropped.load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped > 0, "a 4-record queue must overflow");
     assert_eq!(written + dropped, 20_000);
-    let conn = open_read(&db).unwrap();
-    assert_eq!(query::count(&conn, &Filter::default()).unwrap(), written);
+    let mut conn = sipsentry::history::Reader::Sqlite(open_read(&db).unwrap());
+    assert_eq!(
+        query::count(&mut conn, &Filter::default()).unwrap(),
+        written
+    );
 }
 
 #[test]
@@ -166,9 +169,9 @@ fn rows_older_than_the_retention_are_pruned() {
     writer.close();
     // Starting with a 90-day retention prunes at once.
     HistoryWriter::start(&db, 90).unwrap().close();
-    let conn = open_read(&db).unwrap();
+    let mut conn = sipsentry::history::Reader::Sqlite(open_read(&db).unwrap());
     assert_eq!(
-        query::count(&conn, &Filter::default()).unwrap(),
+        query::count(&mut conn, &Filter::default()).unwrap(),
         9,
         "5..85 days kept"
     );
@@ -258,8 +261,8 @@ fn graceful_shutdown_under_load_loses_no_record_and_exports_parse_back() {
         .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no screened count in:\n{stderr}"));
-    let conn = open_read(&dir.path().join("h.db")).unwrap();
-    let rows = query::count(&conn, &Filter::default()).unwrap();
+    let mut conn = sipsentry::history::Reader::Sqlite(open_read(&dir.path().join("h.db")).unwrap());
+    let rows = query::count(&mut conn, &Filter::default()).unwrap();
     assert!(
         screened >= 500,
         "under load: {screened} screened of {sent} sent"
@@ -281,7 +284,7 @@ fn graceful_shutdown_under_load_loses_no_record_and_exports_parse_back() {
     let mut csv = csv::Reader::from_reader(&csv_bytes[..]);
     let csv_rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
     let rejects = query::count(
-        &conn,
+        &mut conn,
         &Filter {
             action: Some("reject".into()),
             ..Default::default()

@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use super::{AdminState, json_error};
 use crate::history::export::{Format, RowWriter};
-use crate::history::open_read;
 use crate::history::query::{self, Filter};
 use crate::reputation::hiya_cache::refresh;
 
@@ -59,7 +58,7 @@ fn no_history(state: &AdminState) -> Response {
         StatusCode::NOT_FOUND,
         &format!(
             "no history at {} yet (serve writes it; check history.path)",
-            state.history_path().display()
+            state.history.describe()
         ),
     )
 }
@@ -83,14 +82,14 @@ pub(super) async fn history(
         );
     }
     let page = p.page.unwrap_or(1).max(1);
-    let path = state.history_path();
-    if !path.exists() {
+    let store = state.history.clone();
+    if !store.exists() {
         return no_history(&state);
     }
     let result = tokio::task::spawn_blocking(move || {
-        let conn = open_read(&path)?;
-        let total = query::count(&conn, &filter)?;
-        let rows = query::page(&conn, &filter, page, limit)?;
+        let mut conn = store.open_read()?;
+        let total = query::count(&mut conn, &filter)?;
+        let rows = query::page(&mut conn, &filter, page, limit)?;
         Ok::<_, crate::history::HistoryError>((total, rows))
     })
     .await;
@@ -146,17 +145,17 @@ pub(super) async fn export(
         Ok(f) => f,
         Err(m) => return json_error(StatusCode::BAD_REQUEST, &m),
     };
-    let path = state.history_path();
-    if !path.exists() {
+    let store = state.history.clone();
+    if !store.exists() {
         return no_history(&state);
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel(EXPORT_CHANNEL);
     tokio::task::spawn_blocking(move || {
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, ChannelWriter(tx.clone()));
         let result = (|| -> Result<(), crate::history::export::ExportError> {
-            let conn = open_read(&path)?;
+            let mut conn = store.open_read()?;
             let mut writer = RowWriter::new(format, &mut out)?;
-            writer.scan(&conn, &filter)?;
+            writer.scan(&mut conn, &filter)?;
             writer.finish()?;
             Ok(())
         })();

@@ -11,7 +11,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -85,6 +84,8 @@ pub struct AdminState {
     pub sessions: session::Sessions,
     /// Clients of `GET /api/v1/events` now (at most `admin.event_clients`).
     pub event_clients: std::sync::atomic::AtomicUsize,
+    /// Where the history is read from (`history.backend`).
+    pub history: crate::history::HistoryStore,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -98,6 +99,7 @@ impl AdminState {
     /// State with the secrets read from the environment variables the
     /// config names.
     pub fn new(config: Arc<Config>, pipeline: Arc<Pipeline>) -> Self {
+        let history = crate::history::HistoryStore::Sqlite(config.history.path.clone());
         let env = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
         let webhook = Arc::new(WebhookStats::default());
         let mut metrics = Registry::default();
@@ -117,11 +119,8 @@ impl AdminState {
             lists: None,
             sessions: session::Sessions::default(),
             event_clients: Default::default(),
+            history,
         }
-    }
-
-    fn history_path(&self) -> PathBuf {
-        self.config.history.path.clone()
     }
 }
 

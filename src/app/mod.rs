@@ -20,7 +20,7 @@ use crate::admin::{self, AdminState};
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError};
 use crate::error::Result;
-use crate::history::HistoryWriter;
+use crate::history::{Backend, HistoryStore, HistoryWriter, PgHistory, PgOptions, PgTarget};
 use crate::lists::Lists;
 use crate::pipeline::Pipeline;
 use crate::reload::Reloader;
@@ -110,6 +110,46 @@ pub fn build(config: &Config) -> Result<Built, ConfigError> {
     })
 }
 
+/// The PostgreSQL database `history.url` names, with the password from
+/// `history.password_env`.
+fn pg_target(config: &Config) -> Result<PgTarget> {
+    let password = std::env::var(&config.history.password_env)
+        .ok()
+        .filter(|p| !p.is_empty());
+    Ok(PgTarget::new(&config.history.url, password.as_deref())?)
+}
+
+/// Where `history`, the API and the console read the history from;
+/// PostgreSQL readers run on `handle`.
+pub fn history_store(config: &Config, handle: tokio::runtime::Handle) -> Result<HistoryStore> {
+    Ok(match config.history.backend {
+        Backend::Postgres => HistoryStore::Postgres(PgHistory::new(pg_target(config)?, handle)?),
+        _ => HistoryStore::Sqlite(config.history.path.clone()),
+    })
+}
+
+/// The history writer `history.backend` names. Blocking (a PostgreSQL
+/// writer tries its database once): call from a blocking context.
+fn history_writer(config: &Config) -> Result<HistoryWriter> {
+    let h = &config.history;
+    let batch = Duration::from_millis(h.batch_ms);
+    let capacity = crate::history::writer::QUEUE_CAPACITY;
+    Ok(match h.backend {
+        Backend::Postgres => HistoryWriter::postgres(
+            PgOptions {
+                target: pg_target(config)?,
+                node_id: config.cluster.node_id(),
+                spool_path: h.spool_path.clone(),
+                spool_max_bytes: h.spool_max_mb.saturating_mul(1 << 20),
+            },
+            h.retention_days,
+            capacity,
+            batch,
+        )?,
+        _ => HistoryWriter::with_options(&h.path, h.retention_days, capacity, batch)?,
+    })
+}
+
 /// What `serve` checks before it binds anything, so that `config check`
 /// refuses exactly what `serve` would: every enabled provider's secret in
 /// the environment, readable STIR trust anchors, no network-facing admin API
@@ -156,12 +196,12 @@ pub async fn serve(
         cluster,
     } = build(&config)?;
     let writer = if config.history.enabled {
-        Some(HistoryWriter::with_options(
-            &config.history.path,
-            config.history.retention_days,
-            crate::history::writer::QUEUE_CAPACITY,
-            Duration::from_millis(config.history.batch_ms),
-        )?)
+        let c = Arc::clone(&config);
+        Some(
+            tokio::task::spawn_blocking(move || history_writer(&c))
+                .await
+                .map_err(anyhow::Error::new)??,
+        )
     } else {
         tracing::warn!("history.enabled = false: decisions are not recorded");
         None
@@ -193,6 +233,7 @@ pub async fn serve(
             pipeline: Arc::clone(&pipeline),
             running: Arc::clone(&config),
         }),
+        history: history_store(&config, tokio::runtime::Handle::current())?,
         ..AdminState::new(Arc::clone(&config), Arc::clone(&pipeline))
     };
     state.metrics.register(server.proxy() as _);

@@ -36,7 +36,7 @@ pub enum HistoryFormat {
     Json,
 }
 
-pub fn run(args: HistoryArgs) -> Result<()> {
+pub fn run(args: HistoryArgs, runtime: &tokio::runtime::Runtime) -> Result<()> {
     let config = args.config.load()?;
     let filter = export::filter(
         &config.country()?,
@@ -52,6 +52,7 @@ pub fn run(args: HistoryArgs) -> Result<()> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    export::write_rows(&config.history.path, &filter, args.limit, format, &mut out)?;
+    let store = crate::app::history_store(&config, runtime.handle().clone())?;
+    export::write_rows(&store, &filter, args.limit, format, &mut out)?;
     Ok(())
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod message;
 mod redis_tier;
 pub mod updates;
 

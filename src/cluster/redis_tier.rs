@@ -11,7 +11,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, IntoConnectionInfo, Script};
 
-use super::updates::{CHANNEL, Update};
+use super::message::{CHANNEL, Update};
 use super::{ClusterError, Health};
 use crate::reputation::Evidence;
 use crate::reputation::shared::{Claim, SharedFuture, SharedTier, Slot};

@@ -106,6 +106,17 @@ pub struct HistoryConfig {
     /// How often the writer takes what is queued, in ms: an abrupt kill can
     /// lose the records of the last interval (docs/operations.md).
     pub batch_ms: u64,
+    /// `sqlite` (one file per node) or `postgres` (one database for a
+    /// cluster, docs/scale-out.md).
+    pub backend: crate::history::Backend,
+    /// The PostgreSQL database: `postgres://user@host:port/database`.
+    pub url: String,
+    /// The environment variable holding the PostgreSQL password.
+    pub password_env: String,
+    /// Where records wait while PostgreSQL is unreachable.
+    pub spool_path: PathBuf,
+    /// The spool's bound; beyond it records are dropped (counted, logged).
+    pub spool_max_mb: u64,
 }
 
 impl Default for HistoryConfig {
@@ -115,6 +126,11 @@ impl Default for HistoryConfig {
             batch_ms: crate::history::writer::BATCH_INTERVAL.as_millis() as u64,
             path: "sipsentry-data/history.db".into(),
             retention_days: 90,
+            backend: crate::history::Backend::Sqlite,
+            url: String::new(),
+            password_env: "SIPSENTRY_PG_PASSWORD".into(),
+            spool_path: "sipsentry-data/history.spool".into(),
+            spool_max_mb: 256,
         }
     }
 }
@@ -228,6 +244,7 @@ impl Config {
         for path in [
             &mut self.hiya_cache.dir,
             &mut self.history.path,
+            &mut self.history.spool_path,
             &mut self.stir.trust_anchors,
             &mut self.stir.x5u_ca_file,
         ] {

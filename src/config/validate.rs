@@ -198,6 +198,24 @@ impl Config {
                 ),
             ));
         }
+        if self.history.backend == crate::history::Backend::Postgres {
+            if self.history.url.trim().is_empty() {
+                return Err(invalid(
+                    "history.url",
+                    "backend = \"postgres\" needs url = \"postgres://user@host:5432/database\""
+                        .into(),
+                ));
+            }
+            if let Err(e) = crate::history::PgTarget::new(&self.history.url, None) {
+                return Err(invalid("history.url", e.to_string()));
+            }
+            if self.history.spool_max_mb == 0 {
+                return Err(invalid(
+                    "history.spool_max_mb",
+                    "must be at least 1 (records wait there while PostgreSQL is down)".into(),
+                ));
+            }
+        }
         if !(1..=1000).contains(&self.admin.event_clients) {
             return Err(invalid(
                 "admin.event_clients",

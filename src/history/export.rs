@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use super::query::{self, Filter, Row};
-use super::{HistoryError, open_read};
+use super::{HistoryError, HistoryStore, Reader};
 use crate::number::{self, Country};
 
 /// Output formats of `history` and the export API.
@@ -21,8 +21,8 @@ pub enum Format {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExportError {
-    #[error("no history at {} yet (it is written by `serve`; check history.path)", .0.display())]
-    NoHistory(std::path::PathBuf),
+    #[error("no history at {0} yet (it is written by `serve`; check history.path)")]
+    NoHistory(String),
     #[error(transparent)]
     History(#[from] HistoryError),
     #[error("cannot write the rows: {0}")]
@@ -69,16 +69,16 @@ pub fn filter(
 /// come first; a CSV or JSON export without one streams every row, oldest
 /// first, without holding them in memory.
 pub fn write_rows(
-    path: &std::path::Path,
+    store: &HistoryStore,
     filter: &Filter,
     limit: Option<u64>,
     format: Format,
     out: &mut dyn Write,
 ) -> Result<u64, ExportError> {
-    if !path.exists() {
-        return Err(ExportError::NoHistory(path.to_path_buf()));
+    if !store.exists() {
+        return Err(ExportError::NoHistory(store.describe()));
     }
-    let conn = open_read(path)?;
+    let mut conn = store.open_read()?;
     let limit = match (limit, format) {
         (None, Format::Table) => Some(TABLE_DEFAULT_LIMIT),
         (l, _) => l,
@@ -86,13 +86,13 @@ pub fn write_rows(
     let mut writer = RowWriter::new(format, out)?;
     let n = match limit {
         Some(l) => {
-            let rows = query::page(&conn, filter, 1, l)?;
+            let rows = query::page(&mut conn, filter, 1, l)?;
             for r in &rows {
                 writer.row(r)?;
             }
             rows.len() as u64
         }
-        None => writer.scan(&conn, filter)?,
+        None => writer.scan(&mut conn, filter)?,
     };
     writer.finish()?;
     Ok(n)
@@ -189,11 +189,7 @@ impl<'a> RowWriter<'a> {
     }
 
     /// Writes every row `filter` matches, oldest first, one at a time.
-    pub fn scan(
-        &mut self,
-        conn: &rusqlite::Connection,
-        filter: &Filter,
-    ) -> Result<u64, ExportError> {
+    pub fn scan(&mut self, conn: &mut Reader, filter: &Filter) -> Result<u64, ExportError> {
         let mut failed = None;
         let n = query::scan(conn, filter, None, |r| match self.row(&r) {
             Ok(()) => true,

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::writer::HistoryStats;
+use super::stats::HistoryStats;
 use crate::metrics::{Collect, Scrape};
 
 impl Collect for HistoryStats {
@@ -13,6 +13,11 @@ impl Collect for HistoryStats {
             "Records waiting for the history writer",
         )
         .set(vec![], self.depth.load(Ordering::Relaxed) as f64);
+        out.gauge(
+            "sipsentry_history_spool_bytes",
+            "Bytes of records waiting in the local spool for PostgreSQL",
+        )
+        .set(vec![], self.spool_bytes.load(Ordering::Relaxed) as f64);
         for (name, help, n) in [
             (
                 "sipsentry_history_written",
@@ -28,6 +33,16 @@ impl Collect for HistoryStats {
                 "sipsentry_history_write_errors",
                 "Batches the history database refused (their records are counted as dropped)",
                 &self.write_errors,
+            ),
+            (
+                "sipsentry_history_spooled",
+                "Records and final responses put in the spool while PostgreSQL was unreachable",
+                &self.spooled,
+            ),
+            (
+                "sipsentry_history_unspooled",
+                "Records and final responses sent from the spool to PostgreSQL",
+                &self.unspooled,
             ),
             (
                 "sipsentry_history_pruned",

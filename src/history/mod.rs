@@ -11,12 +11,20 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+mod batch;
 pub mod export;
 mod metrics;
+pub mod pg;
+mod pg_writer;
 pub mod query;
+mod spool;
+mod stats;
 pub mod writer;
+
+pub use pg::{PgHistory, PgTarget};
+pub use pg_writer::PgOptions;
 
 pub use writer::{HistorySink, HistoryWriter};
 
@@ -60,7 +68,7 @@ pub struct Record {
 
 /// A relayed call's final response: the code and the milliseconds from
 /// relaying the INVITE to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Final {
     pub decision_id: String,
     pub final_code: u16,
@@ -106,6 +114,77 @@ pub enum HistoryError {
     Thread { source: std::io::Error },
     #[error("bad history filter `{key}`: {message}")]
     Filter { key: &'static str, message: String },
+    #[error(
+        "history.url is not a PostgreSQL URL ({message}); write postgres://user@host:port/database and put the password in the variable history.password_env names"
+    )]
+    PgUrl { message: String },
+    #[error(
+        "PostgreSQL history at {target}: {message} (check history.url, the password in history.password_env, and that the server is reachable)"
+    )]
+    Pg { target: String, message: String },
+    #[error(
+        "PostgreSQL history at {target} has schema version {found}, newer than this sipsentry ({known}); upgrade sipsentry on every node"
+    )]
+    PgTooNew {
+        target: String,
+        found: i64,
+        known: i64,
+    },
+}
+
+/// `history.backend`: where a node keeps its history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Backend {
+    /// One SQLite file per node (`history.path`): the embedded default.
+    #[default]
+    Sqlite,
+    /// One PostgreSQL database for every node (`history.url`).
+    Postgres,
+}
+
+/// Where the history is kept, as readers see it.
+#[derive(Debug, Clone)]
+pub enum HistoryStore {
+    /// The embedded default: one SQLite file per node.
+    Sqlite(PathBuf),
+    /// One PostgreSQL database for every node of a cluster.
+    Postgres(std::sync::Arc<PgHistory>),
+}
+
+impl HistoryStore {
+    /// Whether there is anything to read yet (a SQLite file is created by
+    /// `serve`; a PostgreSQL database is always there to ask).
+    pub fn exists(&self) -> bool {
+        match self {
+            HistoryStore::Sqlite(path) => path.exists(),
+            HistoryStore::Postgres(_) => true,
+        }
+    }
+
+    /// A reader. Blocking: call from a blocking context.
+    pub fn open_read(&self) -> Result<Reader, HistoryError> {
+        match self {
+            HistoryStore::Sqlite(path) => open_read(path).map(Reader::Sqlite),
+            HistoryStore::Postgres(pg) => pg.read().map(|r| Reader::Postgres(Box::new(r))),
+        }
+    }
+
+    /// What to name in a message.
+    pub fn describe(&self) -> String {
+        match self {
+            HistoryStore::Sqlite(path) => path.display().to_string(),
+            HistoryStore::Postgres(pg) => pg.target.shown.clone(),
+        }
+    }
+}
+
+/// One reader's connection, to whichever backend is configured.
+#[non_exhaustive]
+pub enum Reader {
+    Sqlite(Connection),
+    Postgres(Box<pg::PgRead>),
 }
 
 /// Schema migrations, in order; `PRAGMA user_version` records how many ran.

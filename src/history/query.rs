@@ -5,7 +5,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Row as SqlRow};
 use serde::Serialize;
 
-use super::HistoryError;
+use super::{HistoryError, Reader};
 
 /// Which rows: all conditions must hold.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -137,6 +137,9 @@ pub struct Row {
     pub display: Option<String>,
     pub verstat: Option<String>,
     pub attest: Option<String>,
+    /// The node that screened the call (a cluster's PostgreSQL history).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 /// The CSV columns, in order (evidence as a JSON string).
@@ -163,6 +166,7 @@ pub const CSV_HEADER: &[&str] = &[
     "display",
     "verstat",
     "attest",
+    "node_id",
 ];
 
 impl Row {
@@ -193,6 +197,7 @@ impl Row {
             opt(&self.display),
             opt(&self.verstat),
             opt(&self.attest),
+            opt(&self.node_id),
         ]
     }
 
@@ -225,6 +230,7 @@ impl Row {
             display: r.display.clone(),
             verstat: r.verstat.clone(),
             attest: r.attest.clone(),
+            node_id: None,
         }
     }
 
@@ -257,6 +263,7 @@ impl Row {
             display: r.get(19)?,
             verstat: r.get(20)?,
             attest: r.get(21)?,
+            node_id: None,
         })
     }
 }
@@ -266,15 +273,82 @@ const COLUMNS: &str = "id, decision_id, time_ms, call_id, source, caller, caller
     final_code, final_ms, display, verstat, attest";
 
 /// How many rows match.
-pub fn count(conn: &Connection, filter: &Filter) -> Result<u64, HistoryError> {
+pub fn count(reader: &mut Reader, filter: &Filter) -> Result<u64, HistoryError> {
+    match reader {
+        Reader::Sqlite(conn) => count_sqlite(conn, filter),
+        Reader::Postgres(pg) => pg.count(filter),
+    }
+}
+
+/// Page `page` (from 1) of `limit` rows, newest first.
+pub fn page(
+    reader: &mut Reader,
+    filter: &Filter,
+    page: u64,
+    limit: u64,
+) -> Result<Vec<Row>, HistoryError> {
+    match reader {
+        Reader::Sqlite(conn) => page_sqlite(conn, filter, page, limit),
+        Reader::Postgres(pg) => pg.page(filter, page, limit),
+    }
+}
+
+/// Every matching row, oldest first, one at a time; `f` returns false to stop.
+/// `limit` caps the rows visited.
+pub fn scan(
+    reader: &mut Reader,
+    filter: &Filter,
+    limit: Option<u64>,
+    f: impl FnMut(Row) -> bool,
+) -> Result<u64, HistoryError> {
+    match reader {
+        Reader::Sqlite(conn) => scan_sqlite(conn, filter, limit, f),
+        Reader::Postgres(pg) => pg.scan(filter, limit, f),
+    }
+}
+
+/// The row of a decision id.
+pub fn by_decision_id(reader: &mut Reader, id: &str) -> Result<Option<Row>, HistoryError> {
+    match reader {
+        Reader::Sqlite(conn) => by_decision_id_sqlite(conn, id),
+        Reader::Postgres(pg) => pg.by_decision_id(id),
+    }
+}
+
+/// Calls per action in buckets of `bucket_ms` from `from_ms` on:
+/// `(bucket index, action, calls)`, buckets with no call left out.
+pub fn per_bucket(
+    reader: &mut Reader,
+    from_ms: i64,
+    bucket_ms: i64,
+) -> Result<Vec<(i64, String, u64)>, HistoryError> {
+    match reader {
+        Reader::Sqlite(conn) => per_bucket_sqlite(conn, from_ms, bucket_ms),
+        Reader::Postgres(pg) => pg.per_bucket(from_ms, bucket_ms),
+    }
+}
+
+/// The callers with the most calls given `action` since `from_ms`.
+pub fn top_callers(
+    reader: &mut Reader,
+    action: &str,
+    from_ms: i64,
+    limit: u64,
+) -> Result<Vec<(String, u64)>, HistoryError> {
+    match reader {
+        Reader::Sqlite(conn) => top_callers_sqlite(conn, action, from_ms, limit),
+        Reader::Postgres(pg) => pg.top_callers(action, from_ms, limit),
+    }
+}
+
+fn count_sqlite(conn: &Connection, filter: &Filter) -> Result<u64, HistoryError> {
     let (clause, params) = filter.where_clause();
     let sql = format!("SELECT COUNT(*) FROM decisions{clause}");
     let n: i64 = conn.query_row(&sql, rusqlite::params_from_iter(params), |r| r.get(0))?;
     Ok(n as u64)
 }
 
-/// Page `page` (from 1) of `limit` rows, newest first.
-pub fn page(
+fn page_sqlite(
     conn: &Connection,
     filter: &Filter,
     page: u64,
@@ -293,9 +367,7 @@ pub fn page(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Every matching row, oldest first, one at a time; `f` returns false to stop.
-/// `limit` caps the rows visited.
-pub fn scan(
+fn scan_sqlite(
     conn: &Connection,
     filter: &Filter,
     limit: Option<u64>,
@@ -316,16 +388,13 @@ pub fn scan(
     Ok(n)
 }
 
-/// The row of a decision id.
-pub fn by_decision_id(conn: &Connection, id: &str) -> Result<Option<Row>, HistoryError> {
+fn by_decision_id_sqlite(conn: &Connection, id: &str) -> Result<Option<Row>, HistoryError> {
     use rusqlite::OptionalExtension;
     let sql = format!("SELECT {COLUMNS} FROM decisions WHERE decision_id = ?1");
     Ok(conn.query_row(&sql, [id], Row::from_sql).optional()?)
 }
 
-/// Calls per action in buckets of `bucket_ms` from `from_ms` on:
-/// `(bucket index, action, calls)`, buckets with no call left out.
-pub fn per_bucket(
+fn per_bucket_sqlite(
     conn: &Connection,
     from_ms: i64,
     bucket_ms: i64,
@@ -340,8 +409,7 @@ pub fn per_bucket(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The callers with the most calls given `action` since `from_ms`.
-pub fn top_callers(
+fn top_callers_sqlite(
     conn: &Connection,
     action: &str,
     from_ms: i64,

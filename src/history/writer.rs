@@ -2,12 +2,16 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 
+use super::batch::Batch;
+use super::pg_writer::{PgOptions, PgSink};
+pub use super::stats::HistoryStats;
+use super::stats::log_due;
 use super::{Final, HistoryError, Record, now_ms, open};
 
 /// Records waiting for the writer before new ones are dropped (and counted).
@@ -34,9 +38,6 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// (and the database) for long.
 pub const PRUNE_CHUNK: usize = 10_000;
 
-/// At most one "records dropped" warning per this many milliseconds.
-const DROP_LOG_INTERVAL_MS: i64 = 10_000;
-
 enum Msg {
     Record(Box<Record>),
     /// The final response of a relayed call, for its row.
@@ -58,31 +59,6 @@ pub enum Event {
 /// Events buffered per subscriber: one further behind than this is
 /// dropped (it lags), never waited for.
 pub const EVENT_BUFFER: usize = 1024;
-
-/// Counters for metrics.
-#[derive(Debug, Default)]
-pub struct HistoryStats {
-    /// Records queued and not yet written.
-    pub depth: AtomicI64,
-    pub written: AtomicU64,
-    /// Records lost: queue full, or a failed write. Never silent: logged too.
-    pub dropped: AtomicU64,
-    pub write_errors: AtomicU64,
-    pub pruned: AtomicU64,
-    last_drop_log_ms: AtomicI64,
-    last_write_error_log_ms: AtomicI64,
-}
-
-/// Whether a repeated error may be logged again at `now` (ms): at most once
-/// per [`DROP_LOG_INTERVAL_MS`] per `slot`, so a full disk or a full queue
-/// gives a line every 10 s, not one per batch or per call.
-fn log_due(slot: &AtomicI64, now: i64) -> bool {
-    let last = slot.load(Ordering::Relaxed);
-    now - last >= DROP_LOG_INTERVAL_MS
-        && slot
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-}
 
 /// The call path's handle: a non-blocking, bounded send.
 #[derive(Clone)]
@@ -168,7 +144,37 @@ impl HistoryWriter {
         capacity: usize,
         batch_interval: Duration,
     ) -> Result<Self, HistoryError> {
-        let conn = open(path)?;
+        Self::spawn(
+            Target::Sqlite(open(path)?),
+            retention_days,
+            capacity,
+            batch_interval,
+        )
+    }
+
+    /// A writer to a cluster's PostgreSQL database, spooling to a local
+    /// file while it is unreachable.
+    pub fn postgres(
+        options: PgOptions,
+        retention_days: u32,
+        capacity: usize,
+        batch_interval: Duration,
+    ) -> Result<Self, HistoryError> {
+        let sink = PgSink::open(options)?;
+        Self::spawn(
+            Target::Postgres(Box::new(sink)),
+            retention_days,
+            capacity,
+            batch_interval,
+        )
+    }
+
+    fn spawn(
+        conn: Target,
+        retention_days: u32,
+        capacity: usize,
+        batch_interval: Duration,
+    ) -> Result<Self, HistoryError> {
         let (tx, rx) = mpsc::sync_channel(capacity);
         let stats = Arc::new(HistoryStats::default());
         let (events, _) = tokio::sync::broadcast::channel(EVENT_BUFFER);
@@ -228,41 +234,14 @@ struct Output {
     events: tokio::sync::broadcast::Sender<Event>,
 }
 
-/// A round's work: new rows (each with its final response, when that came
-/// in the same round) and final responses for rows written before.
-#[derive(Default)]
-struct Batch {
-    records: Vec<(Record, Option<Final>)>,
-    finals: Vec<Final>,
-    /// Messages taken off the queue (a final merged into its row included).
-    queued: usize,
-}
-
-/// How far back in the round's new rows a final response looks for its
-/// row before it becomes an UPDATE: a call answered within the round
-/// (most, at load) costs no statement of its own.
-const FINAL_LOOKBACK: usize = 256;
-
-impl Batch {
-    fn len(&self) -> usize {
-        self.records.len() + self.finals.len()
-    }
-
-    fn add_final(&mut self, f: Final) {
-        let start = self.records.len().saturating_sub(FINAL_LOOKBACK);
-        match self.records[start..]
-            .iter_mut()
-            .rev()
-            .find(|(r, _)| r.decision_id == f.decision_id)
-        {
-            Some((_, slot)) => *slot = Some(f),
-            None => self.finals.push(f),
-        }
-    }
+/// Where the writer writes.
+enum Target {
+    Sqlite(Connection),
+    Postgres(Box<PgSink>),
 }
 
 fn run(
-    mut conn: Connection,
+    mut conn: Target,
     rx: mpsc::Receiver<Msg>,
     out: &Output,
     retention_days: u32,
@@ -274,7 +253,7 @@ fn run(
     let idle_rounds_max =
         (Duration::from_secs(1).as_millis() / batch_interval.as_millis().max(1)).max(1) as u32;
     let mut last_prune = Instant::now();
-    prune(&conn, retention_days, stats);
+    prune(&mut conn, retention_days, stats);
     let mut batch = Batch::default();
     let mut idle_rounds = 0;
     loop {
@@ -326,6 +305,15 @@ fn run(
         }
         idle_rounds = if received == 0 { idle_rounds + 1 } else { 0 };
         flush(&mut conn, &mut batch, out);
+        if let Target::Postgres(pg) = &mut conn {
+            if received == 0 {
+                // A quiet round sends what waits in the spool.
+                pg.tick(stats);
+            }
+            if close.is_some() || gone {
+                pg.close();
+            }
+        }
         if let Some(ack) = close {
             let _ = ack.send(());
             return;
@@ -334,7 +322,7 @@ fn run(
             return;
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
-            prune(&conn, retention_days, stats);
+            prune(&mut conn, retention_days, stats);
             last_prune = Instant::now();
         }
     }
@@ -342,7 +330,7 @@ fn run(
 
 /// Writes and empties `batch`, then tells live subscribers; a failed write
 /// is counted and logged.
-fn flush(conn: &mut Connection, batch: &mut Batch, out: &Output) {
+fn flush(conn: &mut Target, batch: &mut Batch, out: &Output) {
     let stats = &*out.stats;
     if batch.queued == 0 {
         return;
@@ -351,11 +339,23 @@ fn flush(conn: &mut Connection, batch: &mut Batch, out: &Output) {
         .depth
         .fetch_sub(batch.queued as i64, Ordering::Relaxed);
     let n = batch.records.len();
-    match write(conn, batch) {
-        Ok(first_id) => {
-            stats.written.fetch_add(n as u64, Ordering::Relaxed);
-            if out.events.receiver_count() > 0 {
-                publish(&out.events, batch, first_id);
+    let subscribed = out.events.receiver_count() > 0;
+    let result = match conn {
+        Target::Sqlite(c) => write(c, batch)
+            .map(|first| Some(Ids::From(first)))
+            .map_err(|e| e.to_string()),
+        Target::Postgres(pg) => pg
+            .write(batch, subscribed, stats)
+            .map(|ids| ids.map(Ids::Listed)),
+    };
+    match result {
+        Ok(ids) => {
+            // Spooled records are counted as written when they are sent.
+            if ids.is_some() || matches!(conn, Target::Sqlite(_)) {
+                stats.written.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            if subscribed && let Some(ids) = ids {
+                publish(&out.events, batch, &ids);
             }
         }
         Err(e) => {
@@ -376,11 +376,33 @@ fn flush(conn: &mut Connection, batch: &mut Batch, out: &Output) {
     batch.queued = 0;
 }
 
+/// The ids the rows of a batch were given.
+enum Ids {
+    /// SQLite: one transaction's rows have consecutive ids from this one.
+    From(i64),
+    /// PostgreSQL: what `RETURNING` said, by decision id.
+    Listed(Vec<(i64, String)>),
+}
+
+impl Ids {
+    fn of(&self, i: usize, decision_id: &str) -> Option<i64> {
+        match self {
+            Ids::From(first) => Some(first + i as i64),
+            Ids::Listed(ids) => ids
+                .iter()
+                .find(|(_, d)| d == decision_id)
+                .map(|(id, _)| *id),
+        }
+    }
+}
+
 /// Sends the batch's rows and final responses to the live subscribers.
-/// Rows written in one transaction have consecutive ids from `first_id`.
-fn publish(events: &tokio::sync::broadcast::Sender<Event>, batch: &Batch, first_id: i64) {
+fn publish(events: &tokio::sync::broadcast::Sender<Event>, batch: &Batch, ids: &Ids) {
     for (i, (r, f)) in batch.records.iter().enumerate() {
-        let row = super::query::Row::from_record(first_id + i as i64, r, f.as_ref());
+        let Some(id) = ids.of(i, &r.decision_id) else {
+            continue;
+        };
+        let row = super::query::Row::from_record(id, r, f.as_ref());
         if let Ok(json) = serde_json::to_string(&row) {
             let _ = events.send(Event::Decision(json.into()));
         }
@@ -445,8 +467,15 @@ fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<i64> {
     Ok(first_id)
 }
 
+fn prune(conn: &mut Target, retention_days: u32, stats: &HistoryStats) {
+    match conn {
+        Target::Sqlite(c) => prune_sqlite(c, retention_days, stats),
+        Target::Postgres(pg) => pg.prune(retention_days, stats),
+    }
+}
+
 /// Deletes rows older than the retention, a chunk at a time.
-fn prune(conn: &Connection, retention_days: u32, stats: &HistoryStats) {
+fn prune_sqlite(conn: &Connection, retention_days: u32, stats: &HistoryStats) {
     if retention_days == 0 {
         return;
     }
@@ -467,28 +496,5 @@ fn prune(conn: &Connection, retention_days: u32, stats: &HistoryStats) {
                 return;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_repeated_error_is_logged_once_per_interval() {
-        let slot = AtomicI64::new(0);
-        let start = 1_000_000;
-        let logged: Vec<bool> = [
-            0,
-            20,
-            40,
-            DROP_LOG_INTERVAL_MS - 1,
-            DROP_LOG_INTERVAL_MS,
-            DROP_LOG_INTERVAL_MS + 20,
-        ]
-        .iter()
-        .map(|t| log_due(&slot, start + t))
-        .collect();
-        assert_eq!(logged, [true, false, false, false, true, false]);
     }
 }

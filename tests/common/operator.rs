@@ -64,12 +64,14 @@ impl Operator {
         token: Option<&'static str>,
         files: &[(&str, &str)],
     ) -> Operator {
-        Self::start_full(sip_lines, extra, token, files, &[]).await
+        Self::start_full(sip_lines, "", extra, token, files, &[]).await
     }
 
-    /// As [`Operator::start_with`], with serve's environment extended by `env`.
+    /// As [`Operator::start_with`], with more `[history]` keys and serve's
+    /// environment extended by `env`.
     pub async fn start_full(
         sip_lines: &str,
+        history_lines: &str,
         extra: &str,
         token: Option<&'static str>,
         files: &[(&str, &str)],
@@ -93,7 +95,7 @@ impl Operator {
             dir.path().join("sipsentry.toml"),
             format!(
                 "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\nnext_hop = \"sip:{uas}\"\n{sip_lines}\
-                 [hiya_cache]\nenabled = false\n[history]\npath = \"data/history.db\"\nbatch_ms = 10\n\
+                 [hiya_cache]\nenabled = false\n[history]\npath = \"data/history.db\"\nbatch_ms = 10\n{history_lines}\
                  [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_env = \"CONSOLE_TEST_TOKEN\"\n{extra}"
             ),
         )

@@ -146,9 +146,10 @@ impl Postgres {
         pg.init();
         pg.start_server();
         pg.sql(&format!(
-            "CREATE ROLE sipsentry LOGIN PASSWORD '{}'; CREATE DATABASE sipsentry OWNER sipsentry;",
+            "CREATE ROLE sipsentry LOGIN PASSWORD '{}'",
             Self::PASSWORD
         ));
+        pg.sql("CREATE DATABASE sipsentry OWNER sipsentry");
         Some(pg)
     }
 

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use super::overview::urlencode;
 use super::{ConsoleSession, csrf_field, error_page, layout};
 use crate::admin::AdminState;
+use crate::history::HistoryError;
 use crate::history::query::{self, Filter, Row};
-use crate::history::{HistoryError, open_read};
 use crate::lists::{Report, ReportFilter};
 
 /// Rows per page.
@@ -72,15 +72,15 @@ pub(super) async fn search(
     Query(s): Query<Search>,
 ) -> Response {
     let page = s.page.unwrap_or(1).max(1);
-    let path = state.config.history.path.clone();
+    let store = state.history.clone();
     let result = match s.filter(&state) {
         Err(e) => Err(e),
-        Ok(_) if !path.exists() => Err("no history yet (serve writes it)".to_string()),
+        Ok(_) if !store.exists() => Err("no history yet (serve writes it)".to_string()),
         Ok(filter) => tokio::task::spawn_blocking(move || {
-            let conn = open_read(&path)?;
+            let mut conn = store.open_read()?;
             Ok::<_, HistoryError>((
-                query::count(&conn, &filter)?,
-                query::page(&conn, &filter, page, PAGE)?,
+                query::count(&mut conn, &filter)?,
+                query::page(&mut conn, &filter, page, PAGE)?,
             ))
         })
         .await
@@ -220,14 +220,14 @@ pub(super) async fn detail(
     Path(id): Path<String>,
     Query(notice): Query<Notice>,
 ) -> Response {
-    let path = state.config.history.path.clone();
-    if !path.exists() {
+    let store = state.history.clone();
+    if !store.exists() {
         return error_page(StatusCode::NOT_FOUND, "no history yet");
     }
     let lookup = id.clone();
     let row = tokio::task::spawn_blocking(move || {
-        let conn = open_read(&path)?;
-        query::by_decision_id(&conn, &lookup)
+        let mut conn = store.open_read()?;
+        query::by_decision_id(&mut conn, &lookup)
     })
     .await;
     let row = match row {

@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use super::chart::{ACTIONS, stacked};
 use super::{ConsoleSession, layout};
 use crate::admin::AdminState;
-use crate::history::{now_ms, open_read, query};
+use crate::history::{HistoryStore, now_ms, query};
 use crate::reputation::hiya_cache::refresh;
 
 const MINUTE: i64 = 60_000;
@@ -46,16 +46,16 @@ fn buckets(rows: &[(i64, String, u64)], n: usize, per_minute: f64) -> Vec<[f64; 
     out
 }
 
-fn read(path: &std::path::Path, now: i64) -> Result<FromHistory, crate::history::HistoryError> {
-    let conn = open_read(path)?;
+fn read(store: &HistoryStore, now: i64) -> Result<FromHistory, crate::history::HistoryError> {
+    let mut conn = store.open_read()?;
     // Whole minutes and quarters, so the newest bar is the current one.
     let hour_from = (now / MINUTE - 59) * MINUTE;
     let day_from = (now / QUARTER - 95) * QUARTER;
     Ok(FromHistory {
-        hour: buckets(&query::per_bucket(&conn, hour_from, MINUTE)?, 60, 1.0),
-        day: buckets(&query::per_bucket(&conn, day_from, QUARTER)?, 96, 15.0),
-        top_rejected: query::top_callers(&conn, "reject", now - 86_400_000, TOP)?,
-        top_tagged: query::top_callers(&conn, "tag", now - 86_400_000, TOP)?,
+        hour: buckets(&query::per_bucket(&mut conn, hour_from, MINUTE)?, 60, 1.0),
+        day: buckets(&query::per_bucket(&mut conn, day_from, QUARTER)?, 96, 15.0),
+        top_rejected: query::top_callers(&mut conn, "reject", now - 86_400_000, TOP)?,
+        top_tagged: query::top_callers(&mut conn, "tag", now - 86_400_000, TOP)?,
         error: None,
     })
 }
@@ -71,9 +71,9 @@ pub(super) async fn page(
     Extension(session): Extension<ConsoleSession>,
 ) -> Response {
     let now = now_ms();
-    let path = state.config.history.path.clone();
-    let history = if path.exists() {
-        tokio::task::spawn_blocking(move || read(&path, now))
+    let store = state.history.clone();
+    let history = if store.exists() {
+        tokio::task::spawn_blocking(move || read(&store, now))
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()))
