@@ -100,9 +100,9 @@ fn run(cli: Cli) -> sipsentry::Result<()> {
         Command::Cache { command } => cache::run(command, &runtime),
         Command::Bulk(args) => bulk::run(args, &runtime),
         Command::History(args) => history::run(args, &runtime),
-        Command::Lists { command } => lists::run(command),
-        Command::Report(args) => lists::report(args),
-        Command::Reports(args) => lists::reports(args),
+        Command::Lists { command } => lists::run(command, &runtime),
+        Command::Report(args) => lists::report(args, &runtime),
+        Command::Reports(args) => lists::reports(args, &runtime),
         Command::Stir { command } => stir::run(command, &runtime),
         Command::Config {
             command: ConfigCommand::Check { config },

@@ -21,11 +21,12 @@ use common::fakes::{self, DC_TOKEN, dc_data};
 use common::{Udp, invite, status};
 use hmac::{Hmac, KeyInit, Mac};
 use operator::{Operator, TOKEN};
-use servers::Redis;
+use servers::{Postgres, Redis};
 
 const DC_ENV: &str = "CLUSTER_TEST_DC_TOKEN";
 const SECRET_ENV: &str = "CLUSTER_TEST_WEBHOOK_SECRET";
 const SECRET: &str = "whsec_cluster";
+const PG_ENV: &str = "CLUSTER_TEST_PG_PASSWORD";
 
 /// Ends a child when dropped (the test may fail half way).
 struct Killed(Child);
@@ -38,20 +39,32 @@ impl Drop for Killed {
     }
 }
 
-/// A node named `name` sharing `redis`, looking up with DIDChecks at `dc`.
-async fn node(name: &str, redis: &str, dc: &str, extra: &str) -> Operator {
+/// A node named `name` sharing `redis` (and, with `pg`, one PostgreSQL
+/// history), looking up with DIDChecks at `dc`.
+async fn node(name: &str, redis: &str, dc: &str, pg: Option<&Postgres>) -> Operator {
     let config = format!(
         "[cluster]\nredis_url = \"{redis}\"\nnode_id = \"{name}\"\nredis_timeout_ms = 250\n\
          [providers.didchecks]\nenabled = true\nbase_url = \"{dc}\"\ntoken_env = \"{DC_ENV}\"\n\
-         webhook_secret_env = \"{SECRET_ENV}\"\n[policy]\nlookup_budget_ms = 2000\n{extra}"
+         webhook_secret_env = \"{SECRET_ENV}\"\n[policy]\nlookup_budget_ms = 2000\n"
     );
+    let history = pg.map_or(String::new(), |pg| {
+        format!(
+            "backend = \"postgres\"\nurl = \"{}\"\npassword_env = \"{PG_ENV}\"\n\
+             spool_path = \"data/history.spool\"\n",
+            pg.url()
+        )
+    });
     Operator::start_full(
         "",
-        "",
+        &history,
         &config,
         Some(TOKEN),
         &[],
-        &[(DC_ENV, DC_TOKEN), (SECRET_ENV, SECRET)],
+        &[
+            (DC_ENV, DC_TOKEN),
+            (SECRET_ENV, SECRET),
+            (PG_ENV, Postgres::PASSWORD),
+        ],
     )
     .await
 }
@@ -136,11 +149,12 @@ fn numbers() -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_nodes_behind_kamailio_pay_once_per_number_and_share_a_webhook() {
+async fn three_nodes_behind_kamailio_pay_once_share_one_history_lists_and_webhooks() {
     if !binary::installed("kamailio", "kamailio") {
         return;
     }
     let Some(redis) = Redis::start() else { return };
+    let Some(pg) = Postgres::start() else { return };
     let dc = fakes::didchecks().await;
     // Slow enough that the calls of one round overlap on every node.
     dc.state.set_delay(Duration::from_millis(60));
@@ -149,7 +163,7 @@ async fn three_nodes_behind_kamailio_pay_once_per_number_and_share_a_webhook() {
     }
     let mut nodes = Vec::new();
     for name in ["node1", "node2", "node3"] {
-        nodes.push(node(name, &redis.url(), &dc.base, "").await);
+        nodes.push(node(name, &redis.url(), &dc.base, Some(&pg)).await);
     }
     let dir = tempfile::tempdir().unwrap();
     let kam_port = binary::free_port();
@@ -201,7 +215,65 @@ async fn three_nodes_behind_kamailio_pay_once_per_number_and_share_a_webhook() {
         "nodes answered from each other's lookups"
     );
 
+    // All 300 decisions in PostgreSQL, each with the node that made it.
+    let per_node = wait_rows(&pg, 300).await;
+    assert_eq!(per_node.len(), 3, "{per_node:?}");
+    assert_eq!(
+        per_node.iter().map(|(_, n)| n).sum::<u64>(),
+        300,
+        "{per_node:?}"
+    );
+    // Any node's `sipsentry history` shows them all.
+    let out = nodes[2].cli(&["history", "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 300);
+    for name in ["node1", "node2", "node3"] {
+        assert!(
+            rows.iter().any(|r| r["node_id"] == name),
+            "{name}'s calls shown on node 3"
+        );
+    }
+    // And its API.
+    let (code, body) = nodes[0].get("/api/v1/history?limit=1").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["total"],
+        300
+    );
+
+    // A deny entry added on node 1 rejects the next call on node 3.
+    let denied = "+33699999999";
+    let (code, _) = nodes[0]
+        .post_json(
+            "/api/v1/lists/deny",
+            serde_json::json!({"pattern": denied, "comment": "cluster test"}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let uac = Udp::new().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut code = 0;
+    let mut attempt = 0;
+    while tokio::time::Instant::now() < deadline {
+        code = call(&uac, nodes[2].sip, &format!("deny{attempt}"), denied).await;
+        if code == 603 {
+            break;
+        }
+        attempt += 1;
+    }
+    assert_eq!(
+        code, 603,
+        "node 3 applies node 1's deny entry within a second"
+    );
+
     // A status change delivered to node 2 changes node 1's next decision.
+    let lookups = dc.state.count("/check/");
     let target = &numbers()[0];
     let body = status_changed(target, 95);
     let r = nodes[1]
@@ -213,9 +285,7 @@ async fn three_nodes_behind_kamailio_pay_once_per_number_and_share_a_webhook() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let uac = Udp::new().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    let mut code = 0;
     let mut attempt = 0;
     while tokio::time::Instant::now() < deadline {
         code = call(&uac, nodes[0].sip, &format!("wh{attempt}"), target).await;
@@ -238,7 +308,31 @@ async fn three_nodes_behind_kamailio_pay_once_per_number_and_share_a_webhook() {
         .await
             >= 1.0
     );
-    assert_eq!(dc.state.count("/check/"), 10, "the webhook cost no lookup");
+    assert_eq!(
+        dc.state.count("/check/"),
+        lookups,
+        "the webhook cost no lookup"
+    );
+}
+
+/// Decisions per node in PostgreSQL, once at least `want` are there.
+async fn wait_rows(pg: &Postgres, want: u64) -> Vec<(String, u64)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = pg.query("SELECT node_id, COUNT(*) FROM decisions GROUP BY 1 ORDER BY 1");
+        let rows: Vec<(String, u64)> = out
+            .lines()
+            .filter_map(|l| {
+                let (n, c) = l.split_once('|')?;
+                Some((n.to_string(), c.parse().ok()?))
+            })
+            .collect();
+        let total: u64 = rows.iter().map(|(_, n)| n).sum();
+        if total >= want || tokio::time::Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Runs `n` futures made by `f` and collects their outputs in order.
@@ -340,7 +434,7 @@ async fn calls_go_on_while_redis_is_down_and_sharing_resumes_when_it_returns() {
     for n in &fresh {
         dc.state.answer(n, dc_data(n, 95, "Scam"));
     }
-    let a = node("fault1", &redis.url(), &dc.base, "").await;
+    let a = node("fault1", &redis.url(), &dc.base, None).await;
     let uac = Udp::new().await;
     // Redis up: the answer is shared.
     assert_eq!(call(&uac, a.sip, "f0", &fresh[0]).await, 603);

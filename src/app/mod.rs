@@ -87,7 +87,7 @@ pub fn build(config: &Config) -> Result<Built, ConfigError> {
     }
     // `check` and `bulk` screen with the operator's lists too; only `serve`
     // creates the database.
-    let lists = if config.history.path.exists() {
+    let lists = if config.history.backend == Backend::Sqlite && config.history.path.exists() {
         match Lists::open(&config.history.path) {
             Ok(l) => Some(Arc::new(l)),
             Err(e) => {
@@ -125,6 +125,16 @@ pub fn history_store(config: &Config, handle: tokio::runtime::Handle) -> Result<
     Ok(match config.history.backend {
         Backend::Postgres => HistoryStore::Postgres(PgHistory::new(pg_target(config)?, handle)?),
         _ => HistoryStore::Sqlite(config.history.path.clone()),
+    })
+}
+
+/// The runtime lists' store for the command line: the SQLite file, or a
+/// connection to the cluster's PostgreSQL database (blocking: call outside
+/// the runtime's tasks).
+pub fn lists_store(config: &Config, handle: tokio::runtime::Handle) -> Result<crate::lists::Store> {
+    Ok(match history_store(config, handle)? {
+        HistoryStore::Postgres(pg) => crate::lists::Store::postgres(pg.read()?),
+        _ => crate::lists::Store::open(&config.history.path)?,
     })
 }
 
@@ -207,9 +217,16 @@ pub async fn serve(
         None
     };
     // The runtime lists live beside the history, recorded or not.
-    let (lists, pipeline) = match lists {
-        Some(l) => (l, pipeline),
-        None => {
+    let history = history_store(&config, tokio::runtime::Handle::current())?;
+    let (lists, pipeline) = match (lists, &history) {
+        (Some(l), _) => (l, pipeline),
+        (None, HistoryStore::Postgres(pg)) => {
+            // Read by the watcher's first round, at once.
+            let l = Arc::new(Lists::postgres(Arc::clone(pg)));
+            let p = pipeline.with_lists(Arc::clone(l.runtime()));
+            (l, p)
+        }
+        (None, _) => {
             let l = Arc::new(Lists::open(&config.history.path)?);
             let p = pipeline.with_lists(Arc::clone(l.runtime()));
             (l, p)
@@ -233,7 +250,7 @@ pub async fn serve(
             pipeline: Arc::clone(&pipeline),
             running: Arc::clone(&config),
         }),
-        history: history_store(&config, tokio::runtime::Handle::current())?,
+        history,
         ..AdminState::new(Arc::clone(&config), Arc::clone(&pipeline))
     };
     state.metrics.register(server.proxy() as _);

@@ -85,7 +85,7 @@ pub(super) async fn watch_cache_pointers(cache: Arc<HiyaCache>, countries: Vec<S
 /// [`crate::lists::POLL_INTERVAL`]. A failing read is logged once per
 /// spell of failures; the lists in force stay.
 pub(super) async fn watch_lists(lists: Arc<crate::lists::Lists>) {
-    let mut tick = tokio::time::interval(crate::lists::POLL_INTERVAL);
+    let mut tick = tokio::time::interval(lists.poll_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {

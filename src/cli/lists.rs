@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::history::export::Format;
 use crate::lists::store::{NewReport, write_reports};
-use crate::lists::{Entry, Feedback, ListKind, ReportFilter, Store, parse_expiry};
+use crate::lists::{Entry, Feedback, ListKind, ReportFilter, parse_expiry};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ListsCommand {
@@ -101,7 +101,7 @@ fn config_entries(config: &Config, list: ListKind) -> Vec<Entry> {
     crate::lists::config_entries(list, patterns)
 }
 
-pub fn run(command: ListsCommand) -> Result<()> {
+pub fn run(command: ListsCommand, runtime: &tokio::runtime::Runtime) -> Result<()> {
     match command {
         ListsCommand::Add {
             list,
@@ -114,7 +114,7 @@ pub fn run(command: ListsCommand) -> Result<()> {
             let expires = expires
                 .map(|t| parse_expiry("--expires", &t, crate::history::now_ms()))
                 .transpose()?;
-            let mut store = Store::open(&config.history.path)?;
+            let mut store = crate::app::lists_store(&config, runtime.handle().clone())?;
             let e = store.add(list, &pattern, &comment, &actor(), expires)?;
             println!(
                 "{} added to the {} list{}",
@@ -140,7 +140,7 @@ pub fn run(command: ListsCommand) -> Result<()> {
                     list.as_str()
                 )));
             }
-            let mut store = Store::open(&config.history.path)?;
+            let mut store = crate::app::lists_store(&config, runtime.handle().clone())?;
             if !store.remove(list, &pattern)? {
                 return Err(crate::Error::Usage(format!(
                     "{pattern} is not in the {} list (see `sipsentry lists show`)",
@@ -151,7 +151,7 @@ pub fn run(command: ListsCommand) -> Result<()> {
         }
         ListsCommand::Show { list, json, config } => {
             let config = config.load()?;
-            let store = Store::open(&config.history.path)?;
+            let mut store = crate::app::lists_store(&config, runtime.handle().clone())?;
             let lists: Vec<ListKind> = match list {
                 Some(l) => vec![l],
                 None => vec![ListKind::Allow, ListKind::Deny],
@@ -200,7 +200,7 @@ pub fn run(command: ListsCommand) -> Result<()> {
 }
 
 /// `sipsentry report NUMBER spam|not_spam`.
-pub fn report(args: ReportArgs) -> Result<()> {
+pub fn report(args: ReportArgs, runtime: &tokio::runtime::Runtime) -> Result<()> {
     let config = args.config.load()?;
     let number = crate::number::to_e164(&args.number, &config.country()?).map_err(|e| {
         crate::lists::ListsError::Invalid {
@@ -208,7 +208,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
             message: format!("{:?}: {e}", args.number),
         }
     })?;
-    let mut store = Store::open(&config.history.path)?;
+    let mut store = crate::app::lists_store(&config, runtime.handle().clone())?;
     let r = store.report(&NewReport {
         number: &number,
         verdict: args.verdict,
@@ -231,7 +231,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
 }
 
 /// `sipsentry reports`: every report, oldest first, for a provider.
-pub fn reports(args: ReportsArgs) -> Result<()> {
+pub fn reports(args: ReportsArgs, runtime: &tokio::runtime::Runtime) -> Result<()> {
     let config = args.config.load()?;
     let time = |key, v: &Option<String>| {
         v.as_deref()
@@ -243,7 +243,7 @@ pub fn reports(args: ReportsArgs) -> Result<()> {
         to_ms: time("to", &args.to)?,
         ..Default::default()
     };
-    let store = Store::open(&config.history.path)?;
+    let mut store = crate::app::lists_store(&config, runtime.handle().clone())?;
     let reports = store.reports(&filter)?;
     let format = match args.format {
         ReportsFormat::Csv => Format::Csv,

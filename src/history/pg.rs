@@ -238,11 +238,13 @@ pub async fn migrate(
 }
 
 /// The readers' side: a pool and the runtime that drives it.
-#[derive(Clone)]
 pub struct PgHistory {
     pub target: PgTarget,
     pool: Pool,
     handle: tokio::runtime::Handle,
+    /// Whether the schema is known to be current (readers may come first:
+    /// the lists of a node that records no history).
+    migrated: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PgHistory {
@@ -264,30 +266,29 @@ impl PgHistory {
             target,
             pool,
             handle,
+            migrated: Default::default(),
         }))
     }
 
     /// A connection for one reader. Blocking: call from a blocking context.
     pub fn read(&self) -> Result<PgRead, HistoryError> {
-        let client = self
+        let mut client = self
             .handle
             .block_on(self.pool.get())
             .map_err(|e| HistoryError::Pg {
                 target: self.target.shown.clone(),
                 message: e.to_string(),
             })?;
+        use std::sync::atomic::Ordering;
+        if !self.migrated.load(Ordering::Relaxed) {
+            let c: &mut tokio_postgres::Client = &mut client;
+            self.handle.block_on(migrate(c, &self.target))?;
+            self.migrated.store(true, Ordering::Relaxed);
+        }
         Ok(PgRead {
             client,
             handle: self.handle.clone(),
             target: self.target.clone(),
-        })
-    }
-
-    /// A connection for async callers.
-    pub async fn client(&self) -> Result<deadpool_postgres::Object, HistoryError> {
-        self.pool.get().await.map_err(|e| HistoryError::Pg {
-            target: self.target.shown.clone(),
-            message: e.to_string(),
         })
     }
 
@@ -504,9 +505,10 @@ impl PgRead {
     /// Runs `f` with the connection on its runtime (the lists' store).
     pub fn with<T>(
         &mut self,
-        f: impl AsyncFnOnce(&deadpool_postgres::Object) -> Result<T, tokio_postgres::Error>,
+        f: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, HistoryError> {
         let handle = self.handle.clone();
-        handle.block_on(f(&self.client)).map_err(|e| self.err(e))
+        let result = handle.block_on(f(&mut self.client));
+        result.map_err(|e| self.err(e))
     }
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::number::NumberPattern;
 
+mod pg_store;
 mod runtime;
 pub mod store;
 
@@ -246,11 +247,27 @@ pub fn parse_expiry(field: &'static str, text: &str, now_ms: i64) -> Result<i64,
 
 /// The store and the snapshot the call path reads, kept in step: a change
 /// made through [`Lists::change`] is in force for the next call; one made
-/// by another process (the CLI) once [`Lists::refresh`] sees it.
+/// by another process (the CLI) or another node of a cluster once
+/// [`Lists::refresh`] sees it.
 pub struct Lists {
-    store: parking_lot::Mutex<Store>,
+    backend: Backend,
     runtime: std::sync::Arc<RuntimeLists>,
 }
+
+enum Backend {
+    /// The node's SQLite file, one connection kept open.
+    Sqlite(parking_lot::Mutex<Store>),
+    /// The cluster's PostgreSQL database, a pooled connection per use; the
+    /// lock keeps this node's changes and snapshot reads in order.
+    Postgres {
+        pg: std::sync::Arc<crate::history::PgHistory>,
+        lock: parking_lot::Mutex<()>,
+    },
+}
+
+/// How often `serve` looks for a change another node made in a cluster's
+/// PostgreSQL database (a change is in force on every node within it).
+pub const PG_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl std::fmt::Debug for Lists {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -261,12 +278,25 @@ impl std::fmt::Debug for Lists {
 impl Lists {
     /// Opens the store at `history.path` and reads the first snapshot.
     pub fn open(path: &std::path::Path) -> Result<Lists, ListsError> {
-        let store = Store::open(path)?;
+        let mut store = Store::open(path)?;
         let runtime = RuntimeLists::new(store.snapshot(crate::history::now_ms())?);
         Ok(Lists {
-            store: parking_lot::Mutex::new(store),
+            backend: Backend::Sqlite(parking_lot::Mutex::new(store)),
             runtime: std::sync::Arc::new(runtime),
         })
+    }
+
+    /// The lists in a cluster's PostgreSQL database. Reads nothing yet: the
+    /// first [`Lists::refresh`] does (a database that is down at start leaves
+    /// the configured lists in force until it answers).
+    pub fn postgres(pg: std::sync::Arc<crate::history::PgHistory>) -> Lists {
+        Lists {
+            backend: Backend::Postgres {
+                pg,
+                lock: parking_lot::Mutex::new(()),
+            },
+            runtime: std::sync::Arc::default(),
+        }
     }
 
     /// What the pipeline screens with.
@@ -274,14 +304,37 @@ impl Lists {
         &self.runtime
     }
 
+    /// How often to [`Lists::refresh`].
+    pub fn poll_interval(&self) -> std::time::Duration {
+        match self.backend {
+            Backend::Sqlite(_) => POLL_INTERVAL,
+            Backend::Postgres { .. } => PG_POLL_INTERVAL,
+        }
+    }
+
     /// Reads (or changes) the store; a change is in force for the next
-    /// call when this returns. Blocks on SQLite: call off the async threads.
+    /// call when this returns. Blocks on the database: call off the async
+    /// threads.
     pub fn change<T>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, ListsError>,
     ) -> Result<T, ListsError> {
-        let mut store = self.store.lock();
-        let out = f(&mut store)?;
+        match &self.backend {
+            Backend::Sqlite(store) => self.change_in(&mut store.lock(), f),
+            Backend::Postgres { pg, lock } => {
+                let _order = lock.lock();
+                let mut store = Store::postgres(pg.read()?);
+                self.change_in(&mut store, f)
+            }
+        }
+    }
+
+    fn change_in<T>(
+        &self,
+        store: &mut Store,
+        f: impl FnOnce(&mut Store) -> Result<T, ListsError>,
+    ) -> Result<T, ListsError> {
+        let out = f(store)?;
         if store.version()? != self.runtime.version() {
             self.runtime
                 .replace(store.snapshot(crate::history::now_ms())?);
@@ -290,7 +343,7 @@ impl Lists {
     }
 
     /// Takes in a change another process made, and drops expired entries.
-    /// Blocks on SQLite.
+    /// Blocks on the database.
     pub fn refresh(&self) -> Result<(), ListsError> {
         self.change(|s| s.prune_expired(crate::history::now_ms()).map(drop))
     }

@@ -8,11 +8,13 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::pg_store;
 use super::{
     Entry, Feedback, ListKind, ListsError, MAX_COMMENT_LEN, MAX_NOTE_LEN, Origin, Report, Snapshot,
     check_text, parse_pattern, rfc3339,
 };
 use crate::history::export::{ExportError, Format, csv_line};
+use crate::history::pg::PgRead;
 use crate::number::NumberPattern;
 
 /// Which reports.
@@ -51,7 +53,14 @@ pub const REPORT_CSV_HEADER: &[&str] = &[
 
 /// A connection to the lists and reports.
 pub struct Store {
-    conn: Connection,
+    conn: Conn,
+}
+
+/// The database behind a [`Store`]: the node's SQLite file, or the
+/// cluster's PostgreSQL database.
+enum Conn {
+    Sqlite(Connection),
+    Postgres(Box<PgRead>),
 }
 
 impl std::fmt::Debug for Store {
@@ -108,23 +117,42 @@ impl Store {
     /// Opens the database at `history.path`, creating and migrating it.
     pub fn open(path: &Path) -> Result<Store, ListsError> {
         Ok(Store {
-            conn: crate::history::open(path)?,
+            conn: Conn::Sqlite(crate::history::open(path)?),
         })
     }
 
+    /// A store on one pooled connection to the cluster's PostgreSQL database.
+    pub fn postgres(read: PgRead) -> Store {
+        Store {
+            conn: Conn::Postgres(Box::new(read)),
+        }
+    }
+
     /// The change counter: different from the last read means reload.
-    pub fn version(&self) -> Result<i64, ListsError> {
-        Ok(self
-            .conn
-            .query_row("SELECT version FROM lists_version WHERE id = 1", [], |r| {
+    pub fn version(&mut self) -> Result<i64, ListsError> {
+        let conn = match &mut self.conn {
+            Conn::Postgres(pg) => return pg_store::version(pg),
+            Conn::Sqlite(c) => c,
+        };
+        Ok(
+            conn.query_row("SELECT version FROM lists_version WHERE id = 1", [], |r| {
                 r.get(0)
-            })?)
+            })?,
+        )
     }
 
     /// The entries of `list` (both when `None`) that have not expired,
     /// newest first.
-    pub fn entries(&self, list: Option<ListKind>, now_ms: i64) -> Result<Vec<Entry>, ListsError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
+    pub fn entries(
+        &mut self,
+        list: Option<ListKind>,
+        now_ms: i64,
+    ) -> Result<Vec<Entry>, ListsError> {
+        let conn = match &mut self.conn {
+            Conn::Postgres(pg) => return pg_store::entries(pg, list, now_ms),
+            Conn::Sqlite(c) => c,
+        };
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {ENTRY_COLUMNS} FROM list_entries
              WHERE (?1 IS NULL OR list = ?1) AND (expires_ms IS NULL OR expires_ms > ?2)
              ORDER BY added_ms DESC, pattern"
@@ -145,17 +173,17 @@ impl Store {
         let pattern = parse_pattern(pattern)?.to_string();
         let comment = check_text("comment", comment, MAX_COMMENT_LEN)?;
         let now = crate::history::now_ms();
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO list_entries (list, pattern, comment, added_by, added_ms, expires_ms, origin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'operator')
-             ON CONFLICT (list, pattern) DO UPDATE SET comment = excluded.comment,
-               added_by = excluded.added_by, added_ms = excluded.added_ms,
-               expires_ms = excluded.expires_ms, origin = excluded.origin",
-            params![list.as_str(), pattern, comment, added_by, now, expires_ms],
-        )?;
-        bump(&tx)?;
-        tx.commit()?;
+        match &mut self.conn {
+            Conn::Postgres(pg) => {
+                pg_store::add(pg, list, &pattern, &comment, added_by, now, expires_ms)?
+            }
+            Conn::Sqlite(conn) => Self::add_sqlite(
+                conn,
+                [list.as_str(), &pattern, &comment, added_by],
+                now,
+                expires_ms,
+            )?,
+        }
         Ok(Entry {
             list,
             pattern,
@@ -169,10 +197,34 @@ impl Store {
         })
     }
 
+    fn add_sqlite(
+        conn: &mut Connection,
+        [list, pattern, comment, added_by]: [&str; 4],
+        now: i64,
+        expires_ms: Option<i64>,
+    ) -> Result<(), ListsError> {
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO list_entries (list, pattern, comment, added_by, added_ms, expires_ms, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'operator')
+             ON CONFLICT (list, pattern) DO UPDATE SET comment = excluded.comment,
+               added_by = excluded.added_by, added_ms = excluded.added_ms,
+               expires_ms = excluded.expires_ms, origin = excluded.origin",
+            params![list, pattern, comment, added_by, now, expires_ms],
+        )?;
+        bump(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Removes an entry; false when there was none.
     pub fn remove(&mut self, list: ListKind, pattern: &str) -> Result<bool, ListsError> {
         let pattern = parse_pattern(pattern)?.to_string();
-        let tx = self.conn.transaction()?;
+        let conn = match &mut self.conn {
+            Conn::Postgres(pg) => return pg_store::remove(pg, list, &pattern),
+            Conn::Sqlite(c) => c,
+        };
+        let tx = conn.transaction()?;
         let n = tx.execute(
             "DELETE FROM list_entries WHERE list = ?1 AND pattern = ?2",
             params![list.as_str(), pattern],
@@ -186,7 +238,11 @@ impl Store {
 
     /// Deletes expired entries; how many.
     pub fn prune_expired(&mut self, now_ms: i64) -> Result<usize, ListsError> {
-        let tx = self.conn.transaction()?;
+        let conn = match &mut self.conn {
+            Conn::Postgres(pg) => return pg_store::prune_expired(pg, now_ms),
+            Conn::Sqlite(c) => c,
+        };
+        let tx = conn.transaction()?;
         let n = tx.execute(
             "DELETE FROM list_entries WHERE expires_ms IS NOT NULL AND expires_ms <= ?1",
             params![now_ms],
@@ -217,7 +273,23 @@ impl Store {
             self.check_decision(id, &number)?;
         }
         let now = crate::history::now_ms();
-        let tx = self.conn.transaction()?;
+        let conn = match &mut self.conn {
+            Conn::Postgres(pg) => {
+                let id = pg_store::report(pg, r, &number, &note, now)?;
+                return Ok(Report {
+                    id,
+                    time: rfc3339(now),
+                    time_ms: now,
+                    number,
+                    verdict: r.verdict,
+                    decision_id: r.decision_id.map(str::to_string),
+                    note,
+                    reported_by: r.reported_by.to_string(),
+                });
+            }
+            Conn::Sqlite(c) => c,
+        };
+        let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO reports (time_ms, number, verdict, decision_id, note, reported_by)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -266,15 +338,17 @@ impl Store {
 
     /// A report's decision must be in the history and be a call from the
     /// reported number.
-    fn check_decision(&self, id: &str, number: &str) -> Result<(), ListsError> {
-        let caller: Option<Option<String>> = self
-            .conn
-            .query_row(
-                "SELECT caller_e164 FROM decisions WHERE decision_id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()?;
+    fn check_decision(&mut self, id: &str, number: &str) -> Result<(), ListsError> {
+        let caller: Option<Option<String>> = match &mut self.conn {
+            Conn::Postgres(pg) => pg_store::decision_caller(pg, id)?,
+            Conn::Sqlite(conn) => conn
+                .query_row(
+                    "SELECT caller_e164 FROM decisions WHERE decision_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?,
+        };
         match caller {
             None => Err(ListsError::invalid(
                 "decision_id",
@@ -292,8 +366,12 @@ impl Store {
     }
 
     /// Reports matching `filter`, oldest first.
-    pub fn reports(&self, filter: &ReportFilter) -> Result<Vec<Report>, ListsError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
+    pub fn reports(&mut self, filter: &ReportFilter) -> Result<Vec<Report>, ListsError> {
+        let conn = match &mut self.conn {
+            Conn::Postgres(pg) => return pg_store::reports(pg, filter),
+            Conn::Sqlite(c) => c,
+        };
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {REPORT_COLUMNS} FROM reports
              WHERE (?1 IS NULL OR time_ms >= ?1) AND (?2 IS NULL OR time_ms < ?2)
                AND (?3 IS NULL OR number = ?3) AND (?4 IS NULL OR decision_id = ?4)
@@ -312,8 +390,12 @@ impl Store {
     }
 
     /// The latest report of every number whose latest report says spam.
-    pub fn spam_reports(&self) -> Result<Vec<Report>, ListsError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
+    pub fn spam_reports(&mut self) -> Result<Vec<Report>, ListsError> {
+        let conn = match &mut self.conn {
+            Conn::Postgres(pg) => return pg_store::spam_reports(pg),
+            Conn::Sqlite(c) => c,
+        };
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {REPORT_COLUMNS} FROM reports r
              WHERE id = (SELECT MAX(id) FROM reports WHERE number = r.number)
                AND verdict = 'spam'"
@@ -323,7 +405,7 @@ impl Store {
     }
 
     /// What the call path reads, as of now.
-    pub fn snapshot(&self, now_ms: i64) -> Result<Snapshot, ListsError> {
+    pub fn snapshot(&mut self, now_ms: i64) -> Result<Snapshot, ListsError> {
         let version = self.version()?;
         Ok(Snapshot::new(
             self.entries(None, now_ms)?,
