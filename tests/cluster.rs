@@ -27,6 +27,7 @@ const DC_ENV: &str = "CLUSTER_TEST_DC_TOKEN";
 const SECRET_ENV: &str = "CLUSTER_TEST_WEBHOOK_SECRET";
 const SECRET: &str = "whsec_cluster";
 const PG_ENV: &str = "CLUSTER_TEST_PG_PASSWORD";
+const REDIS_PASSWORD: &str = "redis-test-password";
 
 /// Ends a child when dropped (the test may fail half way).
 struct Killed(Child);
@@ -350,7 +351,10 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_providers_rate_limit_holds_across_the_cluster() {
-    let Some(redis) = Redis::start() else { return };
+    // With a password, given to the nodes in the environment.
+    let Some(redis) = Redis::start_with(Some(REDIS_PASSWORD)) else {
+        return;
+    };
     let dc = fakes::didchecks().await;
     let fresh: Vec<String> = (0..12).map(|i| format!("+3362000{i:04}")).collect();
     for n in &fresh {
@@ -419,7 +423,11 @@ async fn node_with_provider_keys(name: &str, redis: &str, dc: &str, keys: &str) 
         &config,
         Some(TOKEN),
         &[],
-        &[(DC_ENV, DC_TOKEN), (SECRET_ENV, SECRET)],
+        &[
+            (DC_ENV, DC_TOKEN),
+            (SECRET_ENV, SECRET),
+            ("SIPSENTRY_REDIS_PASSWORD", REDIS_PASSWORD),
+        ],
     )
     .await
 }

@@ -96,7 +96,11 @@ fn the_dockerfile_runs_the_proxy_as_a_plain_user_with_volumes() {
     // The config it serves keeps its data in the data volume.
     let config = std::fs::read_to_string(dist("sipsentry.toml")).unwrap();
     let config: toml::Table = config.parse().unwrap();
-    for (section, key) in [("hiya_cache", "dir"), ("history", "path")] {
+    for (section, key) in [
+        ("hiya_cache", "dir"),
+        ("history", "path"),
+        ("history", "spool_path"),
+    ] {
         let path = config[section][key].as_str().unwrap();
         assert!(
             path.starts_with("/var/lib/sipsentry/"),

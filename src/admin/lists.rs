@@ -17,7 +17,8 @@ use serde::Deserialize;
 use super::auth::Actor;
 use super::{AdminState, json_error};
 use crate::history::export::Format;
-use crate::lists::store::{NewReport, write_reports};
+use crate::lists::NewReport;
+use crate::lists::store::write_reports;
 use crate::lists::{Entry, Feedback, ListKind, Lists, ListsError, ReportFilter, parse_expiry};
 
 /// Largest JSON body of a list or feedback request.

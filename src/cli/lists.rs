@@ -9,7 +9,8 @@ use super::ConfigArg;
 use crate::config::Config;
 use crate::error::Result;
 use crate::history::export::Format;
-use crate::lists::store::{NewReport, write_reports};
+use crate::lists::NewReport;
+use crate::lists::store::write_reports;
 use crate::lists::{Entry, Feedback, ListKind, ReportFilter, parse_expiry};
 
 #[derive(Debug, clap::Subcommand)]

@@ -115,8 +115,10 @@ const INSERT: &str = "INSERT INTO decisions (node_id, decision_id, time_ms, call
         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int4[], $13::int4[],
         $14::text[], $15::text[], $16::int8[], $17::bool[], $18::int4[], $19::int4[],
         $20::text[], $21::text[], $22::text[])
-    ON CONFLICT (node_id, decision_id) DO NOTHING
-    RETURNING id, decision_id";
+    ON CONFLICT (node_id, decision_id) DO NOTHING";
+
+/// What live subscribers need of the rows just written.
+const RETURNING: &str = " RETURNING id, decision_id";
 
 const UPDATE_FINALS: &str = "UPDATE decisions d SET final_code = u.code, final_ms = u.ms
     FROM unnest($2::text[], $3::int4[], $4::int4[]) AS u(decision_id, code, ms)
@@ -235,9 +237,9 @@ impl PgSink {
         }
     }
 
-    /// Writes the batch (after the spool, in order); the ids of the rows
-    /// written now, when `want_ids`. Records that could not be written wait
-    /// in the spool; only what the spool cannot take is an error.
+    /// Writes the batch (after the spool, in order): `Some` with the ids of
+    /// the rows written now (empty unless `want_ids`), `None` when the
+    /// records wait in the spool. Only what the database refuses is an error.
     pub(super) fn write(
         &mut self,
         batch: &Batch,
@@ -250,8 +252,8 @@ impl PgSink {
                 .iter()
                 .map(|(r, f)| PgRow::new(r, f.as_ref()))
                 .collect();
-            match self.send(&rows, &batch.finals) {
-                Ok(ids) => return Ok(want_ids.then_some(ids)),
+            match self.send(&rows, &batch.finals, want_ids) {
+                Ok(ids) => return Ok(Some(ids)),
                 Err(Failure::Refused(e)) => return Err(e),
                 Err(Failure::Unreachable(e)) => self.lost(&e),
             }
@@ -323,7 +325,7 @@ impl PgSink {
                 }
             }
             let n = rows.len();
-            match self.send(&rows, &finals) {
+            match self.send(&rows, &finals, false) {
                 Ok(_) => {
                     stats.written.fetch_add(n as u64, Ordering::Relaxed);
                     stats
@@ -359,7 +361,12 @@ impl PgSink {
     }
 
     /// Inserts and updates in one transaction.
-    fn send(&mut self, rows: &[PgRow], finals: &[Final]) -> Result<Vec<(i64, String)>, Failure> {
+    fn send(
+        &mut self,
+        rows: &[PgRow],
+        finals: &[Final],
+        want_ids: bool,
+    ) -> Result<Vec<(i64, String)>, Failure> {
         let Some(client) = self.client.as_mut() else {
             return Err(Failure::Unreachable("not connected".into()));
         };
@@ -368,33 +375,40 @@ impl PgSink {
             let tx = client.transaction().await?;
             let mut ids = Vec::new();
             if !rows.is_empty() {
-                let col = |f: fn(&PgRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
-                let ocol = |f: fn(&PgRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-                let decision_id = col(|r| r.decision_id.clone());
+                // Columns borrow from the rows: one copy of each text, made
+                // by `PgRow::new`.
+                let col = |f: fn(&PgRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+                let ocol = |f: fn(&PgRow) -> Option<&str>| rows.iter().map(f).collect::<Vec<_>>();
+                let decision_id = col(|r| &r.decision_id);
                 let time_ms: Vec<i64> = rows.iter().map(|r| r.time_ms).collect();
-                let call_id = col(|r| r.call_id.clone());
-                let source = col(|r| r.source.clone());
-                let caller = col(|r| r.caller.clone());
-                let caller_e164 = ocol(|r| r.caller_e164.clone());
-                let called = col(|r| r.called.clone());
-                let trust = col(|r| r.trust.clone());
-                let action = col(|r| r.action.clone());
-                let rule = col(|r| r.rule.clone());
+                let call_id = col(|r| &r.call_id);
+                let source = col(|r| &r.source);
+                let caller = col(|r| &r.caller);
+                let caller_e164 = ocol(|r| r.caller_e164.as_deref());
+                let called = col(|r| &r.called);
+                let trust = col(|r| &r.trust);
+                let action = col(|r| &r.action);
+                let rule = col(|r| &r.rule);
                 let response_code: Vec<Option<i32>> =
                     rows.iter().map(|r| r.response_code).collect();
                 let score: Vec<i32> = rows.iter().map(|r| r.score).collect();
-                let category = ocol(|r| r.category.clone());
-                let evidence = col(|r| r.evidence.clone());
+                let category = ocol(|r| r.category.as_deref());
+                let evidence = col(|r| &r.evidence);
                 let decision_us: Vec<i64> = rows.iter().map(|r| r.decision_us).collect();
                 let dry_run: Vec<bool> = rows.iter().map(|r| r.dry_run).collect();
                 let final_code: Vec<Option<i32>> = rows.iter().map(|r| r.final_code).collect();
                 let final_ms: Vec<Option<i32>> = rows.iter().map(|r| r.final_ms).collect();
-                let display = ocol(|r| r.display.clone());
-                let verstat = ocol(|r| r.verstat.clone());
-                let attest = ocol(|r| r.attest.clone());
+                let display = ocol(|r| r.display.as_deref());
+                let verstat = ocol(|r| r.verstat.as_deref());
+                let attest = ocol(|r| r.attest.as_deref());
+                let insert = if want_ids {
+                    std::borrow::Cow::Owned(format!("{INSERT}{RETURNING}"))
+                } else {
+                    std::borrow::Cow::Borrowed(INSERT)
+                };
                 let written = tx
                     .query(
-                        INSERT,
+                        &*insert,
                         &[
                             &node,
                             &decision_id,

@@ -351,7 +351,7 @@ fn flush(conn: &mut Target, batch: &mut Batch, out: &Output) {
     match result {
         Ok(ids) => {
             // Spooled records are counted as written when they are sent.
-            if ids.is_some() || matches!(conn, Target::Sqlite(_)) {
+            if ids.is_some() {
                 stats.written.fetch_add(n as u64, Ordering::Relaxed);
             }
             if subscribed && let Some(ids) = ids {

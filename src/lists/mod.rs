@@ -20,7 +20,30 @@ mod runtime;
 pub mod store;
 
 pub use runtime::{Listed, RuntimeLists, Snapshot};
-pub use store::{ReportFilter, Store};
+pub use store::Store;
+
+/// Which reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportFilter {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub number: Option<String>,
+    pub decision_id: Option<String>,
+}
+
+/// A report to record.
+#[derive(Debug, Clone)]
+pub struct NewReport<'a> {
+    /// E.164.
+    pub number: &'a str,
+    pub verdict: Feedback,
+    pub decision_id: Option<&'a str>,
+    pub note: &'a str,
+    pub reported_by: &'a str,
+    /// How long a `not_spam` report allowlists the number
+    /// (`policy.not_spam_days`).
+    pub not_spam_days: u32,
+}
 
 /// How often `serve` looks for a change made by another process.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);

@@ -4,8 +4,9 @@
 
 use tokio_postgres::Row;
 
-use super::store::{NewReport, ReportFilter};
-use super::{Entry, Feedback, ListKind, ListsError, Origin, Report, rfc3339};
+use super::{
+    Entry, Feedback, ListKind, ListsError, NewReport, Origin, Report, ReportFilter, rfc3339,
+};
 use crate::history::pg::PgRead;
 
 const ENTRY_COLUMNS: &str = "list, pattern, comment, added_by, added_ms, expires_ms, origin";

@@ -10,35 +10,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::pg_store;
 use super::{
-    Entry, Feedback, ListKind, ListsError, MAX_COMMENT_LEN, MAX_NOTE_LEN, Origin, Report, Snapshot,
-    check_text, parse_pattern, rfc3339,
+    Entry, Feedback, ListKind, ListsError, MAX_COMMENT_LEN, MAX_NOTE_LEN, NewReport, Origin,
+    Report, ReportFilter, Snapshot, check_text, parse_pattern, rfc3339,
 };
 use crate::history::export::{ExportError, Format, csv_line};
 use crate::history::pg::PgRead;
 use crate::number::NumberPattern;
-
-/// Which reports.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReportFilter {
-    pub from_ms: Option<i64>,
-    pub to_ms: Option<i64>,
-    pub number: Option<String>,
-    pub decision_id: Option<String>,
-}
-
-/// A report to record.
-#[derive(Debug, Clone)]
-pub struct NewReport<'a> {
-    /// E.164.
-    pub number: &'a str,
-    pub verdict: Feedback,
-    pub decision_id: Option<&'a str>,
-    pub note: &'a str,
-    pub reported_by: &'a str,
-    /// How long a `not_spam` report allowlists the number
-    /// (`policy.not_spam_days`).
-    pub not_spam_days: u32,
-}
 
 /// The CSV columns of a report export.
 pub const REPORT_CSV_HEADER: &[&str] = &[

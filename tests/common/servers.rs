@@ -19,11 +19,18 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// `requirepass`, when set.
+    password: Option<String>,
 }
 
 impl Redis {
     /// `None` when redis-server is not installed (outside CI only).
     pub fn start() -> Option<Redis> {
+        Self::start_with(None)
+    }
+
+    /// A server that requires `password` (`AUTH`).
+    pub fn start_with(password: Option<&str>) -> Option<Redis> {
         if !installed("redis-server", "redis-server") {
             return None;
         }
@@ -31,6 +38,7 @@ impl Redis {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            password: password.map(str::to_string),
         };
         r.spawn();
         Some(r)
@@ -41,7 +49,11 @@ impl Redis {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut cmd = Command::new("redis-server");
+        if let Some(pw) = &self.password {
+            cmd.args(["--requirepass", pw]);
+        }
+        let child = cmd
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
@@ -66,7 +78,17 @@ impl Redis {
     pub fn command(&self, line: &str) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+        let auth = self
+            .password
+            .as_ref()
+            .map(|pw| format!("AUTH {pw}\r\n"))
+            .unwrap_or_default();
+        s.write_all(format!("{auth}{line}\r\n").as_bytes()).ok()?;
+        if !auth.is_empty() {
+            // The AUTH reply first.
+            let mut ok = [0u8; 5];
+            s.read_exact(&mut ok).ok()?;
+        }
         let mut buf = [0u8; 65536];
         let n = s.read(&mut buf).ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
