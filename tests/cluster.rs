@@ -13,7 +13,6 @@ mod operator;
 mod servers;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,17 +27,6 @@ const SECRET_ENV: &str = "CLUSTER_TEST_WEBHOOK_SECRET";
 const SECRET: &str = "whsec_cluster";
 const PG_ENV: &str = "CLUSTER_TEST_PG_PASSWORD";
 const REDIS_PASSWORD: &str = "redis-test-password";
-
-/// Ends a child when dropped (the test may fail half way).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let _ = self.0.wait();
-    }
-}
 
 /// A node named `name` sharing `redis` (and, with `pg`, one PostgreSQL
 /// history), looking up with DIDChecks at `dc`.
@@ -68,36 +56,6 @@ async fn node(name: &str, redis: &str, dc: &str, pg: Option<&Postgres>) -> Opera
         ],
     )
     .await
-}
-
-/// Kamailio (docs/integrations/kamailio.cfg) dispatching to `nodes`.
-fn kamailio(dir: &std::path::Path, port: u16, nodes: &[SocketAddr]) -> Killed {
-    let list = dir.join("dispatcher.list");
-    let lines: String = nodes.iter().map(|n| format!("1 sip:{n}\n")).collect();
-    std::fs::write(&list, lines).unwrap();
-    let cfg = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/integrations/kamailio.cfg"
-    );
-    let mut kam = Killed(
-        Command::new("kamailio")
-            .args(["-f", cfg, "-DD", "-E", "-m", "64", "-M", "8"])
-            .arg("-A")
-            .arg(format!("LISTEN=udp:127.0.0.1:{port}"))
-            .arg("-A")
-            .arg(format!("DISPATCHER_LIST=\"{}\"", list.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        kam.0.try_wait().unwrap().is_none(),
-        "kamailio exited at start"
-    );
-    kam
 }
 
 /// One INVITE from `number` to `target`; the final response code.
@@ -169,7 +127,7 @@ async fn three_nodes_behind_kamailio_pay_once_share_one_history_lists_and_webhoo
     let dir = tempfile::tempdir().unwrap();
     let kam_port = binary::free_port();
     let sips: Vec<SocketAddr> = nodes.iter().map(|n| n.sip).collect();
-    let _kam = kamailio(dir.path(), kam_port, &sips);
+    let _kam = binary::kamailio_dispatcher(dir.path(), kam_port, &sips);
     let kam: SocketAddr = format!("127.0.0.1:{kam_port}").parse().unwrap();
 
     // 30 rounds; in each, 10 trunks call at once from the same number, so a

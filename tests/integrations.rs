@@ -6,20 +6,8 @@
 #[path = "common/binary.rs"]
 mod binary;
 
-use binary::{Serve, free_port, installed, sipp_counts as counts};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-/// Ends a child when dropped (the test may fail half way).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let _ = self.0.wait();
-    }
-}
+use binary::{Killed, Serve, free_port, installed, kamailio_dispatcher, sipp_counts as counts};
+use std::process::{Command, Stdio};
 
 #[test]
 fn kamailio_dispatches_to_sipsentry_and_relays_its_603() {
@@ -36,8 +24,6 @@ fn kamailio_dispatches_to_sipsentry_and_relays_its_603() {
         ),
     )
     .unwrap();
-    let list = dir.path().join("dispatcher.list");
-    std::fs::write(&list, format!("1 sip:127.0.0.1:{proxy}\n")).unwrap();
     // A UAS that keeps the Record-Route (SIPp's built-in one does not).
     let uas_scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/uas_routed.xml");
     let _uas = Killed(
@@ -62,32 +48,10 @@ fn kamailio_dispatches_to_sipsentry_and_relays_its_603() {
         &[],
         format!("127.0.0.1:{proxy}").parse().unwrap(),
     );
-    let cfg = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/integrations/kamailio.cfg"
-    );
-    let mut kam = Killed(
-        Command::new("kamailio")
-            .args(["-f", cfg, "-DD", "-E", "-m", "64", "-M", "8"])
-            .arg("-A")
-            .arg(format!("LISTEN=udp:127.0.0.1:{kamailio}"))
-            .arg("-A")
-            .arg(format!("DISPATCHER_LIST=\"{}\"", list.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        kam.0.try_wait().unwrap().is_none(),
-        "kamailio exited at start: {:?}",
-        kam.0.stderr.take().map(|mut e| {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut e, &mut s);
-            s
-        })
+    let kam = kamailio_dispatcher(
+        dir.path(),
+        kamailio,
+        &[format!("127.0.0.1:{proxy}").parse().unwrap()],
     );
     let target = format!("127.0.0.1:{kamailio}");
     // Denylisted callers: sipsentry's 603, relayed by Kamailio.

@@ -250,22 +250,30 @@ impl Store {
             self.check_decision(id, &number)?;
         }
         let now = crate::history::now_ms();
-        let conn = match &mut self.conn {
-            Conn::Postgres(pg) => {
-                let id = pg_store::report(pg, r, &number, &note, now)?;
-                return Ok(Report {
-                    id,
-                    time: rfc3339(now),
-                    time_ms: now,
-                    number,
-                    verdict: r.verdict,
-                    decision_id: r.decision_id.map(str::to_string),
-                    note,
-                    reported_by: r.reported_by.to_string(),
-                });
-            }
-            Conn::Sqlite(c) => c,
+        let id = match &mut self.conn {
+            Conn::Postgres(pg) => pg_store::report(pg, r, &number, &note, now)?,
+            Conn::Sqlite(conn) => Self::report_sqlite(conn, r, &number, &note, now)?,
         };
+        Ok(Report {
+            id,
+            time: rfc3339(now),
+            time_ms: now,
+            number,
+            verdict: r.verdict,
+            decision_id: r.decision_id.map(str::to_string),
+            note,
+            reported_by: r.reported_by.to_string(),
+        })
+    }
+
+    /// Records a checked report and its effect on the allow list; its id.
+    fn report_sqlite(
+        conn: &mut Connection,
+        r: &NewReport<'_>,
+        number: &str,
+        note: &str,
+        now: i64,
+    ) -> Result<i64, ListsError> {
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO reports (time_ms, number, verdict, decision_id, note, reported_by)
@@ -301,16 +309,7 @@ impl Store {
         }
         bump(&tx)?;
         tx.commit()?;
-        Ok(Report {
-            id,
-            time: rfc3339(now),
-            time_ms: now,
-            number,
-            verdict: r.verdict,
-            decision_id: r.decision_id.map(str::to_string),
-            note,
-            reported_by: r.reported_by.to_string(),
-        })
+        Ok(id)
     }
 
     /// A report's decision must be in the history and be a call from the

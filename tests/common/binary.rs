@@ -156,3 +156,51 @@ pub fn sipp_counts(out: &std::process::Output) -> (u64, u64) {
     };
     (cumulative("Successful call"), cumulative("Failed call"))
 }
+
+/// Ends a child with SIGTERM when dropped (the test may fail half way).
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kamailio with docs/integrations/kamailio.cfg on `127.0.0.1:port`,
+/// dispatching to `nodes` (a dispatcher list written in `dir`), once it has
+/// survived its start.
+pub fn kamailio_dispatcher(dir: &Path, port: u16, nodes: &[SocketAddr]) -> Killed {
+    let list = dir.join("dispatcher.list");
+    let lines: String = nodes.iter().map(|n| format!("1 sip:{n}\n")).collect();
+    std::fs::write(&list, lines).unwrap();
+    let cfg = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/integrations/kamailio.cfg"
+    );
+    let mut kam = Killed(
+        Command::new("kamailio")
+            .args(["-f", cfg, "-DD", "-E", "-m", "64", "-M", "8"])
+            .arg("-A")
+            .arg(format!("LISTEN=udp:127.0.0.1:{port}"))
+            .arg("-A")
+            .arg(format!("DISPATCHER_LIST=\"{}\"", list.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        kam.0.try_wait().unwrap().is_none(),
+        "kamailio exited at start: {:?}",
+        kam.0.stderr.take().map(|mut e| {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+            s
+        })
+    );
+    kam
+}
