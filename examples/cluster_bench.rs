@@ -91,7 +91,7 @@ fn redis_hits(url: &str) {
 fn pg_writer(url: &str, spool: &std::path::Path) {
     let password = std::env::var("SIPSENTRY_PG_PASSWORD").ok();
     let options = PgOptions {
-        target: PgTarget::new(url, password.as_deref()).unwrap(),
+        target: PgTarget::new(url, password.as_deref(), None).unwrap(),
         node_id: format!("bench-{}", std::process::id()),
         spool_path: spool.to_path_buf(),
         spool_max_bytes: 1 << 30,

@@ -157,3 +157,64 @@ async fn a_node_stopped_while_postgres_is_down_sends_its_spool_at_the_next_start
             .all(|r| r["node_id"] == "pg2")
     );
 }
+
+/// A CA and a server certificate for 127.0.0.1: (CA PEM, cert PEM, key PEM).
+fn server_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let ca_key = KeyPair::generate_for(alg).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Test database CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate_for(alg).unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tls_only_postgres_is_written_with_its_certificate_verified() {
+    let (ca, cert, key) = server_pki();
+    let Some(pg) = Postgres::start_tls(&cert, &key) else {
+        return;
+    };
+    let history = format!(
+        "backend = \"postgres\"\nurl = \"{}\"\npassword_env = \"{PG_ENV}\"\n\
+         spool_path = \"data/history.spool\"\nca_file = \"ca.pem\"\n",
+        pg.url()
+    );
+    let op = Operator::start_full(
+        "",
+        &history,
+        "[cluster]\nnode_id = \"tls1\"\n",
+        Some(TOKEN),
+        &[("ca.pem", &ca)],
+        &[(PG_ENV, Postgres::PASSWORD)],
+    )
+    .await;
+    load(&op, "tls", 20, 200).await;
+    assert_eq!(
+        wait_for(&pg, "tls1", 20, Duration::from_secs(10)).await,
+        (20, 20)
+    );
+    let tls = pg.sql("SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'sipsentry' AND s.ssl");
+    assert_ne!(tls.trim(), "0", "the node's connections are encrypted");
+
+    // The same database without the CA: TLS is required by the URL and the
+    // server's certificate is not trusted, so nothing is read.
+    let config = std::fs::read_to_string(op.dir.path().join("sipsentry.toml"))
+        .unwrap()
+        .replace("ca_file = \"ca.pem\"\n", "")
+        .replace("/sipsentry\"", "/sipsentry?sslmode=require\"");
+    std::fs::write(op.dir.path().join("untrusted.toml"), config).unwrap();
+    let out = op.cli(&["history", "-c", "untrusted.toml"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate"), "{err}");
+}

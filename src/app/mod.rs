@@ -116,7 +116,11 @@ fn pg_target(config: &Config) -> Result<PgTarget> {
     let password = std::env::var(&config.history.password_env)
         .ok()
         .filter(|p| !p.is_empty());
-    Ok(PgTarget::new(&config.history.url, password.as_deref())?)
+    Ok(PgTarget::new(
+        &config.history.url,
+        password.as_deref(),
+        config.history.ca_file(),
+    )?)
 }
 
 /// Where `history`, the API and the console read the history from;
@@ -167,6 +171,10 @@ fn history_writer(config: &Config) -> Result<HistoryWriter> {
 pub async fn preflight(config: &Config) -> Result<()> {
     Providers::from_config(config)?;
     cluster(config)?;
+    if config.history.backend == Backend::Postgres {
+        // The URL and history.ca_file (the database may be down: not checked).
+        pg_target(config)?;
+    }
     crate::stir::Stir::from_config(&config.stir).map_err(|e| ConfigError::Invalid {
         key: "stir",
         message: e.to_string(),

@@ -117,6 +117,16 @@ pub struct HistoryConfig {
     pub spool_path: PathBuf,
     /// The spool's bound; beyond it records are dropped (counted, logged).
     pub spool_max_mb: u64,
+    /// PEM roots for the PostgreSQL server's certificate (TLS); empty: the
+    /// system's roots alone, and TLS only with `sslmode=require`.
+    pub ca_file: PathBuf,
+}
+
+impl HistoryConfig {
+    /// `ca_file`, when set.
+    pub fn ca_file(&self) -> Option<&Path> {
+        (!self.ca_file.as_os_str().is_empty()).then_some(self.ca_file.as_path())
+    }
 }
 
 impl Default for HistoryConfig {
@@ -131,6 +141,7 @@ impl Default for HistoryConfig {
             password_env: "SIPSENTRY_PG_PASSWORD".into(),
             spool_path: "sipsentry-data/history.spool".into(),
             spool_max_mb: 256,
+            ca_file: PathBuf::new(),
         }
     }
 }
@@ -245,6 +256,7 @@ impl Config {
             &mut self.hiya_cache.dir,
             &mut self.history.path,
             &mut self.history.spool_path,
+            &mut self.history.ca_file,
             &mut self.stir.trust_anchors,
             &mut self.stir.x5u_ca_file,
         ] {

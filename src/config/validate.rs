@@ -206,7 +206,7 @@ impl Config {
                         .into(),
                 ));
             }
-            if let Err(e) = crate::history::PgTarget::new(&self.history.url, None) {
+            if let Err(e) = crate::history::PgTarget::new(&self.history.url, None, None) {
                 return Err(invalid("history.url", e.to_string()));
             }
             if self.history.spool_max_mb == 0 {

@@ -123,6 +123,10 @@ pub enum HistoryError {
     )]
     Pg { target: String, message: String },
     #[error(
+        "history.ca_file {path}: {message} (it must hold the PEM certificate of the CA that signed the PostgreSQL server's certificate)"
+    )]
+    PgCa { path: PathBuf, message: String },
+    #[error(
         "PostgreSQL history at {target} has schema version {found}, newer than this sipsentry ({known}); upgrade sipsentry on every node"
     )]
     PgTooNew {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 
 use super::HistoryError;
@@ -97,6 +98,8 @@ pub struct PgTarget {
     pub config: tokio_postgres::Config,
     /// The URL without its password, for messages.
     pub shown: String,
+    /// TLS, with the server's certificate verified, when asked for.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 impl std::fmt::Debug for PgTarget {
@@ -107,8 +110,15 @@ impl std::fmt::Debug for PgTarget {
 
 impl PgTarget {
     /// Parses `url`; `password` (from `history.password_env`) is used when
-    /// the URL carries none.
-    pub fn new(url: &str, password: Option<&str>) -> Result<PgTarget, HistoryError> {
+    /// the URL carries none. With `sslmode=require` in the URL, or a
+    /// `ca_file` (`history.ca_file`, PEM), connections use TLS and the
+    /// server's certificate must chain to the system's roots or the file's
+    /// and name the host; otherwise they are plain.
+    pub fn new(
+        url: &str,
+        password: Option<&str>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<PgTarget, HistoryError> {
         let mut config: tokio_postgres::Config =
             url.parse()
                 .map_err(|e: tokio_postgres::Error| HistoryError::PgUrl {
@@ -121,6 +131,12 @@ impl PgTarget {
         }
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("sipsentry");
+        let tls = if ca_file.is_some() || config.get_ssl_mode() == SslMode::Require {
+            config.ssl_mode(SslMode::Require);
+            Some(tls_connector(ca_file)?)
+        } else {
+            None
+        };
         let shown = match (config.get_hosts().first(), config.get_ports().first()) {
             (Some(tokio_postgres::config::Host::Tcp(h)), port) => format!(
                 "postgres://{}@{h}:{}/{}",
@@ -130,22 +146,34 @@ impl PgTarget {
             ),
             _ => "postgres (socket)".into(),
         };
-        Ok(PgTarget { config, shown })
+        Ok(PgTarget { config, shown, tls })
     }
 
     /// One connection, its driver spawned on the current runtime.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, HistoryError> {
-        let (client, conn) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| self.error(e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "PostgreSQL connection ended");
+        fn drive<F>(conn: F)
+        where
+            F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+        {
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "PostgreSQL connection ended");
+                }
+            });
+        }
+        let err = |e| self.error(e);
+        Ok(match &self.tls {
+            Some(tls) => {
+                let (client, conn) = self.config.connect(tls.clone()).await.map_err(err)?;
+                drive(conn);
+                client
             }
-        });
-        Ok(client)
+            None => {
+                let (client, conn) = self.config.connect(NoTls).await.map_err(err)?;
+                drive(conn);
+                client
+            }
+        })
     }
 
     pub fn error(&self, e: tokio_postgres::Error) -> HistoryError {
@@ -157,13 +185,13 @@ impl PgTarget {
 
     /// A pool for readers. Connects on first use.
     pub fn pool(&self) -> Result<Pool, HistoryError> {
-        let manager = Manager::from_config(
-            self.config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &self.tls {
+            Some(tls) => Manager::from_config(self.config.clone(), tls.clone(), config),
+            None => Manager::from_config(self.config.clone(), NoTls, config),
+        };
         Pool::builder(manager)
             .max_size(READ_POOL)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -177,16 +205,72 @@ impl PgTarget {
     }
 }
 
+/// A TLS client trusting the system's roots and those in `ca_file`.
+fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, HistoryError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped: ca_file may be all it takes.
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let bad = |message: String| HistoryError::PgCa {
+            path: path.to_path_buf(),
+            message,
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| HistoryError::PgCa {
+        path: ca_file.map(|p| p.to_path_buf()).unwrap_or_default(),
+        message: e.to_string(),
+    })?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 /// The server's own message (with its detail) rather than the driver's
-/// summary ("db error").
+/// summary ("db error"); for any other failure, the error with its causes
+/// ("error performing TLS handshake: invalid peer certificate: …").
 pub fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
             Some(d) => format!("{}: {d}", db.message()),
             None => db.message().to_string(),
         },
-        None => e.to_string(),
+        None => chain(e),
     }
+}
+
+/// An error and each of its sources, joined.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// Creates or migrates the schema; refuses a database a newer build wrote.
@@ -277,7 +361,10 @@ impl PgHistory {
             .block_on(self.pool.get())
             .map_err(|e| HistoryError::Pg {
                 target: self.target.shown.clone(),
-                message: e.to_string(),
+                message: match &e {
+                    deadpool_postgres::PoolError::Backend(e) => pg_message(e),
+                    other => chain(other),
+                },
             })?;
         use std::sync::atomic::Ordering;
         if !self.migrated.load(Ordering::Relaxed) {

@@ -136,6 +136,8 @@ pub struct Postgres {
     bin: PathBuf,
     /// The user that owns the data directory and runs the server.
     run_as: Option<&'static str>,
+    /// TLS on, required of the product's user: (certificate, key) PEM.
+    tls: Option<(String, String)>,
 }
 
 impl Postgres {
@@ -143,6 +145,16 @@ impl Postgres {
 
     /// `None` when PostgreSQL is not installed (outside CI only).
     pub fn start() -> Option<Postgres> {
+        Self::start_with(None)
+    }
+
+    /// A server that accepts the product's user over TLS only, with this
+    /// certificate and key (PEM).
+    pub fn start_tls(cert: &str, key: &str) -> Option<Postgres> {
+        Self::start_with(Some((cert.to_string(), key.to_string())))
+    }
+
+    fn start_with(tls: Option<(String, String)>) -> Option<Postgres> {
         let bin = pg_bin();
         if bin.is_none() {
             assert!(
@@ -164,6 +176,7 @@ impl Postgres {
             dir: base,
             bin: bin.unwrap(),
             run_as: root.then_some("postgres"),
+            tls,
         };
         pg.init();
         pg.start_server();
@@ -228,21 +241,47 @@ impl Postgres {
         assert!(out.status.success(), "initdb: {}", stderr(&out));
         // Password authentication over TCP for the product's user, as in a
         // deployment; the superuser is trusted on the socket for the test.
+        let product = if self.tls.is_some() {
+            "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+        } else {
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+        };
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all postgres trust\nhost all postgres 127.0.0.1/32 trust\n\
-             host all all 127.0.0.1/32 scram-sha-256\n",
+            format!("local all postgres trust\nhost all postgres 127.0.0.1/32 trust\n{product}"),
         )
         .unwrap();
+        if let Some((cert, key)) = &self.tls {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(data.join("server.crt"), cert).unwrap();
+            std::fs::write(data.join("server.key"), key).unwrap();
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            if let Some(user) = self.run_as {
+                let ok = Command::new("chown")
+                    .arg(format!("{user}:{user}"))
+                    .arg(data.join("server.crt"))
+                    .arg(data.join("server.key"))
+                    .status()
+                    .unwrap();
+                assert!(ok.success());
+            }
+        }
     }
 
     fn start_server(&self) {
         let data = self.data();
-        let opts = format!(
+        let mut opts = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             self.port,
             self.dir.display()
         );
+        if self.tls.is_some() {
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = self.dir.join("server.log");
         let out = self.run(
             "pg_ctl",
