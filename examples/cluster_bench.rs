@@ -61,8 +61,9 @@ fn redis_hits(url: &str) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let tier =
-            Arc::new(RedisTier::open(url, None, "bench", Duration::from_millis(100)).unwrap());
+        let tier = Arc::new(
+            RedisTier::open(url, None, "bench", Duration::from_millis(100), None).unwrap(),
+        );
         let ev = evidence();
         for i in 0..1000u64 {
             let n = format!("+3361{i:07}");

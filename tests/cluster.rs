@@ -439,3 +439,59 @@ async fn calls_go_on_while_redis_is_down_and_sharing_resumes_when_it_returns() {
     assert!(redis.command(&key).unwrap().contains("\"score\":95"));
     assert!(metric(&a, "sipsentry_cluster_redis_downs_total", "").await >= 1.0);
 }
+
+/// A CA and a certificate for 127.0.0.1 it signed: (CA PEM, cert PEM, key PEM).
+fn pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let ca_key = KeyPair::generate_for(alg).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate_for(alg).unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_shares_lookups_over_rediss_with_a_private_ca() {
+    let (ca, cert, key) = pki();
+    let Some(redis) = Redis::start_tls(&cert, &key) else {
+        return;
+    };
+    let dc = fakes::didchecks().await;
+    let number = "+33640000001";
+    dc.state.answer(number, dc_data(number, 95, "Scam"));
+    let url = format!("rediss://127.0.0.1:{}/0", redis.tls_port.unwrap());
+    let config = format!(
+        "[cluster]\nredis_url = \"{url}\"\nredis_ca_file = \"ca.pem\"\nnode_id = \"tls1\"\n\
+         redis_timeout_ms = 250\n[providers.didchecks]\nenabled = true\nbase_url = \"{}\"\n\
+         token_env = \"{DC_ENV}\"\n[policy]\nlookup_budget_ms = 2000\n",
+        dc.base
+    );
+    let op = Operator::start_full(
+        "",
+        "",
+        &config,
+        Some(TOKEN),
+        &[("ca.pem", &ca)],
+        &[(DC_ENV, DC_TOKEN)],
+    )
+    .await;
+    let uac = Udp::new().await;
+    assert_eq!(call(&uac, op.sip, "tls0", number).await, 603);
+    let key = format!("GET sipsentry:answer:{{didchecks:{number}}}");
+    assert!(
+        redis.command(&key).unwrap().contains("\"score\":95"),
+        "the answer went to Redis over TLS"
+    );
+    assert_eq!(metric(&op, "sipsentry_cluster_redis_up", "").await, 1.0);
+    assert_eq!(
+        metric(&op, "sipsentry_cluster_shared_total", "kind=\"error\"").await,
+        0.0
+    );
+}

@@ -44,6 +44,9 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// The longest a call waits for one Redis answer.
     pub redis_timeout_ms: u64,
+    /// PEM roots for a `rediss://` server's certificate, in place of the
+    /// system's (a private CA); empty: the system's roots.
+    pub redis_ca_file: std::path::PathBuf,
 }
 
 impl Default for ClusterConfig {
@@ -53,6 +56,7 @@ impl Default for ClusterConfig {
             redis_password_env: "SIPSENTRY_REDIS_PASSWORD".into(),
             node_id: String::new(),
             redis_timeout_ms: 5,
+            redis_ca_file: std::path::PathBuf::new(),
         }
     }
 }
@@ -91,6 +95,13 @@ pub enum ClusterError {
         "cluster.redis_url {url:?} is not a Redis URL ({message}); write redis://host:port/db or rediss://host:port/db"
     )]
     Url { url: String, message: String },
+    #[error(
+        "cluster.redis_ca_file {path}: {message} (it must hold the PEM certificate of the CA that signed the Redis server's certificate)"
+    )]
+    Ca {
+        path: std::path::PathBuf,
+        message: String,
+    },
 }
 
 /// Whether Redis is answering, as this node sees it: a breaker.
@@ -211,11 +222,27 @@ impl Cluster {
             .ok()
             .filter(|p| !p.is_empty());
         let node_id = c.node_id();
+        let ca = if c.redis_ca_file.as_os_str().is_empty() {
+            None
+        } else {
+            let pem = std::fs::read(&c.redis_ca_file).map_err(|e| ClusterError::Ca {
+                path: c.redis_ca_file.clone(),
+                message: e.to_string(),
+            })?;
+            if !pem.windows(11).any(|w| w == b"BEGIN CERTI") {
+                return Err(ClusterError::Ca {
+                    path: c.redis_ca_file.clone(),
+                    message: "no PEM certificate in it".into(),
+                });
+            }
+            Some(pem)
+        };
         let tier = RedisTier::open(
             c.redis_url.trim(),
             password.as_deref(),
             &node_id,
             Duration::from_millis(c.redis_timeout_ms.max(1)),
+            ca,
         )?;
         Ok(Some(Cluster {
             node_id,

@@ -88,11 +88,13 @@ fn millis(d: Duration) -> u64 {
 
 impl RedisTier {
     /// A tier on `url`, connected on first use. Call inside a tokio runtime.
+    /// `ca` (PEM) replaces the system's roots for a `rediss://` server.
     pub fn open(
         url: &str,
         password: Option<&str>,
         node_id: &str,
         timeout: Duration,
+        ca: Option<Vec<u8>>,
     ) -> Result<RedisTier, ClusterError> {
         let bad = |e: redis::RedisError| ClusterError::Url {
             // The message of a parse error never repeats the URL's password.
@@ -106,7 +108,17 @@ impl RedisTier {
             let settings = info.redis_settings().clone().set_password(pw);
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info).map_err(bad)?;
+        let client = match ca {
+            Some(root_cert) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(bad)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_number_of_retries(1);
@@ -357,7 +369,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_url_is_refused_with_what_to_write() {
-        let e = RedisTier::open("http://x", None, "n", Duration::from_millis(5)).unwrap_err();
+        let e = RedisTier::open("http://x", None, "n", Duration::from_millis(5), None).unwrap_err();
         assert!(e.to_string().contains("redis://host:port"), "{e}");
     }
 }

@@ -257,6 +257,7 @@ impl Config {
             &mut self.history.path,
             &mut self.history.spool_path,
             &mut self.history.ca_file,
+            &mut self.cluster.redis_ca_file,
             &mut self.stir.trust_anchors,
             &mut self.stir.x5u_ca_file,
         ] {

@@ -21,12 +21,37 @@ pub struct Redis {
     child: Option<Child>,
     /// `requirepass`, when set.
     password: Option<String>,
+    /// A TLS port beside the plain one, with this certificate and key.
+    pub tls_port: Option<u16>,
+    tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Redis {
     /// `None` when redis-server is not installed (outside CI only).
     pub fn start() -> Option<Redis> {
         Self::start_with(None)
+    }
+
+    /// A server with a TLS port too (`tls_port`), serving `cert` and `key`
+    /// (PEM); the plain port stays for the test's own commands.
+    pub fn start_tls(cert: &str, key: &str) -> Option<Redis> {
+        if !installed("redis-server", "redis-server") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("redis.crt"), dir.path().join("redis.key"));
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        let mut r = Redis {
+            port: free_port(),
+            dir,
+            child: None,
+            password: None,
+            tls_port: Some(free_port()),
+            tls_files: Some((c, k)),
+        };
+        r.spawn();
+        Some(r)
     }
 
     /// A server that requires `password` (`AUTH`).
@@ -39,6 +64,8 @@ impl Redis {
             dir: tempfile::tempdir().unwrap(),
             child: None,
             password: password.map(str::to_string),
+            tls_port: None,
+            tls_files: None,
         };
         r.spawn();
         Some(r)
@@ -52,6 +79,13 @@ impl Redis {
         let mut cmd = Command::new("redis-server");
         if let Some(pw) = &self.password {
             cmd.args(["--requirepass", pw]);
+        }
+        if let (Some(port), Some((cert, key))) = (self.tls_port, &self.tls_files) {
+            cmd.args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key);
         }
         let child = cmd
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
