@@ -440,26 +440,9 @@ async fn calls_go_on_while_redis_is_down_and_sharing_resumes_when_it_returns() {
     assert!(metric(&a, "sipsentry_cluster_redis_downs_total", "").await >= 1.0);
 }
 
-/// A CA and a certificate for 127.0.0.1 it signed: (CA PEM, cert PEM, key PEM).
-fn pki() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
-    let ca_key = KeyPair::generate_for(alg).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate_for(alg).unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_shares_lookups_over_rediss_with_a_private_ca() {
-    let (ca, cert, key) = pki();
+    let (ca, cert, key) = servers::loopback_pki();
     let Some(redis) = Redis::start_tls(&cert, &key) else {
         return;
     };

@@ -158,29 +158,9 @@ async fn a_node_stopped_while_postgres_is_down_sends_its_spool_at_the_next_start
     );
 }
 
-/// A CA and a server certificate for 127.0.0.1: (CA PEM, cert PEM, key PEM).
-fn server_pki() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
-    let ca_key = KeyPair::generate_for(alg).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Test database CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate_for(alg).unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tls_only_postgres_is_written_with_its_certificate_verified() {
-    let (ca, cert, key) = server_pki();
+    let (ca, cert, key) = servers::loopback_pki();
     let Some(pg) = Postgres::start_tls(&cert, &key) else {
         return;
     };

@@ -55,7 +55,9 @@ pub async fn subscribe(tier: Arc<RedisTier>, cache: Arc<LiveCache>) {
             Ok(Err(e)) if connected_before => {
                 tracing::debug!(error = %e, "cluster update subscription: Redis not answering")
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cluster update subscription failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cluster update subscription failed (check cluster.redis_url and the password); retrying every second")
+            }
             Err(_) => tracing::debug!("cluster update subscription: connect timed out"),
         }
         tokio::time::sleep(super::PROBE_INTERVAL).await;

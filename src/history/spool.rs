@@ -38,8 +38,13 @@ pub(super) enum SpoolError {
 impl std::fmt::Display for SpoolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SpoolError::Full => f.write_str("spool full (history.spool_max_mb)"),
-            SpoolError::Io(e) => write!(f, "spool file: {e}"),
+            SpoolError::Full => {
+                f.write_str("spool full (raise history.spool_max_mb, or bring PostgreSQL back)")
+            }
+            SpoolError::Io(e) => write!(
+                f,
+                "spool file: {e} (check that history.spool_path is writable and its disk not full)"
+            ),
         }
     }
 }
