@@ -4,6 +4,7 @@
 //! Keys carry a hash tag (`{provider:number}`), so an answer and its claim
 //! sit in one slot should the keys ever be spread over a Redis Cluster.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -151,10 +152,6 @@ impl RedisTier {
         keys: &[&str],
         args: &[&str],
     ) -> Option<T> {
-        if !self.health.is_up() {
-            self.health.stats.skipped.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
         let mut inv = script.prepare_invoke();
         for k in keys {
             inv.key(*k);
@@ -163,7 +160,17 @@ impl RedisTier {
             inv.arg(*a);
         }
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
+        self.guarded(inv.invoke_async::<T>(&mut conn)).await
+    }
+
+    /// Awaits one command under the call timeout, counting its outcome in
+    /// the breaker; not sent at all while Redis is marked down.
+    async fn guarded<T>(&self, command: impl Future<Output = redis::RedisResult<T>>) -> Option<T> {
+        if !self.health.is_up() {
+            self.health.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        match tokio::time::timeout(self.timeout, command).await {
             Ok(Ok(v)) => {
                 self.health.success();
                 Some(v)
@@ -306,18 +313,10 @@ impl SharedTier for RedisTier {
 
     fn release<'a>(&'a self, provider: &'a str, e164: &'a str) -> SharedFuture<'a, ()> {
         Box::pin(async move {
-            if !self.health.is_up() {
-                return;
-            }
             let mut conn = self.conn.clone();
             let mut cmd = redis::cmd("DEL");
             cmd.arg(claim_key(provider, e164));
-            let del = cmd.query_async::<i64>(&mut conn);
-            match tokio::time::timeout(self.timeout, del).await {
-                Ok(Ok(_)) => self.health.success(),
-                Ok(Err(e)) => self.health.failure(&e),
-                Err(_) => self.health.failure(&"DEL timed out"),
-            }
+            self.guarded(cmd.query_async::<i64>(&mut conn)).await;
         })
     }
 

@@ -378,10 +378,6 @@ impl PgHistory {
             target: self.target.clone(),
         })
     }
-
-    pub fn handle(&self) -> &tokio::runtime::Handle {
-        &self.handle
-    }
 }
 
 /// One reader's connection.

@@ -258,7 +258,7 @@ impl PgSink {
                 Err(Failure::Unreachable(e)) => self.lost(&e),
             }
         }
-        self.spool_batch(batch, stats)?;
+        self.spool_batch(batch, stats);
         self.tick(stats);
         Ok(None)
     }
@@ -275,7 +275,9 @@ impl PgSink {
         }
     }
 
-    fn spool_batch(&mut self, batch: &Batch, stats: &HistoryStats) -> Result<(), String> {
+    /// Appends the batch to the spool; what it cannot take is dropped,
+    /// counted and logged (not a write error: the database did not refuse it).
+    fn spool_batch(&mut self, batch: &Batch, stats: &HistoryStats) {
         let lines = batch
             .records
             .iter()
@@ -287,16 +289,11 @@ impl PgSink {
         stats
             .spool_bytes
             .store(self.spool.bytes() as i64, Ordering::Relaxed);
-        match err {
-            None => Ok(()),
-            Some(e) => {
-                let lost = total - taken;
-                stats.dropped.fetch_add(lost as u64, Ordering::Relaxed);
-                if log_due(&stats.last_spool_log_ms, now_ms()) {
-                    tracing::error!(error = %e, lost, "history records dropped: PostgreSQL is down and the spool cannot take them (logged at most every 10 s)");
-                }
-                // Counted as dropped here; not a write error.
-                Ok(())
+        if let Some(e) = err {
+            let lost = total - taken;
+            stats.dropped.fetch_add(lost as u64, Ordering::Relaxed);
+            if log_due(&stats.last_spool_log_ms, now_ms()) {
+                tracing::error!(error = %e, lost, "history records dropped: PostgreSQL is down and the spool cannot take them (logged at most every 10 s)");
             }
         }
     }

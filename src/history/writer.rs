@@ -344,9 +344,9 @@ fn flush(conn: &mut Target, batch: &mut Batch, out: &Output) {
         Target::Sqlite(c) => write(c, batch)
             .map(|first| Some(Ids::From(first)))
             .map_err(|e| e.to_string()),
-        Target::Postgres(pg) => pg
-            .write(batch, subscribed, stats)
-            .map(|ids| ids.map(Ids::Listed)),
+        Target::Postgres(pg) => pg.write(batch, subscribed, stats).map(|ids| {
+            ids.map(|ids| Ids::Listed(ids.into_iter().map(|(id, d)| (d, id)).collect()))
+        }),
     };
     match result {
         Ok(ids) => {
@@ -381,17 +381,14 @@ enum Ids {
     /// SQLite: one transaction's rows have consecutive ids from this one.
     From(i64),
     /// PostgreSQL: what `RETURNING` said, by decision id.
-    Listed(Vec<(i64, String)>),
+    Listed(std::collections::HashMap<String, i64>),
 }
 
 impl Ids {
     fn of(&self, i: usize, decision_id: &str) -> Option<i64> {
         match self {
             Ids::From(first) => Some(first + i as i64),
-            Ids::Listed(ids) => ids
-                .iter()
-                .find(|(_, d)| d == decision_id)
-                .map(|(id, _)| *id),
+            Ids::Listed(ids) => ids.get(decision_id).copied(),
         }
     }
 }

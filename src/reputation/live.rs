@@ -459,7 +459,7 @@ async fn shared_flight(
                     ms: p.timeout.as_millis() as u64,
                 });
             }
-            _ => return run(p, e164, None).await,
+            Claim::Unavailable => return run(p, e164, None).await,
         }
     }
 }
