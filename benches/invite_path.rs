@@ -80,7 +80,7 @@ fn edit<'a>(
         new_ruri: None,
         record_route: None,
         strip_labels,
-        own_route: None,
+        own_route: &[],
         labels,
         verstat: None,
     }

@@ -3,8 +3,8 @@
 //! The layers, each depending only on those listed before it
 //! (docs/architecture.md has the map and the call path):
 //!
-//! - [`number`], [`metrics`]: leaves (E.164 numbers; the `/metrics`
-//!   registry every module reports to).
+//! - [`number`], [`metrics`], [`pem`]: leaves (E.164 numbers; the `/metrics`
+//!   registry every module reports to; PEM certificates and keys).
 //! - [`sip`]: SIP on the wire ([`sip::message`], [`sip::header`],
 //!   [`sip::uri`], [`sip::relay`]), the transport ([`sip::transport`]),
 //!   INVITE transactions and timers ([`sip::transaction`]) and the proxy
@@ -39,6 +39,7 @@ pub mod history;
 pub mod lists;
 pub mod metrics;
 pub mod number;
+pub mod pem;
 pub mod pipeline;
 pub mod policy;
 pub mod reload;

@@ -2,8 +2,8 @@
 //! screening pipeline, and the threads and tasks that run them.
 //!
 //! [`Server::bind`] opens UDP and TCP on the same port (port 0 picks a free
-//! one, which the tests use) and [`Server::run`] serves until the shutdown
-//! future completes. Shutdown follows mini-redis: stop accepting TCP
+//! one, which the tests use), and TLS on `sip.tls_listen` when set, and
+//! [`Server::run`] serves until the shutdown future completes. Shutdown follows mini-redis: stop accepting TCP
 //! connections, answer new INVITEs 503, wait until every call under
 //! screening is decided (at most [`DRAIN_TIMEOUT`]), stop the SIP thread and
 //! the ticker, and join them all.
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Pipeline;
 use crate::sip::proxy::{LocalAddr, Proxy, SipConfig};
-use crate::sip::transport::{self, BindError, Peer, Transport};
+use crate::sip::transport::{self, BindError, Peer, Tls, TlsError, Transport};
 use crate::sip::uri::SipUri;
 
 /// How long shutdown waits for calls still being screened.
@@ -37,29 +37,82 @@ pub enum ServerError {
         "cannot resolve sip.next_hop host {host:?} ({reason}); use an IP address or a resolvable name"
     )]
     NextHop { host: String, reason: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(
+        "cannot listen for TLS on {addr} (is another SIP server running there? change sip.tls_listen)"
+    )]
+    TlsBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sip.tls_listen: {0}")]
+    TlsListen(String),
 }
 
 pub struct Server {
     proxy: Arc<SipProxy>,
     tcp: TcpListener,
+    tls: Option<TcpListener>,
 }
 
 impl Server {
     /// Binds the SIP port (UDP and TCP) and prepares the proxy.
     pub async fn bind(options: SipConfig, pipeline: Arc<Pipeline>) -> Result<Server, ServerError> {
-        let (transport, tcp) = Transport::bind(options.listen, options.tcp_limits()).await?;
+        let tls = tls(&options)?;
+        let (transport, tcp) =
+            Transport::bind(options.listen, options.tcp_limits(), tls.clone()).await?;
         let addr = transport.local_addr().map_err(|source| BindError {
             addr: options.listen,
             source,
         })?;
+        let tls_listener = match options.tls_listen_addr().map_err(ServerError::TlsListen)? {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .map_err(|source| ServerError::TlsBind { addr: at, source })?,
+            ),
+            None => None,
+        };
+        let hop =
+            SipUri::parse_config(&options.next_hop).map_err(|reason| ServerError::NextHop {
+                host: options.next_hop.clone(),
+                reason,
+            })?;
         let next_hop = next_hop(&options).await?;
+        if next_hop.is_tls() && hop.host.parse::<IpAddr>().is_err() {
+            transport.set_tls_name(next_hop.addr(), &hop.host);
+        }
         let hop_addr = next_hop.addr();
-        let local = LocalAddr::new(SocketAddr::new(
+        let mut local = LocalAddr::new(SocketAddr::new(
             advertised_ip(addr.ip(), hop_addr),
             addr.port(),
         ));
+        if let Some(port) = tls_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+        {
+            local = local.with_tls_port(port);
+        }
         let proxy = Proxy::new(options, pipeline, local, next_hop, transport);
-        Ok(Server { proxy, tcp })
+        Ok(Server {
+            proxy,
+            tcp,
+            tls: tls_listener,
+        })
+    }
+
+    /// The TLS listener's address, when there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// TLS (certificates, handshake counts), when configured: what a reload
+    /// re-reads and `/metrics` reports.
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.proxy.transport().tls().cloned()
     }
 
     /// The address the proxy listens on (UDP and TCP).
@@ -82,12 +135,21 @@ impl Server {
     /// Serves until `shutdown` completes, then drains and joins the SIP
     /// thread, the ticker and the TCP acceptor.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { proxy, tcp } = self;
+        let Server { proxy, tcp, tls } = self;
         let stop_accept = CancellationToken::new();
         let stop_udp = Arc::new(AtomicBool::new(false));
-        let acceptor = tokio::spawn(
-            Arc::clone(proxy.transport()).accept_loop(tcp, stop_accept.clone().cancelled_owned()),
-        );
+        let acceptor = tokio::spawn(Arc::clone(proxy.transport()).accept_loop(
+            tcp,
+            false,
+            stop_accept.clone().cancelled_owned(),
+        ));
+        let tls_acceptor = tls.map(|l| {
+            tokio::spawn(Arc::clone(proxy.transport()).accept_loop(
+                l,
+                true,
+                stop_accept.clone().cancelled_owned(),
+            ))
+        });
         let window = Duration::from_micros(u64::from(proxy.options().busy_poll_us));
         let udp_thread = {
             let (proxy, stop) = (Arc::clone(&proxy), Arc::clone(&stop_udp));
@@ -118,6 +180,9 @@ impl Server {
         ticker.abort();
         let _ = ticker.await;
         let _ = acceptor.await;
+        if let Some(a) = tls_acceptor {
+            let _ = a.await;
+        }
         let _ = tokio::task::spawn_blocking(move || udp_thread.join()).await;
         tracing::info!(
             received = proxy.stats().received.load(Ordering::Relaxed),
@@ -135,11 +200,22 @@ pub async fn next_hop(options: &SipConfig) -> Result<Peer, ServerError> {
         reason,
     })?;
     let addr = resolve(&hop.host, hop.port).await?;
-    Ok(if hop.tcp {
+    Ok(if hop.tls {
+        Peer::Tls(addr)
+    } else if hop.tcp {
         Peer::Tcp(addr)
     } else {
         Peer::Udp(addr)
     })
+}
+
+/// TLS as `sip.tls_*` configure it (the files read and checked), when
+/// anything uses it. `config check` asks this too.
+pub fn tls(options: &SipConfig) -> Result<Option<Arc<Tls>>, ServerError> {
+    if !options.uses_tls() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Tls::new(options.tls_options())?)))
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ServerError> {

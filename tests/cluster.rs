@@ -442,7 +442,7 @@ async fn calls_go_on_while_redis_is_down_and_sharing_resumes_when_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_shares_lookups_over_rediss_with_a_private_ca() {
-    let (ca, cert, key) = servers::loopback_pki();
+    let (ca, cert, key) = common::pki::loopback_pki();
     let Some(redis) = Redis::start_tls(&cert, &key) else {
         return;
     };

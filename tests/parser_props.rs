@@ -44,7 +44,7 @@ fn exercise(bytes: Vec<u8>, policy: &Policy, country: &Country) {
         new_ruri: who.e164.as_deref().map(|_| "sip:vm@127.0.0.1"),
         record_route: Some("Record-Route: <sip:127.0.0.1;lr>\r\n"),
         strip_labels: true,
-        own_route: relay::top_via(&msg),
+        own_route: &relay::top_via(&msg).into_iter().collect::<Vec<_>>(),
         labels: Some(LabelEdit {
             lines: lines.as_bytes(),
             display_prefix: &policy.labels.display_prefix,

@@ -160,7 +160,7 @@ async fn a_node_stopped_while_postgres_is_down_sends_its_spool_at_the_next_start
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tls_only_postgres_is_written_with_its_certificate_verified() {
-    let (ca, cert, key) = servers::loopback_pki();
+    let (ca, cert, key) = common::pki::loopback_pki();
     let Some(pg) = Postgres::start_tls(&cert, &key) else {
         return;
     };

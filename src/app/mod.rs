@@ -184,6 +184,7 @@ pub async fn preflight(config: &Config) -> Result<()> {
         message: e.to_string(),
     })?;
     crate::server::next_hop(&config.sip).await?;
+    crate::server::tls(&config.sip)?;
     Ok(())
 }
 
@@ -257,6 +258,7 @@ pub async fn serve(
             path: config_path,
             pipeline: Arc::clone(&pipeline),
             running: Arc::clone(&config),
+            tls: server.tls(),
         }),
         history,
         ..AdminState::new(Arc::clone(&config), Arc::clone(&pipeline))
@@ -273,6 +275,9 @@ pub async fn serve(
     }
     if let Some(c) = &cluster {
         state.metrics.register(Arc::clone(&c.tier.health) as _);
+    }
+    if let Some(tls) = server.tls() {
+        state.metrics.register(tls as _);
     }
     let state = Arc::new(state);
 

@@ -67,6 +67,10 @@ impl Config {
                 "sip.tcp_message_timeout_ms",
                 self.sip.tcp_message_timeout_ms as usize,
             ),
+            (
+                "sip.tls_handshake_timeout_ms",
+                self.sip.tls_handshake_timeout_ms as usize,
+            ),
         ] {
             if n == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
@@ -78,6 +82,51 @@ impl Config {
                 format!(
                     "{} is more than sip.tcp_max_connections ({}); one source could then take every connection",
                     self.sip.tcp_max_per_source, self.sip.tcp_max_connections
+                ),
+            ));
+        }
+        let tls_listen = self
+            .sip
+            .tls_listen_addr()
+            .map_err(|e| invalid("sip.tls_listen", e))?;
+        let tls = self.sip.tls_options();
+        match (&tls.cert, &tls.key) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "sip.tls_key",
+                    "is empty but sip.tls_cert is set; give the certificate's private key (PEM)"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "sip.tls_cert",
+                    "is empty but sip.tls_key is set; give the certificate chain (PEM, leaf first)"
+                        .into(),
+                ));
+            }
+            (None, None) if tls_listen.is_some() => {
+                return Err(invalid(
+                    "sip.tls_listen",
+                    "is set but sip.tls_cert and sip.tls_key are not; a TLS listener needs a certificate".into(),
+                ));
+            }
+            _ => {}
+        }
+        if tls.client_ca.is_some() && tls_listen.is_none() {
+            return Err(invalid(
+                "sip.tls_client_ca",
+                "is set but sip.tls_listen is not; client certificates are asked for on the TLS listener".into(),
+            ));
+        }
+        if tls_listen.is_some_and(|a| {
+            a.port() != 0 && a.port() == self.sip.listen.port() && a.ip() == self.sip.listen.ip()
+        }) {
+            return Err(invalid(
+                "sip.tls_listen",
+                format!(
+                    "uses the port of sip.listen ({}), which TCP holds; use another port such as 5061",
+                    self.sip.listen
                 ),
             ));
         }

@@ -17,14 +17,9 @@ use super::message::{HeaderName, Message};
 use super::respond;
 
 /// Writes the CANCEL for `invite` as received, forwarded with `via_line`
-/// (the proxy's Via, line end included) to `ruri`, without the Route element
+/// (the proxy's Via, line end included) to `ruri`, without the Route elements
 /// at `skip` (the proxy's own, removed when the INVITE was forwarded).
-pub fn cancel_for(
-    invite: &Message,
-    via_line: &[u8],
-    ruri: &[u8],
-    skip: Option<Range<usize>>,
-) -> Bytes {
+pub fn cancel_for(invite: &Message, via_line: &[u8], ruri: &[u8], skip: &[Range<usize>]) -> Bytes {
     let mut out = BytesMut::with_capacity(invite.headers_end + 64);
     out.put_slice(b"CANCEL ");
     out.put_slice(ruri);
@@ -40,7 +35,7 @@ pub fn cancel_for(
                 let v = invite.value(h);
                 for r in header::split_commas(v) {
                     let at = h.value.start + r.start..h.value.start + r.end;
-                    if skip.as_ref() != Some(&at) {
+                    if !skip.contains(&at) {
                         routes.push(at);
                     }
                 }
@@ -79,7 +74,7 @@ mod tests {
         let via = "Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-ss-abc\r\n";
         let own = INVITE.find("<sip:proxy.example;lr>").unwrap();
         let own = own..own + "<sip:proxy.example;lr>".len();
-        let out = cancel_for(&invite, via.as_bytes(), b"sip:vm@pbx.example", Some(own));
+        let out = cancel_for(&invite, via.as_bytes(), b"sip:vm@pbx.example", &[own]);
         let text = std::str::from_utf8(&out).unwrap();
         assert_eq!(
             text,

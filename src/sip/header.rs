@@ -9,6 +9,8 @@ use std::ops::Range;
 
 /// The default SIP port (RFC 3261 §19.1.2).
 pub const DEFAULT_SIP_PORT: u16 = 5060;
+/// The default port of SIP over TLS and of `sips:` URIs (RFC 3261 §19.1.2).
+pub const DEFAULT_SIPS_PORT: u16 = 5061;
 
 /// A header value as text, with folded line breaks turned into single spaces.
 /// `None` if it is not UTF-8.
@@ -182,6 +184,19 @@ impl<'a> Via<'a> {
         self.transport.eq_ignore_ascii_case("TCP")
     }
 
+    pub fn is_tls(&self) -> bool {
+        self.transport.eq_ignore_ascii_case("TLS")
+    }
+
+    /// The port a sent-by without one means: 5061 over TLS, else 5060.
+    fn default_port(&self) -> u16 {
+        if self.is_tls() {
+            DEFAULT_SIPS_PORT
+        } else {
+            DEFAULT_SIP_PORT
+        }
+    }
+
     /// Where a response to this Via goes (RFC 3261 §18.2.2, RFC 3581):
     /// `received` replaces the host, a valued `rport` replaces the port.
     pub fn response_target(&self) -> Option<std::net::SocketAddr> {
@@ -190,13 +205,13 @@ impl<'a> Via<'a> {
         let port = param(self.params, "rport")
             .and_then(|p| p.parse::<u16>().ok())
             .or(self.port)
-            .unwrap_or(DEFAULT_SIP_PORT);
+            .unwrap_or(self.default_port());
         Some(std::net::SocketAddr::new(ip, port))
     }
 
     /// sent-by as written (for transaction matching).
     pub fn sent_by(&self) -> (&'a str, u16) {
-        (self.host, self.port.unwrap_or(DEFAULT_SIP_PORT))
+        (self.host, self.port.unwrap_or(self.default_port()))
     }
 }
 

@@ -33,8 +33,9 @@ pub struct RequestEdit<'a> {
     pub record_route: Option<&'a str>,
     /// Remove label headers: the sender is not a trusted peer.
     pub strip_labels: bool,
-    /// The proxy's own Route element to remove (absolute byte range).
-    pub own_route: Option<Range<usize>>,
+    /// The proxy's own Route elements to remove (absolute byte ranges): one,
+    /// or two where it record-routed a change of transport (RFC 5658).
+    pub own_route: &'a [Range<usize>],
     /// Labels to write (a tagged call).
     pub labels: Option<LabelEdit<'a>>,
     /// The `verstat` to put in the user part of the caller's identity
@@ -124,8 +125,8 @@ pub fn forward_request(msg: &Message, edit: &RequestEdit<'_>) -> Bytes {
         s.insert(at, rr.as_bytes());
     }
 
-    if let Some(route) = &edit.own_route {
-        remove_element(msg, HeaderName::Route, route.clone(), &mut s);
+    if !edit.own_route.is_empty() {
+        remove_elements(msg, HeaderName::Route, edit.own_route, &mut s);
     }
 
     if edit.strip_labels {
@@ -212,26 +213,38 @@ fn param_span(elem: &str, name: &str) -> Option<(usize, usize, bool)> {
 
 /// Removes one element of a comma-separated header; the whole line if it is
 /// the only one.
-fn remove_element(msg: &Message, name: HeaderName, elem: Range<usize>, s: &mut Splice<'_>) {
-    let Some(h) = msg
-        .headers_named(name)
-        .find(|h| h.value.start <= elem.start && elem.end <= h.value.end)
-    else {
-        return;
-    };
-    let elems = header::split_commas(msg.value(h));
-    if elems.len() <= 1 {
-        s.delete(h.line.clone());
-        return;
-    }
-    let abs: Vec<Range<usize>> = elems
-        .iter()
-        .map(|r| h.value.start + r.start..h.value.start + r.end)
-        .collect();
-    match abs.iter().position(|r| *r == elem) {
-        Some(i) if i + 1 < abs.len() => s.delete(abs[i].start..abs[i + 1].start),
-        Some(i) => s.delete(abs[i - 1].end..abs[i].end),
-        None => {}
+fn remove_elements(msg: &Message, name: HeaderName, gone: &[Range<usize>], s: &mut Splice<'_>) {
+    for h in msg.headers_named(name) {
+        let abs: Vec<Range<usize>> = header::split_commas(msg.value(h))
+            .iter()
+            .map(|r| h.value.start + r.start..h.value.start + r.end)
+            .collect();
+        let removed: Vec<bool> = abs.iter().map(|r| gone.contains(r)).collect();
+        if !removed.contains(&true) {
+            continue;
+        }
+        if removed.iter().all(|r| *r) {
+            s.delete(h.line.clone());
+            continue;
+        }
+        // Each run of removed elements goes with the comma after it, or,
+        // at the end of the header, with the comma before it.
+        let mut i = 0;
+        while i < abs.len() {
+            if !removed[i] {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < abs.len() && removed[i] {
+                i += 1;
+            }
+            if i < abs.len() {
+                s.delete(abs[start].start..abs[i].start);
+            } else {
+                s.delete(abs[start - 1].end..abs[i - 1].end);
+            }
+        }
     }
 }
 
@@ -358,7 +371,7 @@ fn prefix_display<'a>(msg: &Message, value: Range<usize>, prefix: &'a str, s: &m
 pub fn forward_response(msg: &Message) -> Option<Bytes> {
     let top = top_via(msg)?;
     let mut s = Splice::new();
-    remove_element(msg, HeaderName::Via, top, &mut s);
+    remove_elements(msg, HeaderName::Via, &[top], &mut s);
     Some(s.apply(&msg.buf))
 }
 

@@ -157,9 +157,11 @@ pub struct SipUri {
     pub host: String,
     pub port: u16,
     pub tcp: bool,
+    /// `sips:` or `;transport=tls` (then `port` defaults to 5061).
+    pub tls: bool,
 }
 
-pub use super::header::DEFAULT_SIP_PORT;
+pub use super::header::{DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT};
 
 impl SipUri {
     /// Parses and checks a URI from the config file. rsip 0.4 cannot parse
@@ -169,25 +171,38 @@ impl SipUri {
             return Self::parse_v6(s);
         }
         let uri = rsip::Uri::try_from(s).map_err(|e| format!("{s:?} is not a SIP URI ({e})"))?;
-        match &uri.scheme {
-            Some(rsip::Scheme::Sip) => {}
-            _ => return Err(format!("{s:?} must use the sip: scheme")),
-        }
+        let sips = match &uri.scheme {
+            Some(rsip::Scheme::Sip) => false,
+            Some(rsip::Scheme::Sips) => true,
+            _ => return Err(format!("{s:?} must use the sip: or sips: scheme")),
+        };
         let host = match uri.host() {
             rsip::Host::Domain(d) => d.to_string(),
             rsip::Host::IpAddr(ip) => ip.to_string(),
         };
-        let port = uri.port().map(|p| *p.value()).unwrap_or(DEFAULT_SIP_PORT);
-        let tcp = match uri.transport() {
-            None | Some(rsip::Transport::Udp) => false,
-            Some(rsip::Transport::Tcp) => true,
-            Some(t) => return Err(format!("transport {t} is not supported; use udp or tcp")),
+        let (tcp, tls) = match uri.transport() {
+            None => (false, sips),
+            Some(rsip::Transport::Udp) if !sips => (false, false),
+            Some(rsip::Transport::Tcp) if !sips => (true, false),
+            Some(rsip::Transport::Tls) => (false, true),
+            Some(t) => {
+                return Err(format!(
+                    "transport {t} is not supported here; use udp, tcp or tls (sips: is TLS only)"
+                ));
+            }
         };
+        let default = if tls {
+            DEFAULT_SIPS_PORT
+        } else {
+            DEFAULT_SIP_PORT
+        };
+        let port = uri.port().map(|p| *p.value()).unwrap_or(default);
         Ok(SipUri {
             text: s.to_string(),
             host,
             port,
             tcp,
+            tls,
         })
     }
 }
@@ -195,23 +210,37 @@ impl SipUri {
 impl SipUri {
     fn parse_v6(s: &str) -> Result<SipUri, String> {
         let uri = Uri::parse(s).ok_or_else(|| format!("{s:?} is not a SIP URI"))?;
-        if uri.scheme != Scheme::Sip {
-            return Err(format!("{s:?} must use the sip: scheme"));
-        }
+        let sips = match uri.scheme {
+            Scheme::Sip => false,
+            Scheme::Sips => true,
+            _ => return Err(format!("{s:?} must use the sip: or sips: scheme")),
+        };
         uri.host
             .parse::<std::net::Ipv6Addr>()
             .map_err(|_| format!("{s:?} has a bad IPv6 address"))?;
-        let tcp = match uri.param("transport") {
-            None => false,
-            Some(t) if t.eq_ignore_ascii_case("udp") => false,
-            Some(t) if t.eq_ignore_ascii_case("tcp") => true,
-            Some(t) => return Err(format!("transport {t} is not supported; use udp or tcp")),
+        let is = |t: &str, name: &str| t.eq_ignore_ascii_case(name);
+        let (tcp, tls) = match uri.param("transport") {
+            None => (false, sips),
+            Some(t) if is(t, "tls") => (false, true),
+            Some(t) if is(t, "udp") && !sips => (false, false),
+            Some(t) if is(t, "tcp") && !sips => (true, false),
+            Some(t) => {
+                return Err(format!(
+                    "transport {t} is not supported here; use udp, tcp or tls (sips: is TLS only)"
+                ));
+            }
+        };
+        let default = if tls {
+            DEFAULT_SIPS_PORT
+        } else {
+            DEFAULT_SIP_PORT
         };
         Ok(SipUri {
             text: s.to_string(),
             host: uri.host.to_string(),
-            port: uri.port.unwrap_or(DEFAULT_SIP_PORT),
+            port: uri.port.unwrap_or(default),
             tcp,
+            tls,
         })
     }
 }
@@ -265,5 +294,18 @@ mod tests {
         assert!(SipUri::parse_config("http://x").is_err());
         let v6 = SipUri::parse_config("sip:[::1]:5080;transport=tcp").unwrap();
         assert_eq!((v6.host.as_str(), v6.port, v6.tcp), ("::1", 5080, true));
+    }
+
+    #[test]
+    fn config_uris_over_tls_default_to_port_5061() {
+        for uri in ["sips:pbx.example", "sip:pbx.example;transport=tls"] {
+            let u = SipUri::parse_config(uri).unwrap();
+            assert_eq!((u.port, u.tcp, u.tls), (5061, false, true), "{uri}");
+        }
+        let v6 = SipUri::parse_config("sips:[::1]:5071").unwrap();
+        assert_eq!((v6.port, v6.tls), (5071, true));
+        let e = SipUri::parse_config("sips:pbx.example;transport=udp").unwrap_err();
+        assert!(e.contains("sips: is TLS only"), "{e}");
+        assert!(SipUri::parse_config("sip:pbx.example;transport=sctp").is_err());
     }
 }

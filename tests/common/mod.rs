@@ -10,17 +10,21 @@ use sipsentry::config::Config;
 use sipsentry::pipeline::Pipeline;
 use sipsentry::reputation::{Evidence, LiveSource, LocalSource, LookupFuture, Source};
 use sipsentry::server::Server;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 
 pub mod fakes;
+pub mod pki;
+pub mod tls;
 
 pub const WAIT: Duration = Duration::from_secs(3);
 
 /// A running proxy; stops (and drains) when dropped or `stop`ped.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The TLS listener (`sip.tls_listen`), when configured.
+    pub tls_addr: Option<SocketAddr>,
     /// The running proxy, for its counters.
     pub core: Arc<sipsentry::server::SipProxy>,
     stop: Option<oneshot::Sender<()>>,
@@ -119,6 +123,7 @@ pub async fn start(config: Config, customize: impl FnOnce(Pipeline) -> Pipeline)
         .await
         .expect("bind proxy");
     let addr = server.local_addr();
+    let tls_addr = server.tls_addr();
     let core = server.proxy();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async {
@@ -126,6 +131,7 @@ pub async fn start(config: Config, customize: impl FnOnce(Pipeline) -> Pipeline)
     }));
     Proxy {
         addr,
+        tls_addr,
         core,
         stop: Some(stop),
         task: Some(task),
@@ -181,9 +187,10 @@ impl Udp {
     }
 }
 
-/// A TCP connection speaking raw bytes, framed by Content-Length.
-pub struct Tcp {
-    pub stream: TcpStream,
+/// A TCP (or, with a TLS stream, TLS) connection speaking raw bytes,
+/// framed by Content-Length.
+pub struct Tcp<S = TcpStream> {
+    pub stream: S,
     pub buf: Vec<u8>,
 }
 
@@ -210,9 +217,12 @@ impl Tcp {
     pub fn local_addr(&self) -> SocketAddr {
         self.stream.local_addr().unwrap()
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Tcp<S> {
     pub async fn send(&mut self, msg: &str) {
         self.stream.write_all(msg.as_bytes()).await.unwrap();
+        self.stream.flush().await.unwrap();
     }
 
     pub async fn recv(&mut self) -> String {

@@ -70,9 +70,9 @@ impl<S: Screen> Proxy<S> {
                 .new_ruri
                 .as_deref()
                 .map_or(invite.request_uri(), str::as_bytes);
-            let own = self.own_route(invite).map(|(r, _)| r);
+            let own = self.own_route(invite).map(|o| o.elems).unwrap_or_default();
             tracing::debug!(branch = %t.key, "Timer C: no final response from the PBX; CANCEL and 408");
-            (fwd.dest, cancel::cancel_for(invite, &via, ruri, own))
+            (fwd.dest, cancel::cancel_for(invite, &via, ruri, &own))
         };
         self.final_response(tx, 408, &[]);
         self.send(cancel.0, cancel.1);
@@ -132,7 +132,7 @@ impl<S: Screen> Proxy<S> {
             new_ruri,
             record_route: None,
             strip_labels: !self.is_trusted(from.addr().ip()),
-            own_route: None,
+            own_route: &[],
             labels: None,
             verstat: None,
         }
@@ -189,7 +189,7 @@ impl<S: Screen> Proxy<S> {
         let dest = self.route(&msg, own.as_ref(), true, to_self);
         let via = self.via_line(&key, dest);
         let mut edit = self.plain_edit(&via, from, None);
-        edit.own_route = own.map(|(r, _)| r);
+        edit.own_route = own.as_ref().map_or(&[], |o| &o.elems[..]);
         let out = relay::forward_request(&msg, &edit);
         self.send(dest, out);
     }

@@ -79,7 +79,7 @@ impl<S: Screen> Proxy<S> {
                 labels,
                 track,
                 verstat,
-            }) if !from.is_tcp() => {
+            }) if !from.is_stream() => {
                 let edits = RelayEdits {
                     retarget: retarget.as_deref(),
                     labels: labels.as_ref(),
@@ -172,7 +172,7 @@ impl<S: Screen> Proxy<S> {
     /// a quick 180 would otherwise race both.
     fn forward_first(&self, inv: &Invite, edits: RelayEdits<'_>, track: Option<String>) {
         let (dest, out) = self.build_forward(inv, edits);
-        let udp = !dest.is_tcp();
+        let udp = !dest.is_stream();
         if udp {
             self.send(dest, out.clone());
         }
@@ -218,7 +218,7 @@ impl<S: Screen> Proxy<S> {
             track,
             at: now,
         });
-        let r = if dest.is_tcp() {
+        let r = if dest.is_stream() {
             Retransmit::timer_b(dest)
         } else {
             Retransmit::new(dest, out.clone(), None, true)
@@ -241,14 +241,10 @@ impl<S: Screen> Proxy<S> {
         let own_route = self.own_route(msg);
         let dest = self.route(msg, own_route.as_ref(), false, false);
         let via = self.via_line(&inv.key, dest);
-        let rr = self.options.record_route.then(|| {
-            let t = if from.is_tcp() { ";transport=tcp" } else { "" };
-            format!(
-                "Record-Route: <sip:{}:{};lr{t}>\r\n",
-                self.local.host,
-                self.local.addr.port()
-            )
-        });
+        let rr = self
+            .options
+            .record_route
+            .then(|| self.record_route(from, dest));
         let out = relay::forward_request(
             msg,
             &RequestEdit {
@@ -257,7 +253,7 @@ impl<S: Screen> Proxy<S> {
                 new_ruri: retarget,
                 record_route: rr.as_deref(),
                 strip_labels: !self.is_trusted(from.addr().ip()),
-                own_route: own_route.map(|(r, _)| r),
+                own_route: own_route.as_ref().map_or(&[], |o| &o.elems[..]),
                 labels: labels.map(|l| relay::LabelEdit {
                     lines: l.lines.as_bytes(),
                     display_prefix: &l.display_prefix,
@@ -266,6 +262,32 @@ impl<S: Screen> Proxy<S> {
             },
         );
         (dest, out)
+    }
+
+    /// The Record-Route lines for a call from `from` relayed to `dest`: the
+    /// proxy's address on the transport the call arrived on; where the
+    /// transport changes (a TLS trunk, a UDP PBX), two, each side's own
+    /// (RFC 5658), so that either end's in-dialog requests reach the proxy
+    /// over the transport it speaks. The first faces the PBX, which uses
+    /// the route set top down.
+    fn record_route(&self, from: Peer, dest: Peer) -> String {
+        let line = |side: Peer| {
+            let t = match side {
+                Peer::Udp(_) => "",
+                Peer::Tcp(_) => ";transport=tcp",
+                Peer::Tls(_) => ";transport=tls",
+            };
+            format!(
+                "Record-Route: <sip:{}:{};lr{t}>\r\n",
+                self.local.host,
+                self.local.port_for(side)
+            )
+        };
+        if from.via_name() == dest.via_name() {
+            line(from)
+        } else {
+            line(dest) + &line(from)
+        }
     }
 
     /// Sends a final response the proxy generated, retransmitted over UDP
@@ -296,7 +318,7 @@ impl<S: Screen> Proxy<S> {
                 .map(|v| self.to_tag(&v));
             let resp = respond::build(invite, code, tag.as_deref(), extra);
             let invite = t.complete(resp.clone(), true);
-            if !t.reply_to.is_tcp() {
+            if !t.reply_to.is_stream() {
                 let r = Retransmit::new(t.reply_to, resp.clone(), Some(T2), false);
                 self.txs.start_retransmit(tx, &mut t, r);
             }

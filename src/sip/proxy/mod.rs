@@ -61,9 +61,12 @@ pub const MAX_SCREENING: usize = 10_000;
 /// The proxy's addresses, as written into Via and Record-Route.
 #[derive(Debug, Clone)]
 pub struct LocalAddr {
+    /// UDP and TCP.
     pub addr: SocketAddr,
     /// Host as written in SIP (IPv6 in brackets).
     pub host: String,
+    /// The TLS listener's port (`sip.tls_listen`), when there is one.
+    pub tls_port: Option<u16>,
 }
 
 impl LocalAddr {
@@ -72,7 +75,35 @@ impl LocalAddr {
             std::net::IpAddr::V6(v6) => format!("[{v6}]"),
             std::net::IpAddr::V4(v4) => v4.to_string(),
         };
-        LocalAddr { addr, host }
+        LocalAddr {
+            addr,
+            host,
+            tls_port: None,
+        }
+    }
+
+    /// The same, with a TLS listener on `port`.
+    pub fn with_tls_port(mut self, port: u16) -> Self {
+        self.tls_port = Some(port);
+        self
+    }
+
+    /// The port the proxy is reached on over `transport`'s kind. Without a
+    /// TLS listener, TLS peers reach the proxy over the connections it made.
+    pub fn port_for(&self, transport: Peer) -> u16 {
+        match transport {
+            Peer::Tls(_) => self.tls_port.unwrap_or(self.addr.port()),
+            _ => self.addr.port(),
+        }
+    }
+}
+
+/// Index of a transport in per-transport tables (UDP, TCP, TLS).
+fn transport_index(p: Peer) -> usize {
+    match p {
+        Peer::Udp(_) => 0,
+        Peer::Tcp(_) => 1,
+        Peer::Tls(_) => 2,
     }
 }
 
@@ -93,10 +124,10 @@ pub struct Proxy<S: Screen> {
     /// INVITEs get 503) and waits for the tokens to be dropped.
     calls: TaskTracker,
     secret: [u8; 16],
-    /// `Via: SIP/2.0/UDP host:port;branch=`, then the same for TCP: the part
-    /// of the proxy's Via that never changes, written once here so that
-    /// each forwarded request only copies bytes ([`Proxy::via_line`]).
-    via_prefix: [String; 2],
+    /// `Via: SIP/2.0/UDP host:port;branch=`, then the same for TCP and TLS:
+    /// the part of the proxy's Via that never changes, written once here so
+    /// that each forwarded request only copies bytes ([`Proxy::via_line`]).
+    via_prefix: [String; 3],
 }
 
 /// The proxy's Via line for one forwarded request. Built on the stack: one
@@ -132,11 +163,13 @@ impl<S: Screen> Proxy<S> {
         transport: Arc<Transport>,
     ) -> Arc<Self> {
         let timer_c = std::time::Duration::from_secs(u64::from(options.timer_c_s));
-        let via_prefix = ["UDP", "TCP"].map(|transport| {
+        let any: SocketAddr = ([0, 0, 0, 0], 0).into();
+        let via_prefix = [Peer::Udp(any), Peer::Tcp(any), Peer::Tls(any)].map(|transport| {
             format!(
-                "Via: SIP/2.0/{transport} {}:{};branch=",
+                "Via: SIP/2.0/{} {}:{};branch=",
+                transport.via_name(),
                 local.host,
-                local.addr.port()
+                local.port_for(transport)
             )
         });
         let proxy = Arc::new(Proxy {
@@ -278,7 +311,7 @@ impl<S: Screen> Proxy<S> {
     }
 
     pub(super) fn via_line(&self, branch: &str, dest: Peer) -> ViaLine {
-        let prefix = &self.via_prefix[usize::from(dest.is_tcp())];
+        let prefix = &self.via_prefix[transport_index(dest)];
         let mut line = ViaLine::new();
         line.extend_from_slice(prefix.as_bytes());
         line.extend_from_slice(branch.as_bytes());
@@ -288,7 +321,8 @@ impl<S: Screen> Proxy<S> {
 
     /// Whether a host/port in a URI or Via is this proxy.
     fn is_self(&self, host: &str, port: Option<u16>) -> bool {
-        let port_ok = port.unwrap_or(super::uri::DEFAULT_SIP_PORT) == self.local.addr.port();
+        let port = port.unwrap_or(super::uri::DEFAULT_SIP_PORT);
+        let port_ok = port == self.local.addr.port() || Some(port) == self.local.tls_port;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         port_ok
             && (host.parse::<std::net::IpAddr>().ok() == Some(self.local.addr.ip())
@@ -313,7 +347,7 @@ impl<S: Screen> Proxy<S> {
     /// asks for (RFC 3261 §18.2.2, RFC 3581).
     fn reply_peer(&self, top: &Via<'_>, from: Peer) -> Peer {
         match from {
-            Peer::Tcp(_) => from,
+            Peer::Tcp(_) | Peer::Tls(_) => from,
             Peer::Udp(src) => {
                 let rport = header::param(top.params, "rport").is_some();
                 let port = if rport { src.port() } else { top.sent_by().1 };
@@ -356,7 +390,7 @@ impl<S: Screen> Proxy<S> {
     }
 }
 
-/// TCP messages arrive here from their connection's reader task.
+/// TCP and TLS messages arrive here from their connection's reader task.
 impl<S: Screen> Inbound for Proxy<S> {
     fn received(self: Arc<Self>, message: Bytes, from: Peer) {
         self.handle(message, from);

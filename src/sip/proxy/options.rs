@@ -2,12 +2,13 @@
 //! believes, and its limits.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::sip::transport::TcpLimits;
+use crate::sip::transport::{TcpLimits, TlsOptions};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +49,27 @@ pub struct SipConfig {
     /// Once a message's first byte has arrived over TCP, the whole message
     /// must arrive within this many milliseconds.
     pub tcp_message_timeout_ms: u32,
+    /// Where SIP over TLS is accepted (`"0.0.0.0:5061"`); empty: no TLS
+    /// listener. Needs `tls_cert` and `tls_key`.
+    pub tls_listen: String,
+    /// The certificate chain served over TLS (PEM, leaf first), re-read on
+    /// reload; also offered to a TLS next hop that asks for one.
+    pub tls_cert: PathBuf,
+    /// Its private key (PEM).
+    pub tls_key: PathBuf,
+    /// When set, inbound TLS connections must present a certificate issued
+    /// by this CA (PEM): mutual TLS with trunks.
+    pub tls_client_ca: PathBuf,
+    /// Trusted beside the system's roots when connecting to a TLS next hop.
+    pub tls_next_hop_ca: PathBuf,
+    /// A TLS handshake, in or out, must finish within this many
+    /// milliseconds.
+    pub tls_handshake_timeout_ms: u32,
+}
+
+/// An empty path is "not set".
+fn set(p: &std::path::Path) -> Option<PathBuf> {
+    (!p.as_os_str().is_empty()).then(|| p.to_path_buf())
 }
 
 impl SipConfig {
@@ -59,7 +81,41 @@ impl SipConfig {
             max_per_source: self.tcp_max_per_source,
             idle: Duration::from_secs(u64::from(self.tcp_idle_s)),
             message_timeout: Duration::from_millis(u64::from(self.tcp_message_timeout_ms)),
+            handshake_timeout: Duration::from_millis(u64::from(self.tls_handshake_timeout_ms)),
         }
+    }
+
+    /// The TLS listener's address, if one is configured.
+    pub fn tls_listen_addr(&self) -> Result<Option<SocketAddr>, String> {
+        if self.tls_listen.is_empty() {
+            return Ok(None);
+        }
+        self.tls_listen.parse().map(Some).map_err(|_| {
+            format!(
+                "{:?} is not an address:port (e.g. \"0.0.0.0:5061\")",
+                self.tls_listen
+            )
+        })
+    }
+
+    /// The files the `tls_*` keys name.
+    pub fn tls_options(&self) -> TlsOptions {
+        TlsOptions {
+            cert: set(&self.tls_cert),
+            key: set(&self.tls_key),
+            client_ca: set(&self.tls_client_ca),
+            next_hop_ca: set(&self.tls_next_hop_ca),
+        }
+    }
+
+    /// Whether anything asks for TLS: a listener, a certificate, a CA for
+    /// next hops, or a next hop over TLS.
+    pub fn uses_tls(&self) -> bool {
+        let o = self.tls_options();
+        !self.tls_listen.is_empty()
+            || o.cert.is_some()
+            || o.next_hop_ca.is_some()
+            || crate::sip::uri::SipUri::parse_config(&self.next_hop).is_ok_and(|u| u.tls)
     }
 }
 
@@ -82,6 +138,12 @@ impl Default for SipConfig {
             tcp_max_per_source: tcp.max_per_source,
             tcp_idle_s: tcp.idle.as_secs() as u32,
             tcp_message_timeout_ms: tcp.message_timeout.as_millis() as u32,
+            tls_listen: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_client_ca: PathBuf::new(),
+            tls_next_hop_ca: PathBuf::new(),
+            tls_handshake_timeout_ms: tcp.handshake_timeout.as_millis() as u32,
         }
     }
 }

@@ -13,7 +13,17 @@ use crate::sip::message::{HeaderName, Message, Method};
 use crate::sip::relay::{self, RequestEdit};
 use crate::sip::respond;
 use crate::sip::transport::Peer;
-use crate::sip::uri::{DEFAULT_SIP_PORT, Uri};
+use crate::sip::uri::{DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, Scheme, Uri};
+
+/// The proxy's own elements at the top of a request's Route set.
+#[derive(Debug, Clone, Default)]
+pub(super) struct OwnRoute {
+    /// Their absolute byte ranges: one, or two where the proxy
+    /// record-routed a change of transport (RFC 5658).
+    pub elems: smallvec::SmallVec<[std::ops::Range<usize>; 2]>,
+    /// The Route element after them, if any.
+    pub next: Option<String>,
+}
 
 impl<S: Screen> Proxy<S> {
     /// Whether `from` may send this request: initial requests only from
@@ -67,6 +77,10 @@ impl<S: Screen> Proxy<S> {
             }
             return self.drop_msg("bad top Via");
         };
+        if from.is_tls() {
+            // Where this TLS peer listens, for in-dialog requests to it.
+            self.transport.alias_tls(from, top.sent_by().1);
+        }
         if let Err(why) = check_request(&msg) {
             self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(peer = %from.addr(), why, "malformed request");
@@ -146,7 +160,7 @@ impl<S: Screen> Proxy<S> {
                 new_ruri: None,
                 record_route: None,
                 strip_labels: !self.is_trusted(from.addr().ip()),
-                own_route: own_route.map(|(r, _)| r),
+                own_route: own_route.as_ref().map_or(&[], |o| &o.elems[..]),
                 labels: None,
                 verstat: None,
             },
@@ -154,30 +168,31 @@ impl<S: Screen> Proxy<S> {
         self.send(dest, out);
     }
 
-    /// The proxy's own Route element at the top of the Route set, and the next
-    /// Route URI after it, if any.
-    pub(super) fn own_route(
-        &self,
-        msg: &Message,
-    ) -> Option<(std::ops::Range<usize>, Option<String>)> {
-        let mut elems = Vec::new();
-        for h in msg.headers_named(HeaderName::Route) {
-            let v = msg.value(h);
-            for r in header::split_commas(v) {
-                elems.push(h.value.start + r.start..h.value.start + r.end);
+    /// The proxy's own Route elements at the top of the Route set (at most
+    /// two, the pair it writes when the transport changes), and the next
+    /// Route URI after them, if any.
+    pub(super) fn own_route(&self, msg: &Message) -> Option<OwnRoute> {
+        // Most requests have no Route at all: nothing to collect.
+        msg.header(HeaderName::Route)?;
+        let mut own = OwnRoute::default();
+        let elems = msg.headers_named(HeaderName::Route).flat_map(|h| {
+            header::split_commas(msg.value(h))
+                .into_iter()
+                .map(move |r| h.value.start + r.start..h.value.start + r.end)
+        });
+        for elem in elems {
+            let text = header::text(&msg.buf[elem.clone()])?;
+            let ours = own.elems.len() < 2
+                && NameAddr::parse(&text)
+                    .and_then(|na| Uri::parse(na.uri))
+                    .is_some_and(|uri| self.is_self(uri.host, uri.port.or(default_port(&uri))));
+            if !ours {
+                own.next = Some(text.into_owned());
+                break;
             }
+            own.elems.push(elem);
         }
-        let first = elems.first()?.clone();
-        let text = header::text(&msg.buf[first.clone()])?;
-        let na = NameAddr::parse(&text)?;
-        let uri = Uri::parse(na.uri)?;
-        if !self.is_self(uri.host, uri.port) {
-            return None;
-        }
-        let next = elems
-            .get(1)
-            .and_then(|r| header::text(&msg.buf[r.clone()]).map(|t| t.into_owned()));
-        Some((first, next))
+        (!own.elems.is_empty()).then_some(own)
     }
 
     /// Next hop of a relayed request: the Route set (loose routing), else the
@@ -185,12 +200,12 @@ impl<S: Screen> Proxy<S> {
     pub(super) fn route(
         &self,
         msg: &Message,
-        own: Option<&(std::ops::Range<usize>, Option<String>)>,
+        own: Option<&OwnRoute>,
         in_dialog: bool,
         to_self: bool,
     ) -> Peer {
         let route_uri = match own {
-            Some((_, next)) => next.clone(),
+            Some(own) => own.next.clone(),
             None => msg.header(HeaderName::Route).and_then(|v| {
                 header::split_commas(v)
                     .first()
@@ -267,18 +282,33 @@ fn check_request(msg: &Message) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A URI's address when its host is an IP literal.
+/// A URI's address when its host is an IP literal: over TLS for `sips:` or
+/// `;transport=tls` (port 5061 unless given), TCP for `;transport=tcp`.
 fn peer_of(uri: &Uri<'_>) -> Option<Peer> {
     let ip: std::net::IpAddr = uri.host.parse().ok()?;
-    let addr = SocketAddr::new(ip, uri.port.unwrap_or(DEFAULT_SIP_PORT));
-    let tcp = uri
-        .param("transport")
-        .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
-    Some(if tcp {
+    let port = uri.port.or(default_port(uri)).unwrap_or(DEFAULT_SIP_PORT);
+    let addr = SocketAddr::new(ip, port);
+    let transport = uri.param("transport").unwrap_or_default();
+    Some(if is_tls(uri) {
+        Peer::Tls(addr)
+    } else if transport.eq_ignore_ascii_case("tcp") {
         Peer::Tcp(addr)
     } else {
         Peer::Udp(addr)
     })
+}
+
+fn is_tls(uri: &Uri<'_>) -> bool {
+    uri.scheme == Scheme::Sips
+        || uri
+            .param("transport")
+            .is_some_and(|t| t.eq_ignore_ascii_case("tls"))
+}
+
+/// 5061 for a URI reached over TLS without a port (RFC 3263 §4.2), else none
+/// (the caller's default applies).
+fn default_port(uri: &Uri<'_>) -> Option<u16> {
+    is_tls(uri).then_some(DEFAULT_SIPS_PORT)
 }
 
 /// The option tags of the request's Proxy-Require headers, comma-joined, if

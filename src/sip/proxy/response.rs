@@ -73,7 +73,9 @@ impl<S: Screen> Proxy<S> {
         let next = second_via(&msg).and_then(|text| {
             let via = Via::parse(&text)?;
             let addr = via.response_target()?;
-            Some(if via.is_tcp() {
+            Some(if via.is_tls() {
+                Peer::Tls(addr)
+            } else if via.is_tcp() {
                 Peer::Tcp(addr)
             } else {
                 Peer::Udp(addr)

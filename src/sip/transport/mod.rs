@@ -1,12 +1,13 @@
-//! Sockets and framing: UDP and TCP on one port.
+//! Sockets and framing: UDP and TCP on one port, TLS on another.
 //!
-//! The transport knows nothing of what a message means. It binds the port,
-//! frames what arrives (a datagram is one message; a TCP stream is cut by
-//! Content-Length) and hands each message up with its [`Peer`] to an
+//! The transport knows nothing of what a message means. It binds the ports,
+//! frames what arrives (a datagram is one message; a TCP or TLS stream is
+//! cut by Content-Length) and hands each message up with its [`Peer`] to an
 //! [`Inbound`] handler, the proxy. Datagrams are read on the SIP thread
-//! ([`udp`]); each TCP connection has a reader and a writer fed by a
+//! ([`udp`]); each stream connection has a reader and a writer fed by a
 //! bounded queue, so a slow peer can never make the proxy buffer without
-//! limit or stall other calls.
+//! limit or stall other calls. TLS connections ([`tls`]) are TCP
+//! connections with a handshake first: the same limits, the same framing.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock, Weak};
@@ -14,13 +15,16 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::message::{self, MAX_MESSAGE_BYTES};
 
+pub mod tls;
 pub mod udp;
+
+pub use tls::{Tls, TlsError, TlsOptions};
 
 /// Messages queued for one TCP connection before further ones are dropped.
 pub const TCP_QUEUE: usize = 256;
@@ -44,6 +48,8 @@ pub struct TcpLimits {
     /// Once a message's first byte has arrived, the whole message must
     /// arrive within this.
     pub message_timeout: Duration,
+    /// A TLS handshake, in or out, must finish within this.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for TcpLimits {
@@ -54,6 +60,7 @@ impl Default for TcpLimits {
             max_per_source: 256,
             idle: Duration::from_secs(120),
             message_timeout: Duration::from_secs(5),
+            handshake_timeout: tls::HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -68,22 +75,48 @@ pub const UDP_READ_TIMEOUT: Duration = Duration::from_secs(1);
 pub enum Peer {
     Udp(SocketAddr),
     Tcp(SocketAddr),
+    Tls(SocketAddr),
 }
 
 impl Peer {
     pub fn addr(self) -> SocketAddr {
         match self {
-            Peer::Udp(a) | Peer::Tcp(a) => a,
+            Peer::Udp(a) | Peer::Tcp(a) | Peer::Tls(a) => a,
         }
     }
 
-    pub fn is_tcp(self) -> bool {
-        matches!(self, Peer::Tcp(_))
+    /// Whether the transport is a reliable stream (TCP or TLS): no
+    /// retransmissions of the proxy's own (RFC 3261 §17.1.1.2), and
+    /// responses go back over the connection the request came on.
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Peer::Udp(_))
+    }
+
+    pub fn is_tls(self) -> bool {
+        matches!(self, Peer::Tls(_))
+    }
+
+    /// The transport as written in Via (`SIP/2.0/UDP`).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Peer::Udp(_) => "UDP",
+            Peer::Tcp(_) => "TCP",
+            Peer::Tls(_) => "TLS",
+        }
+    }
+
+    /// The same transport to another address.
+    pub fn with_addr(self, addr: SocketAddr) -> Peer {
+        match self {
+            Peer::Udp(_) => Peer::Udp(addr),
+            Peer::Tcp(_) => Peer::Tcp(addr),
+            Peer::Tls(_) => Peer::Tls(addr),
+        }
     }
 }
 
 /// Whoever handles what arrives (the proxy). Called on the SIP thread for
-/// UDP and on a connection's reader task for TCP; must not block.
+/// UDP and on a connection's reader task for TCP and TLS; must not block.
 pub trait Inbound: Send + Sync + 'static {
     /// One framed message (not yet parsed) from `from`.
     fn received(self: Arc<Self>, message: Bytes, from: Peer);
@@ -98,11 +131,26 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// The SIP port: one UDP socket and the TCP connections, inbound and out.
+/// The SIP ports: one UDP socket and the stream connections (TCP and
+/// TLS), inbound and out.
 pub struct Transport {
     /// Blocking UDP socket: read by the SIP thread, written from anywhere.
     udp: std::net::UdpSocket,
-    tcp: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    /// Every open stream connection's send queue, by its far end.
+    streams: DashMap<Peer, mpsc::Sender<Bytes>>,
+    /// TLS, when configured (a certificate to serve, or a TLS next hop).
+    tls: Option<Arc<Tls>>,
+    /// The name to verify for an outbound TLS connection to an address (the
+    /// next hop's configured host name); any other address is verified
+    /// against an IP address in its certificate.
+    tls_names: DashMap<SocketAddr, String>,
+    /// TLS peers' own addresses (the sent-by of their Via: where they
+    /// listen) → the connection they opened to the proxy, whose port is
+    /// another. A trunk is reached over its connection when the PBX sends
+    /// in-dialog requests toward its Contact (RFC 5923 in spirit: TLS
+    /// trunks rarely accept connections, and a new one would fail its
+    /// certificate check).
+    tls_aliases: DashMap<SocketAddr, SocketAddr>,
     limits: TcpLimits,
     inbound_slots: Arc<Semaphore>,
     outbound_slots: Arc<Semaphore>,
@@ -119,7 +167,7 @@ impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transport")
             .field("udp", &self.udp)
-            .field("tcp_connections", &self.tcp.len())
+            .field("stream_connections", &self.streams.len())
             .finish_non_exhaustive()
     }
 }
@@ -131,11 +179,15 @@ impl Transport {
     pub async fn bind(
         listen: SocketAddr,
         limits: TcpLimits,
+        tls: Option<Arc<Tls>>,
     ) -> Result<(Arc<Transport>, TcpListener), BindError> {
         let (udp, tcp) = bind_pair(listen).await?;
         let transport = Transport {
             udp,
-            tcp: DashMap::new(),
+            streams: DashMap::new(),
+            tls,
+            tls_names: DashMap::new(),
+            tls_aliases: DashMap::new(),
             limits,
             inbound_slots: Arc::new(Semaphore::new(limits.max_inbound)),
             outbound_slots: Arc::new(Semaphore::new(limits.max_outbound)),
@@ -162,6 +214,16 @@ impl Transport {
         &self.udp
     }
 
+    /// TLS, when configured.
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
+    }
+
+    /// Outbound TLS connections to `addr` verify `host` in its certificate.
+    pub fn set_tls_name(&self, addr: SocketAddr, host: &str) {
+        self.tls_names.insert(addr, host.to_string());
+    }
+
     /// Sends a message; never blocks on a slow TCP peer (a full queue drops
     /// the message, which SIP's retransmissions or the peer's timers recover).
     pub fn send(self: &Arc<Self>, to: Peer, bytes: Bytes) {
@@ -171,15 +233,41 @@ impl Transport {
                     tracing::debug!(%addr, error = %e, "UDP send failed");
                 }
             }
-            Peer::Tcp(addr) => {
-                let queue = match self.tcp.get(&addr) {
+            stream => {
+                let queue = match self.streams.get(&stream) {
                     Some(q) => q.clone(),
-                    None => self.connect(addr),
+                    None => match self.tls_alias(stream) {
+                        Some(q) => q,
+                        None => self.connect(stream),
+                    },
                 };
                 if queue.try_send(bytes).is_err() {
-                    tracing::warn!(%addr, "TCP send queue full or closed; message dropped");
+                    let addr = stream.addr();
+                    tracing::warn!(%addr, transport = stream.via_name(), "send queue full or closed; message dropped");
                 }
             }
+        }
+    }
+
+    /// For a TLS peer with no connection of its own: the connection it
+    /// opened to the proxy, if one is open.
+    fn tls_alias(&self, to: Peer) -> Option<mpsc::Sender<Bytes>> {
+        let Peer::Tls(addr) = to else { return None };
+        let conn = *self.tls_aliases.get(&addr)?;
+        self.streams.get(&Peer::Tls(conn)).map(|q| q.clone())
+    }
+
+    /// Notes that the TLS peer on connection `from` listens on `port` of
+    /// its own address (its Via's sent-by), so messages for that address
+    /// use this connection. A peer can only name its own IP address.
+    pub fn alias_tls(&self, from: Peer, port: u16) {
+        let Peer::Tls(conn) = from else { return };
+        if port == conn.port() {
+            return;
+        }
+        let listening = SocketAddr::new(conn.ip(), port);
+        if self.tls_aliases.get(&listening).as_deref() != Some(&conn) {
+            self.tls_aliases.insert(listening, conn);
         }
     }
 
@@ -190,59 +278,112 @@ impl Transport {
         poke(&self.udp);
     }
 
-    /// Opens an outbound TCP connection in the background; messages queue
-    /// meanwhile.
-    fn connect(self: &Arc<Self>, addr: SocketAddr) -> mpsc::Sender<Bytes> {
+    /// Opens an outbound TCP or TLS connection in the background;
+    /// messages queue meanwhile.
+    fn connect(self: &Arc<Self>, peer: Peer) -> mpsc::Sender<Bytes> {
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
-        self.tcp.insert(addr, tx.clone());
+        self.streams.insert(peer, tx.clone());
         let transport = Arc::clone(self);
         self.rt.spawn(async move {
-            let permit = Arc::clone(&transport.outbound_slots).try_acquire_owned();
-            let stream = match (
-                permit,
-                tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(addr)).await,
-            ) {
-                (Ok(permit), Ok(Ok(stream))) => (permit, stream),
-                (Err(_), _) => {
-                    tracing::warn!(%addr, "sip.tcp_max_outbound connections are open; not connecting");
-                    transport.tcp.remove(&addr);
+            let addr = peer.addr();
+            let Ok(permit) = Arc::clone(&transport.outbound_slots).try_acquire_owned() else {
+                tracing::warn!(%addr, "sip.tcp_max_outbound connections are open; not connecting");
+                transport.streams.remove(&peer);
+                return;
+            };
+            let stream = match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::warn!(%addr, transport = peer.via_name(), error = %e, "connect failed");
+                    transport.streams.remove(&peer);
                     return;
                 }
-                (_, Ok(Err(e))) => {
-                    tracing::warn!(%addr, error = %e, "TCP connect failed");
-                    transport.tcp.remove(&addr);
-                    return;
-                }
-                (_, Err(_)) => {
-                    tracing::warn!(%addr, "TCP connect timed out");
-                    transport.tcp.remove(&addr);
+                Err(_) => {
+                    tracing::warn!(%addr, transport = peer.via_name(), "connect timed out");
+                    transport.streams.remove(&peer);
                     return;
                 }
             };
-            transport.run_connection(stream.1, addr, rx, stream.0, None).await;
+            let _ = stream.set_nodelay(true);
+            if !peer.is_tls() {
+                return transport.run_connection(stream, peer, rx, permit, None).await;
+            }
+            match transport.tls_connect(stream, addr).await {
+                Some(tls) => transport.run_connection(tls, peer, rx, permit, None).await,
+                None => {
+                    transport.streams.remove(&peer);
+                }
+            }
         });
         tx
     }
 
-    /// Serves one TCP connection until it closes, idles out (no complete
-    /// message for `limits.idle`) or a message takes longer than
-    /// `limits.message_timeout` to arrive whole.
-    async fn run_connection(
-        self: &Arc<Self>,
+    /// The client side of a TLS handshake toward `addr`, verified against
+    /// the name configured for it (or its address).
+    async fn tls_connect(
+        &self,
         stream: TcpStream,
         addr: SocketAddr,
+    ) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+        let Some(tls) = &self.tls else {
+            tracing::warn!(%addr, "a TLS destination, but no TLS is configured; set sip.tls_next_hop_ca or sip.tls_cert");
+            return None;
+        };
+        let connector = match tls.connector() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%addr, error = e, "cannot make TLS connections");
+                return None;
+            }
+        };
+        let name = tls::server_name(
+            self.tls_names.get(&addr).as_deref().map(String::as_str),
+            addr,
+        );
+        match tokio::time::timeout(
+            self.limits.handshake_timeout,
+            connector.connect(name, stream),
+        )
+        .await
+        {
+            Ok(Ok(s)) => {
+                tls.handshake_done();
+                Some(s)
+            }
+            Ok(Err(e)) => {
+                tls.handshake_failed(addr, &e);
+                None
+            }
+            Err(_) => {
+                tls.handshake_failed(addr, &"timed out (sip.tls_handshake_timeout_ms)");
+                None
+            }
+        }
+    }
+
+    /// Serves one stream connection (TCP, or TLS after its handshake) until
+    /// it closes, idles out (no complete message for `limits.idle`) or a
+    /// message takes longer than `limits.message_timeout` to arrive whole.
+    async fn run_connection<S>(
+        self: &Arc<Self>,
+        stream: S,
+        peer: Peer,
         mut queue: mpsc::Receiver<Bytes>,
         _permit: OwnedSemaphorePermit,
         _source: Option<SourceGuard>,
-    ) {
-        let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+    ) where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let addr = peer.addr();
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let writer = tokio::spawn(async move {
             while let Some(bytes) = queue.recv().await {
-                if wr.write_all(&bytes).await.is_err() {
+                // TLS buffers records: each message is flushed whole.
+                if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
                     break;
                 }
             }
+            let _ = wr.shutdown().await;
         });
         let limits = self.limits;
         let mut buf = BytesMut::with_capacity(8 * 1024);
@@ -259,7 +400,7 @@ impl Transport {
                     } else {
                         "no message within sip.tcp_idle_s"
                     };
-                    tracing::debug!(%addr, why, "TCP connection closed");
+                    tracing::debug!(%addr, transport = peer.via_name(), why, "connection closed");
                     break;
                 }
                 Ok(Ok(_)) => {}
@@ -269,7 +410,7 @@ impl Transport {
                 // RFC 5626 keep-alive: a CRLFCRLF ping gets a CRLF pong.
                 if buf.starts_with(b"\r\n\r\n") {
                     let _ = buf.split_to(4);
-                    if let Some(q) = self.tcp.get(&addr) {
+                    if let Some(q) = self.streams.get(&peer) {
                         let _ = q.try_send(Bytes::from_static(b"\r\n"));
                     }
                     completed = true;
@@ -280,14 +421,14 @@ impl Transport {
                         let frame = buf.split_to(n).freeze();
                         completed = true;
                         match self.inbound.get().and_then(Weak::upgrade) {
-                            Some(inbound) => inbound.received(frame, Peer::Tcp(addr)),
+                            Some(inbound) => inbound.received(frame, peer),
                             // The proxy is gone: the server is stopping.
                             None => break 'read,
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::debug!(%addr, error = %e, "TCP framing lost; closing");
+                        tracing::debug!(%addr, transport = peer.via_name(), error = %e, "framing lost; closing");
                         break 'read;
                     }
                 }
@@ -307,7 +448,10 @@ impl Transport {
                 buf = BytesMut::with_capacity(8 * 1024);
             }
         }
-        self.tcp.remove(&addr);
+        self.streams.remove(&peer);
+        if peer.is_tls() {
+            self.tls_aliases.retain(|_, conn| *conn != addr);
+        }
         writer.abort();
     }
 
@@ -325,14 +469,22 @@ impl Transport {
         })
     }
 
-    /// Accepts TCP connections until `stop` completes. At
-    /// `sip.tcp_max_connections` it waits for one to close; a source at
+    /// Accepts connections on `listener` until `stop` completes: plain TCP,
+    /// or TLS when `tls` (each handshake on the connection's own task, so a
+    /// slow one holds up nobody). At `sip.tcp_max_connections` (TCP and TLS
+    /// together) it waits for one to close; a source at
     /// `sip.tcp_max_per_source` has its new connection closed at once.
     pub async fn accept_loop(
         self: Arc<Self>,
         listener: TcpListener,
+        tls: bool,
         stop: impl std::future::Future<Output = ()>,
     ) {
+        let acceptor = match (tls, self.tls.as_ref().and_then(|t| t.acceptor())) {
+            (false, _) => None,
+            (true, Some(a)) => Some(a.clone()),
+            (true, None) => return,
+        };
         tokio::pin!(stop);
         loop {
             let permit = tokio::select! {
@@ -354,12 +506,40 @@ impl Transport {
                 tracing::debug!(%addr, "sip.tcp_max_per_source connections from this address are open; refused");
                 continue;
             };
-            let (tx, rx) = mpsc::channel(TCP_QUEUE);
-            self.tcp.insert(addr, tx);
+            let _ = stream.set_nodelay(true);
             let transport = Arc::clone(&self);
+            let Some(acceptor) = acceptor.clone() else {
+                let (tx, rx) = mpsc::channel(TCP_QUEUE);
+                self.streams.insert(Peer::Tcp(addr), tx);
+                tokio::spawn(async move {
+                    transport
+                        .run_connection(stream, Peer::Tcp(addr), rx, permit, Some(guard))
+                        .await
+                });
+                continue;
+            };
             tokio::spawn(async move {
+                let Some(tls) = transport.tls.clone() else {
+                    return;
+                };
+                let handshake = tokio::time::timeout(
+                    transport.limits.handshake_timeout,
+                    acceptor.accept(stream),
+                );
+                let stream = match handshake.await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return tls.handshake_failed(addr, &e),
+                    Err(_) => {
+                        return tls
+                            .handshake_failed(addr, &"timed out (sip.tls_handshake_timeout_ms)");
+                    }
+                };
+                tls.handshake_done();
+                let peer = Peer::Tls(addr);
+                let (tx, rx) = mpsc::channel(TCP_QUEUE);
+                transport.streams.insert(peer, tx);
                 transport
-                    .run_connection(stream, addr, rx, permit, Some(guard))
+                    .run_connection(stream, peer, rx, permit, Some(guard))
                     .await
             });
         }
