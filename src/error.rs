@@ -71,6 +71,8 @@ impl Error {
             Error::Lists(ListsError::Invalid { .. }) => true,
             // A next hop that does not resolve is the configuration's fault.
             Error::Server(ServerError::NextHop { .. }) => true,
+            // So are TLS files that cannot be used.
+            Error::Server(ServerError::Tls(_) | ServerError::TlsListen(_)) => true,
             _ => false,
         };
         if usage {

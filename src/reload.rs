@@ -61,6 +61,7 @@ impl Reloader {
             ("history", differs(&old.history, &new.history)),
             ("admin", differs(&old.admin, &new.admin)),
             ("log", differs(&old.log, &new.log)),
+            ("hep", differs(&old.hep, &new.hep)),
         ] {
             if changed {
                 restart_needed.push(name);

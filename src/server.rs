@@ -109,6 +109,14 @@ impl Server {
         self.tls.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// Copies every SIP message from now on to `capture` (HEP), with the
+    /// proxy's advertised address as the UDP end.
+    pub fn capture(&self, capture: crate::sip::capture::Capture) {
+        self.proxy
+            .transport()
+            .set_capture(capture, self.proxy.local().addr);
+    }
+
     /// TLS (certificates, handshake counts), when configured: what a reload
     /// re-reads and `/metrics` reports.
     pub fn tls(&self) -> Option<Arc<Tls>> {
@@ -158,6 +166,7 @@ impl Server {
                 .spawn(move || {
                     let sock = proxy.transport().udp();
                     transport::udp::serve(sock, window, &stop, |bytes, from| {
+                        proxy.transport().captured_udp(&bytes, from.addr());
                         proxy.handle(bytes, from)
                     })
                 })

@@ -185,7 +185,30 @@ pub async fn preflight(config: &Config) -> Result<()> {
     })?;
     crate::server::next_hop(&config.sip).await?;
     crate::server::tls(&config.sip)?;
+    hep_collector(config)?;
     Ok(())
+}
+
+/// The `[hep]` collector checked (its address resolved), without starting
+/// capture.
+fn hep_collector(config: &Config) -> Result<()> {
+    if config.hep.collector.is_empty() {
+        return Ok(());
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(&config.hep.collector)
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|_| ())
+        .ok_or_else(|| {
+            ConfigError::Invalid {
+                key: "hep.collector",
+                message: format!(
+                    "{:?} does not resolve; give host:port, e.g. \"homer.example:9060\"",
+                    config.hep.collector
+                ),
+            }
+            .into()
+        })
 }
 
 /// `sipsentry serve`: runs until `shutdown` completes. `config_path` is the
@@ -246,6 +269,15 @@ pub async fn serve(
         None => pipeline,
     });
     let server = Server::bind(config.sip.clone(), Arc::clone(&pipeline)).await?;
+    let capture =
+        crate::sip::capture::Capture::start(&config.hep).map_err(|e| ConfigError::Invalid {
+            key: "hep",
+            message: e.to_string(),
+        })?;
+    let capture_stats = capture.as_ref().map(|c| c.stats());
+    if let Some(c) = capture {
+        server.capture(c);
+    }
     // `preflight` refused an exposed API already; what is left is the bind.
     let admin_listener = admin::bind(&config).await?;
     let admin_addr = admin_listener.local_addr().ok();
@@ -278,6 +310,9 @@ pub async fn serve(
     }
     if let Some(tls) = server.tls() {
         state.metrics.register(tls as _);
+    }
+    if let Some(stats) = capture_stats {
+        state.metrics.register(stats as _);
     }
     let state = Arc::new(state);
 

@@ -71,6 +71,8 @@ pub struct Config {
     pub stir: crate::stir::StirConfig,
     /// The state shared with the other nodes of a cluster.
     pub cluster: crate::cluster::ClusterConfig,
+    /// Copies of every SIP message to a Homer collector (HEPv3).
+    pub hep: crate::sip::capture::HepConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -11,6 +11,7 @@
 
 pub mod caller;
 pub mod cancel;
+pub mod capture;
 pub mod header;
 pub mod message;
 pub mod proxy;

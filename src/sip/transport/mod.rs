@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use super::capture::{Capture, IPPROTO_TCP, IPPROTO_UDP};
 use super::message::{self, MAX_MESSAGE_BYTES};
 
 pub mod tls;
@@ -161,6 +162,9 @@ pub struct Transport {
     /// Set once the handler exists; weak so that the handler (which holds
     /// this transport) is freed when the server stops.
     inbound: OnceLock<Weak<dyn Inbound>>,
+    /// HEP capture, when `[hep]` is on, and the UDP address it reports
+    /// (the advertised one: the socket may be bound to 0.0.0.0).
+    capture: OnceLock<(Capture, SocketAddr)>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -194,6 +198,7 @@ impl Transport {
             per_source: DashMap::new(),
             rt: tokio::runtime::Handle::current(),
             inbound: OnceLock::new(),
+            capture: OnceLock::new(),
         };
         Ok((Arc::new(transport), tcp))
     }
@@ -219,6 +224,20 @@ impl Transport {
         self.tls.as_ref()
     }
 
+    /// Copies every message from now on to `capture`, reporting `udp` as
+    /// the UDP address. Only the first call counts; call before serving.
+    pub fn set_capture(&self, capture: Capture, udp: SocketAddr) {
+        let _ = self.capture.set((capture, udp));
+    }
+
+    /// Captures a datagram the SIP thread received (stream messages are
+    /// captured on their connection's task).
+    pub fn captured_udp(&self, bytes: &Bytes, from: SocketAddr) {
+        if let Some((c, local)) = self.capture.get() {
+            c.record(from, *local, IPPROTO_UDP, bytes);
+        }
+    }
+
     /// Outbound TLS connections to `addr` verify `host` in its certificate.
     pub fn set_tls_name(&self, addr: SocketAddr, host: &str) {
         self.tls_names.insert(addr, host.to_string());
@@ -231,6 +250,9 @@ impl Transport {
             Peer::Udp(addr) => {
                 if let Err(e) = self.udp.send_to(&bytes, addr) {
                     tracing::debug!(%addr, error = %e, "UDP send failed");
+                }
+                if let Some((c, local)) = self.capture.get() {
+                    c.record(*local, addr, IPPROTO_UDP, &bytes);
                 }
             }
             stream => {
@@ -305,11 +327,16 @@ impl Transport {
                 }
             };
             let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().unwrap_or(addr);
             if !peer.is_tls() {
-                return transport.run_connection(stream, peer, rx, permit, None).await;
+                return transport.run_connection(stream, peer, local, rx, permit, None).await;
             }
             match transport.tls_connect(stream, addr).await {
-                Some(tls) => transport.run_connection(tls, peer, rx, permit, None).await,
+                Some(tls) => {
+                    transport
+                        .run_connection(tls, peer, local, rx, permit, None)
+                        .await
+                }
                 None => {
                     transport.streams.remove(&peer);
                 }
@@ -368,6 +395,7 @@ impl Transport {
         self: &Arc<Self>,
         stream: S,
         peer: Peer,
+        local: SocketAddr,
         mut queue: mpsc::Receiver<Bytes>,
         _permit: OwnedSemaphorePermit,
         _source: Option<SourceGuard>,
@@ -376,11 +404,20 @@ impl Transport {
     {
         let addr = peer.addr();
         let (mut rd, mut wr) = tokio::io::split(stream);
+        // Stream messages are captured here, on the connection's own task,
+        // where both ends' addresses are known (TLS ones in plaintext).
+        let capture = self.capture.get().map(|(c, _)| c.clone());
+        let out_capture = capture.clone();
         let writer = tokio::spawn(async move {
             while let Some(bytes) = queue.recv().await {
                 // TLS buffers records: each message is flushed whole.
                 if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
                     break;
+                }
+                if let Some(c) = &out_capture
+                    && bytes.len() > 2
+                {
+                    c.record(local, addr, IPPROTO_TCP, &bytes);
                 }
             }
             let _ = wr.shutdown().await;
@@ -420,6 +457,9 @@ impl Transport {
                     Ok(Some(n)) => {
                         let frame = buf.split_to(n).freeze();
                         completed = true;
+                        if let Some(c) = &capture {
+                            c.record(addr, local, IPPROTO_TCP, &frame);
+                        }
                         match self.inbound.get().and_then(Weak::upgrade) {
                             Some(inbound) => inbound.received(frame, peer),
                             // The proxy is gone: the server is stopping.
@@ -511,13 +551,15 @@ impl Transport {
             let Some(acceptor) = acceptor.clone() else {
                 let (tx, rx) = mpsc::channel(TCP_QUEUE);
                 self.streams.insert(Peer::Tcp(addr), tx);
+                let local = stream.local_addr().unwrap_or(addr);
                 tokio::spawn(async move {
                     transport
-                        .run_connection(stream, Peer::Tcp(addr), rx, permit, Some(guard))
+                        .run_connection(stream, Peer::Tcp(addr), local, rx, permit, Some(guard))
                         .await
                 });
                 continue;
             };
+            let local = stream.local_addr().unwrap_or(addr);
             tokio::spawn(async move {
                 let Some(tls) = transport.tls.clone() else {
                     return;
@@ -539,7 +581,7 @@ impl Transport {
                 let (tx, rx) = mpsc::channel(TCP_QUEUE);
                 transport.streams.insert(peer, tx);
                 transport
-                    .run_connection(stream, peer, rx, permit, Some(guard))
+                    .run_connection(stream, peer, local, rx, permit, Some(guard))
                     .await
             });
         }
