@@ -215,34 +215,37 @@ fn param_span(elem: &str, name: &str) -> Option<(usize, usize, bool)> {
 /// the only one.
 fn remove_elements(msg: &Message, name: HeaderName, gone: &[Range<usize>], s: &mut Splice<'_>) {
     for h in msg.headers_named(name) {
-        let abs: Vec<Range<usize>> = header::split_commas(msg.value(h))
+        // Only a header holding one of them is split (a response's other
+        // Vias are left alone without a look).
+        if !gone
             .iter()
-            .map(|r| h.value.start + r.start..h.value.start + r.end)
-            .collect();
-        let removed: Vec<bool> = abs.iter().map(|r| gone.contains(r)).collect();
-        if !removed.contains(&true) {
+            .any(|g| h.value.start <= g.start && g.end <= h.value.end)
+        {
             continue;
         }
-        if removed.iter().all(|r| *r) {
+        let elems = header::split_commas(msg.value(h));
+        let abs = |i: usize| h.value.start + elems[i].start..h.value.start + elems[i].end;
+        let removed = |i: usize| gone.contains(&abs(i));
+        if (0..elems.len()).all(removed) {
             s.delete(h.line.clone());
             continue;
         }
         // Each run of removed elements goes with the comma after it, or,
         // at the end of the header, with the comma before it.
         let mut i = 0;
-        while i < abs.len() {
-            if !removed[i] {
+        while i < elems.len() {
+            if !removed(i) {
                 i += 1;
                 continue;
             }
             let start = i;
-            while i < abs.len() && removed[i] {
+            while i < elems.len() && removed(i) {
                 i += 1;
             }
-            if i < abs.len() {
-                s.delete(abs[start].start..abs[i].start);
+            if i < elems.len() {
+                s.delete(abs(start).start..abs(i).start);
             } else {
-                s.delete(abs[start - 1].end..abs[i - 1].end);
+                s.delete(abs(start - 1).end..abs(i - 1).end);
             }
         }
     }

@@ -109,14 +109,30 @@ fn put(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
 }
 
 /// The Call-ID of a SIP message (`Call-ID:` or the compact `i:`), trimmed,
-/// from its header section; `None` when it has none.
+/// from its header section; `None` when it has none. Only lines starting
+/// with `c` or `i` are looked at, found with memchr: this runs for every
+/// captured message.
 pub fn call_id(msg: &[u8]) -> Option<&[u8]> {
-    let end = msg
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(msg.len());
-    msg[..end].split(|b| *b == b'\n').skip(1).find_map(|line| {
-        let colon = line.iter().position(|b| *b == b':')?;
+    static CANONICAL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\nCall-ID:"));
+    let end = memchr::memmem::find(msg, b"\r\n\r\n").unwrap_or(msg.len());
+    let head = &msg[..end];
+    // Nearly every peer spells it this way: one scan finds it.
+    if let Some(at) = CANONICAL.find(head) {
+        let value = &head[at + b"\nCall-ID:".len()..];
+        let value = &value[..memchr::memchr(b'\n', value).unwrap_or(value.len())];
+        let value = value.trim_ascii();
+        if !value.is_empty() {
+            return Some(value);
+        }
+    }
+    memchr::memchr_iter(b'\n', head).find_map(|nl| {
+        let rest = &head[nl + 1..];
+        if !matches!(rest.first(), Some(b'C' | b'c' | b'I' | b'i')) {
+            return None;
+        }
+        let line = &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())];
+        let colon = memchr::memchr(b':', line)?;
         let name = line[..colon].trim_ascii();
         (name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i"))
             .then(|| line[colon + 1..].trim_ascii())
