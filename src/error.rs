@@ -70,7 +70,7 @@ impl Error {
             Error::Admin(AdminError::NoToken { .. }) => true,
             Error::Lists(ListsError::Invalid { .. }) => true,
             // A next hop that does not resolve is the configuration's fault.
-            Error::Server(ServerError::NextHop { .. }) => true,
+            Error::Server(ServerError::NextHop { .. } | ServerError::Locate(_)) => true,
             // So are TLS files that cannot be used.
             Error::Server(ServerError::Tls(_) | ServerError::TlsListen(_)) => true,
             _ => false,

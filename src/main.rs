@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sipsentry::cli::{self, ConfigArg, bench, bulk, cache, check, history, lists, stir};
+use sipsentry::cli::{self, ConfigArg, bench, bulk, cache, check, history, lists, next_hops, stir};
 use sipsentry::config::LogFormat;
 
 #[derive(Parser)]
@@ -49,6 +49,8 @@ enum Command {
     Report(lists::ReportArgs),
     /// Export the spam / not-spam reports (CSV or JSON).
     Reports(lists::ReportsArgs),
+    /// Where sip.next_hop leads: the targets DNS gives, in the order tried.
+    NextHops(next_hops::NextHopsArgs),
     /// Caller-ID authentication (STIR/SHAKEN) tools.
     Stir {
         #[command(subcommand)]
@@ -104,6 +106,7 @@ fn run(cli: Cli) -> sipsentry::Result<()> {
         Command::Report(args) => lists::report(args, &runtime),
         Command::Reports(args) => lists::reports(args, &runtime),
         Command::Stir { command } => stir::run(command, &runtime),
+        Command::NextHops(args) => next_hops::run(args, &runtime),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => cli::config_check(&config, &runtime),

@@ -18,9 +18,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Pipeline;
+use crate::sip::next_hop::{NextHops, ResolveError};
 use crate::sip::proxy::{LocalAddr, Proxy, SipConfig};
-use crate::sip::transport::{self, BindError, Peer, Tls, TlsError, Transport};
-use crate::sip::uri::SipUri;
+use crate::sip::transport::{self, BindError, Tls, TlsError, Transport};
 
 /// How long shutdown waits for calls still being screened.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +37,10 @@ pub enum ServerError {
         "cannot resolve sip.next_hop host {host:?} ({reason}); use an IP address or a resolvable name"
     )]
     NextHop { host: String, reason: String },
+    #[error(
+        "sip.next_hop: {0}; use an IP address or a name DNS answers (sip.dns_servers names the servers asked)"
+    )]
+    Locate(#[from] ResolveError),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(
@@ -75,16 +79,11 @@ impl Server {
             ),
             None => None,
         };
-        let hop =
-            SipUri::parse_config(&options.next_hop).map_err(|reason| ServerError::NextHop {
-                host: options.next_hop.clone(),
-                reason,
-            })?;
-        let next_hop = next_hop(&options).await?;
-        if next_hop.is_tls() && hop.host.parse::<IpAddr>().is_err() {
-            transport.set_tls_name(next_hop.addr(), &hop.host);
+        let next_hops = Arc::new(next_hops(&options).await?);
+        for (addr, host) in next_hops.tls_names() {
+            transport.set_tls_name(addr, &host);
         }
-        let hop_addr = next_hop.addr();
+        let hop_addr = next_hops.first().map_or(addr, |(_, peer)| peer.addr());
         let mut local = LocalAddr::new(SocketAddr::new(
             advertised_ip(addr.ip(), hop_addr),
             addr.port(),
@@ -96,7 +95,7 @@ impl Server {
         {
             local = local.with_tls_port(port);
         }
-        let proxy = Proxy::new(options, pipeline, local, next_hop, transport);
+        let proxy = Proxy::new(options, pipeline, local, next_hops, transport);
         Ok(Server {
             proxy,
             tcp,
@@ -176,7 +175,14 @@ impl Server {
         // wakes only when something may be due, so an idle proxy does not
         // wake every tick (see `transaction/wake.rs`).
         let ticker = tokio::spawn(Arc::clone(&proxy).run_timers());
-        tracing::info!(listen = %proxy.local().addr, next_hop = %proxy.next_hop().addr(), "sipsentry proxy running");
+        let refresh = tokio::spawn(Arc::clone(proxy.next_hops()).refresh());
+        let pings = tokio::spawn(Arc::clone(&proxy).ping_next_hops());
+        let first = proxy
+            .next_hops()
+            .first()
+            .map(|(_, p)| p.addr().to_string())
+            .unwrap_or_default();
+        tracing::info!(listen = %proxy.local().addr, next_hop = %first, "sipsentry proxy running");
 
         shutdown.await;
         tracing::info!("shutting down: no new calls; finishing calls under screening");
@@ -188,6 +194,9 @@ impl Server {
         proxy.transport().wake_udp();
         ticker.abort();
         let _ = ticker.await;
+        refresh.abort();
+        pings.abort();
+        let _ = (refresh.await, pings.await);
         let _ = acceptor.await;
         if let Some(a) = tls_acceptor {
             let _ = a.await;
@@ -201,21 +210,18 @@ impl Server {
     }
 }
 
-/// Where `sip.next_hop` is: its address resolved (once, at start) and its
-/// transport. `config check` asks this too.
-pub async fn next_hop(options: &SipConfig) -> Result<Peer, ServerError> {
-    let hop = SipUri::parse_config(&options.next_hop).map_err(|reason| ServerError::NextHop {
-        host: options.next_hop.clone(),
-        reason,
-    })?;
-    let addr = resolve(&hop.host, hop.port).await?;
-    Ok(if hop.tls {
-        Peer::Tls(addr)
-    } else if hop.tcp {
-        Peer::Tcp(addr)
-    } else {
-        Peer::Udp(addr)
-    })
+/// Where `sip.next_hop` is: every URI located (RFC 3263: NAPTR, SRV,
+/// A/AAAA through `sip.dns_servers` or the system's resolvers), in the
+/// order to try. `config check` and `sipsentry next-hops` ask this too.
+pub async fn next_hops(options: &SipConfig) -> Result<NextHops, ServerError> {
+    let uris = options
+        .next_hop
+        .parse()
+        .map_err(|reason| ServerError::NextHop {
+            host: options.next_hop.uris().join(", "),
+            reason,
+        })?;
+    Ok(NextHops::locate(uris, &options.dns_servers, options.health_limits()).await?)
 }
 
 /// TLS as `sip.tls_*` configure it (the files read and checked), when
@@ -225,23 +231,6 @@ pub fn tls(options: &SipConfig) -> Result<Option<Arc<Tls>>, ServerError> {
         return Ok(None);
     }
     Ok(Some(Arc::new(Tls::new(options.tls_options())?)))
-}
-
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ServerError> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    let mut addrs =
-        tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| ServerError::NextHop {
-                host: host.to_string(),
-                reason: e.to_string(),
-            })?;
-    addrs.next().ok_or_else(|| ServerError::NextHop {
-        host: host.to_string(),
-        reason: "no addresses".into(),
-    })
 }
 
 /// The address written into Via: the listen address, or, when listening on

@@ -26,7 +26,7 @@ fn config_check_prints_the_effective_defaults() {
     let (code, stdout, _) = run(dir.path(), &["config", "check"]);
     assert_eq!(code, 0);
     let parsed = sipsentry::config::Config::from_toml(&stdout).expect("printed config loads back");
-    assert_eq!(parsed.sip.next_hop, "sip:127.0.0.1:5080");
+    assert_eq!(parsed.sip.next_hop.uris(), ["sip:127.0.0.1:5080"]);
     assert!(stdout.contains("token_env = \"SIPSENTRY_ADMIN_TOKEN\""));
 }
 

@@ -366,7 +366,7 @@ async fn inbound_tcp_connections_never_crowd_out_the_connection_to_the_pbx() {
         pbx_addr,
         "tcp_max_connections = 2\ntcp_max_per_source = 2\n",
     );
-    cfg.sip.next_hop = format!("sip:{pbx_addr};transport=tcp");
+    cfg.sip.next_hop = format!("sip:{pbx_addr};transport=tcp").as_str().into();
     let proxy = start(cfg, |p| p).await;
     // Every inbound slot taken by idle connections.
     let _a = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();

@@ -199,6 +199,18 @@ pub(super) async fn cache(State(state): State<Arc<AdminState>>) -> Response {
     .into_response()
 }
 
+/// `GET /api/v1/next-hops`: the next-hop targets in the order calls try
+/// them, with whether pings have marked each down.
+pub(super) async fn next_hops(State(state): State<Arc<AdminState>>) -> Response {
+    match &state.next_hops {
+        Some(h) => axum::Json(serde_json::json!({ "targets": h.status() })).into_response(),
+        None => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no SIP service in this process",
+        ),
+    }
+}
+
 /// `POST /api/v1/cache/sync`: pulls the configured Hiya countries now, in the
 /// background; the serving generations switch when each one is built.
 pub(super) async fn cache_sync(State(state): State<Arc<AdminState>>) -> Response {

@@ -86,6 +86,8 @@ pub struct AdminState {
     pub event_clients: std::sync::atomic::AtomicUsize,
     /// Where the history is read from (`history.backend`).
     pub history: crate::history::HistoryStore,
+    /// The next hops and their health; `None` answers their route 503.
+    pub next_hops: Option<Arc<crate::sip::next_hop::NextHops>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -120,6 +122,7 @@ impl AdminState {
             sessions: session::Sessions::default(),
             event_clients: Default::default(),
             history,
+            next_hops: None,
         }
     }
 }
@@ -180,6 +183,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/cache", get(api::cache))
         .route("/api/v1/cache/sync", post(api::cache_sync))
         .route("/api/v1/reload", post(api::reload))
+        .route("/api/v1/next-hops", get(api::next_hops))
         .route("/api/v1/lists/{list}", get(lists::show).post(lists::add))
         .route("/api/v1/lists/{list}/{pattern}", delete(lists::remove))
         .route("/api/v1/feedback", get(lists::reports).post(lists::report))

@@ -183,7 +183,7 @@ pub async fn preflight(config: &Config) -> Result<()> {
         key: "admin.listen",
         message: e.to_string(),
     })?;
-    crate::server::next_hop(&config.sip).await?;
+    crate::server::next_hops(&config.sip).await?;
     crate::server::tls(&config.sip)?;
     hep_collector(config)?;
     Ok(())
@@ -293,8 +293,12 @@ pub async fn serve(
             tls: server.tls(),
         }),
         history,
+        next_hops: Some(Arc::clone(server.proxy().next_hops())),
         ..AdminState::new(Arc::clone(&config), Arc::clone(&pipeline))
     };
+    state
+        .metrics
+        .register(Arc::clone(server.proxy().next_hops()) as _);
     state.metrics.register(server.proxy() as _);
     if let Some(h) = &hiya {
         state.metrics.register(Arc::clone(h) as _);
@@ -354,7 +358,7 @@ pub async fn serve(
     eprintln!(
         "sipsentry listening on {} (UDP+TCP), next hop {}, admin http://{}; Ctrl-C to stop",
         server.local_addr(),
-        config.sip.next_hop,
+        config.sip.next_hop.uris().join(", "),
         admin_addr.map_or_else(|| config.admin.listen.to_string(), |a| a.to_string())
     );
     tasks.spawn(server.run(stop.clone().cancelled_owned()));

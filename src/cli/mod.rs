@@ -14,6 +14,7 @@ pub mod check;
 pub mod history;
 pub mod lists;
 pub mod logging;
+pub mod next_hops;
 pub mod stir;
 
 /// `-c/--config FILE`, shared by every command that reads the config.

@@ -14,7 +14,7 @@ impl Config {
     /// Checks what serde cannot: ranges, URIs, list syntax, cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
-        SipUri::parse_config(&self.sip.next_hop).map_err(|e| {
+        self.sip.next_hop.parse().map_err(|e| {
             invalid(
                 "sip.next_hop",
                 format!("{e}; expected e.g. \"sip:10.0.0.5:5060\""),
@@ -71,6 +71,12 @@ impl Config {
                 "sip.tls_handshake_timeout_ms",
                 self.sip.tls_handshake_timeout_ms as usize,
             ),
+            (
+                "sip.failover_timeout_ms",
+                self.sip.failover_timeout_ms as usize,
+            ),
+            ("sip.ping_down_after", self.sip.ping_down_after as usize),
+            ("sip.ping_up_after", self.sip.ping_up_after as usize),
         ] {
             if n == 0 {
                 return Err(invalid(key, "must be at least 1".into()));

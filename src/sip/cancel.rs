@@ -1,12 +1,13 @@
-//! The CANCEL the proxy sends of its own accord, when Timer C gives up on a
-//! forwarded INVITE the PBX never answered finally (RFC 3261 §16.8, §9.1).
+//! The requests the proxy writes of its own accord: the CANCEL when Timer C
+//! gives up on a forwarded INVITE the PBX never answered finally (RFC 3261
+//! §16.8, §9.1), and the ACK of a 503 it absorbed to try the next target.
 //!
-//! CANCELs from the trunk are relayed ([`super::relay`]); this one has no
-//! received bytes to splice, so it is written from the INVITE as it was
-//! forwarded: the same Request-URI, From, To, Call-ID and CSeq number, the
-//! same Route set, and as its only Via the proxy's Via of that INVITE (same
-//! branch), which is how the PBX finds the INVITE to cancel. With only the
-//! proxy's Via, the PBX's 200 to it ends at the proxy.
+//! CANCELs from the trunk are relayed ([`super::relay`]); these have no
+//! received bytes to splice, so they are written from the INVITE as it was
+//! forwarded: the same Request-URI, From, Call-ID and CSeq number, the same
+//! Route set, and as their only Via the proxy's Via of that INVITE (same
+//! branch), which is how the PBX finds the INVITE they belong to. With only
+//! the proxy's Via, the PBX's 200 to a CANCEL ends at the proxy.
 
 use std::ops::Range;
 
@@ -20,14 +21,46 @@ use super::respond;
 /// (the proxy's Via, line end included) to `ruri`, without the Route elements
 /// at `skip` (the proxy's own, removed when the INVITE was forwarded).
 pub fn cancel_for(invite: &Message, via_line: &[u8], ruri: &[u8], skip: &[Range<usize>]) -> Bytes {
+    hop_by_hop("CANCEL", invite, via_line, ruri, skip, None)
+}
+
+/// Writes the ACK for a non-2xx final response the proxy absorbed (a 503
+/// from a next-hop target it then gave up, RFC 3261 §17.1.1.3): the
+/// INVITE's Request-URI, Call-ID, From, CSeq number and Route set, the
+/// branch it was sent with, and the response's To (with its tag), given
+/// as the whole header value.
+pub fn ack_for(
+    invite: &Message,
+    via_line: &[u8],
+    ruri: &[u8],
+    skip: &[Range<usize>],
+    to: &[u8],
+) -> Bytes {
+    hop_by_hop("ACK", invite, via_line, ruri, skip, Some(to))
+}
+
+fn hop_by_hop(
+    method: &str,
+    invite: &Message,
+    via_line: &[u8],
+    ruri: &[u8],
+    skip: &[Range<usize>],
+    to: Option<&[u8]>,
+) -> Bytes {
     let mut out = BytesMut::with_capacity(invite.headers_end + 64);
-    out.put_slice(b"CANCEL ");
+    out.put_slice(method.as_bytes());
+    out.put_slice(b" ");
     out.put_slice(ruri);
     out.put_slice(b" SIP/2.0\r\n");
     out.put_slice(via_line);
     let mut routes = Vec::new();
     for h in &invite.headers {
         match h.name {
+            HeaderName::To if let Some(to) = to => {
+                out.put_slice(b"To: ");
+                out.put_slice(to);
+                out.put_slice(b"\r\n");
+            }
             HeaderName::From | HeaderName::To | HeaderName::CallId => {
                 respond::copy_line(&mut out, invite, h);
             }
@@ -48,7 +81,7 @@ pub fn cancel_for(invite: &Message, via_line: &[u8], ruri: &[u8], skip: &[Range<
         out.put_slice(&invite.buf[r]);
         out.put_slice(b"\r\n");
     }
-    out.put_slice(format!("CSeq: {} CANCEL\r\n", invite.cseq).as_bytes());
+    out.put_slice(format!("CSeq: {} {method}\r\n", invite.cseq).as_bytes());
     out.put_slice(b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
     out.freeze()
 }

@@ -2,9 +2,12 @@
 //!
 //! - the wire: framing and parsing ([`message`], [`header`], [`uri`]),
 //!   byte-faithful editing ([`splice`], [`relay`]), locally generated
-//!   responses ([`respond`]) and the one request the proxy writes itself
-//!   ([`cancel`]); who is calling ([`caller`]);
-//! - [`transport`]: the sockets, framing of TCP streams, the SIP thread;
+//!   responses ([`respond`]) and the requests the proxy writes itself
+//!   ([`cancel`]); who is calling ([`caller`]); copies for Homer
+//!   ([`capture`]);
+//! - [`transport`]: the sockets, framing of TCP and TLS streams, the SIP
+//!   thread;
+//! - [`next_hop`]: where initial requests go (RFC 3263), with health;
 //! - [`transaction`]: the INVITE server transactions and their timers;
 //! - [`proxy`]: the proxy core, which routes; call screening is behind its
 //!   [`proxy::Screen`] trait.
@@ -14,6 +17,7 @@ pub mod cancel;
 pub mod capture;
 pub mod header;
 pub mod message;
+pub mod next_hop;
 pub mod proxy;
 pub mod relay;
 pub mod respond;

@@ -56,6 +56,19 @@ pub struct LabelEdit<'a> {
     pub display_prefix: &'a str,
 }
 
+/// A request as relayed, with its top Via line (the proxy's own) replaced
+/// by `via_line`: the same INVITE for the next target, under a new
+/// branch. `None` when the bytes do not parse (they were built here).
+pub fn replace_top_via(sent: &Bytes, via_line: &[u8]) -> Option<Bytes> {
+    let msg = Message::parse(sent.clone()).ok()?;
+    let line = msg.headers_named(HeaderName::Via).next()?.line.clone();
+    let mut out = Vec::with_capacity(sent.len() + via_line.len());
+    out.extend_from_slice(&sent[..line.start]);
+    out.extend_from_slice(via_line);
+    out.extend_from_slice(&sent[line.end..]);
+    Some(Bytes::from(out))
+}
+
 /// The absolute byte range of the top Via element of a message.
 pub fn top_via(msg: &Message) -> Option<Range<usize>> {
     let h = msg.headers_named(HeaderName::Via).next()?;

@@ -97,6 +97,9 @@ pub struct Retransmit {
     pub started: Instant,
     /// Timer B: answer 408 upstream if the PBX never answered.
     pub timeout_408: bool,
+    /// While another next-hop target is left: give this one up here, if
+    /// nothing at all came back from it ([`TimerAction::Failover`]).
+    pub failover_at: Option<Instant>,
 }
 
 impl Retransmit {
@@ -110,7 +113,16 @@ impl Retransmit {
             cap,
             started: now,
             timeout_408,
+            failover_at: None,
         }
+    }
+
+    /// The same, giving the target up at `at` (Timer B shortened by
+    /// `sip.failover_timeout_ms`) while it has sent nothing.
+    pub fn failing_over_at(mut self, at: Instant) -> Self {
+        self.failover_at = Some(at);
+        self.due = self.due.min(at);
+        self
     }
 
     /// Timer B alone, for an INVITE relayed over a reliable transport: no
@@ -127,6 +139,7 @@ impl Retransmit {
             cap: None,
             started: now,
             timeout_408: true,
+            failover_at: None,
         }
     }
 }
@@ -137,6 +150,9 @@ pub enum TimerAction {
     Resend(Peer, Bytes),
     /// Timer B fired with no answer from downstream.
     Timeout408(TxRef),
+    /// A next-hop target sent nothing within `sip.failover_timeout_ms`:
+    /// try the next one.
+    Failover(TxRef),
 }
 
 /// Where a forwarded INVITE went, so CANCEL and ACK follow it.
@@ -149,6 +165,14 @@ pub struct Forwarded {
     pub track: Option<String>,
     /// When the INVITE was relayed.
     pub at: Instant,
+    /// Which try this is (0 the first; each failover adds one and uses a
+    /// branch of its own).
+    pub attempt: u8,
+    /// The target's place in the next-hop list, when it came from there
+    /// (not from a Route set): only then is there a next one to try.
+    pub target: Option<usize>,
+    /// The INVITE as relayed, for the next target (its Via replaced).
+    pub sent: Bytes,
 }
 
 impl Forwarded {
@@ -366,6 +390,14 @@ impl TxTable {
             if r.due > now {
                 continue; // rescheduled since; a later heap entry covers it
             }
+            if r.failover_at.is_some_and(|at| now >= at) {
+                t.retransmit = None;
+                if t.state == TxState::Forwarded && !t.provisional {
+                    drop(t);
+                    actions.push(TimerAction::Failover(Arc::clone(&tx)));
+                }
+                continue;
+            }
             if now.duration_since(r.started) >= TIMER_64T1 {
                 let timeout = r.timeout_408 && t.state == TxState::Forwarded;
                 t.retransmit = None;
@@ -381,6 +413,9 @@ impl TxTable {
             // would be: after Timer A's sixth resend (31.5 s) the next
             // would come at 63.5 s, and so would the 408.
             r.due = (now + r.interval).min(r.started + TIMER_64T1);
+            if let Some(at) = r.failover_at {
+                r.due = r.due.min(at);
+            }
             self.timers.push(r.due, &tx);
         }
         actions

@@ -159,6 +159,11 @@ pub struct SipUri {
     pub tcp: bool,
     /// `sips:` or `;transport=tls` (then `port` defaults to 5061).
     pub tls: bool,
+    /// Whether the URI gave a port: then DNS asks for addresses only
+    /// (RFC 3263 §4.2), not SRV.
+    pub explicit_port: bool,
+    /// Whether it named a transport: then NAPTR is not asked.
+    pub explicit_transport: bool,
 }
 
 pub use super::header::{DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT};
@@ -203,6 +208,8 @@ impl SipUri {
             port,
             tcp,
             tls,
+            explicit_port: uri.port().is_some(),
+            explicit_transport: uri.transport().is_some(),
         })
     }
 }
@@ -241,6 +248,8 @@ impl SipUri {
             port: uri.port.unwrap_or(default),
             tcp,
             tls,
+            explicit_port: uri.port.is_some(),
+            explicit_transport: uri.param("transport").is_some(),
         })
     }
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{Proxy, Screen};
+use super::{Proxy, Screen, attempt_branch};
 use crate::sip::cancel;
 use crate::sip::header::Via;
 use crate::sip::message::Message;
+use crate::sip::proxy::failover::Failure;
 use crate::sip::relay::{self, RequestEdit};
 use crate::sip::transaction::{TimerAction, TxRef, TxState};
 use crate::sip::transport::Peer;
@@ -36,6 +37,7 @@ impl<S: Screen> Proxy<S> {
             match action {
                 TimerAction::Resend(peer, bytes) => self.send(peer, bytes),
                 TimerAction::Timeout408(tx) => self.final_response(&tx, 408, &[]),
+                TimerAction::Failover(tx) => self.fail_over(&tx, Failure::Silent),
             }
         }
         for tx in self.txs.sweep(now) {
@@ -65,7 +67,7 @@ impl<S: Screen> Proxy<S> {
                 drop(t);
                 return self.final_response(tx, 408, &[]);
             }
-            let via = self.via_line(&t.key, fwd.dest);
+            let via = self.via_line(&attempt_branch(&t.key, fwd.attempt), fwd.dest);
             let ruri = fwd
                 .new_ruri
                 .as_deref()
@@ -109,7 +111,7 @@ impl<S: Screen> Proxy<S> {
                 self.final_response(&tx, 487, &[]);
             }
             (TxState::Forwarded, Some(fwd)) => {
-                let via = self.via_line(&key, fwd.dest);
+                let via = self.via_line(&attempt_branch(&key, fwd.attempt), fwd.dest);
                 let out = relay::forward_request(
                     &msg,
                     &self.plain_edit(&via, from, fwd.new_ruri.as_deref()),
@@ -160,7 +162,7 @@ impl<S: Screen> Proxy<S> {
                 t.forwarded.clone()
             };
             if let Some(fwd) = forwarded {
-                let via = self.via_line(&key, fwd.dest);
+                let via = self.via_line(&attempt_branch(&key, fwd.attempt), fwd.dest);
                 let out = relay::forward_request(
                     &msg,
                     &self.plain_edit(&via, from, fwd.new_ruri.as_deref()),

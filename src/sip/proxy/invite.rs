@@ -150,8 +150,8 @@ impl<S: Screen> Proxy<S> {
                     labels: labels.as_ref(),
                     verstat,
                 };
-                let (dest, out) = self.build_forward(inv, edits);
-                if self.record_forward(tx, dest, &out, edits.retarget, track) {
+                let (dest, out, target) = self.build_forward(inv, edits);
+                if self.record_forward(tx, dest, &out, edits.retarget, track, target) {
                     self.send(dest, out);
                 }
             }
@@ -171,7 +171,7 @@ impl<S: Screen> Proxy<S> {
     /// thread, so there the transaction is recorded and the 100 sent first:
     /// a quick 180 would otherwise race both.
     fn forward_first(&self, inv: &Invite, edits: RelayEdits<'_>, track: Option<String>) {
-        let (dest, out) = self.build_forward(inv, edits);
+        let (dest, out, target) = self.build_forward(inv, edits);
         let udp = !dest.is_stream();
         if udp {
             self.send(dest, out.clone());
@@ -183,7 +183,7 @@ impl<S: Screen> Proxy<S> {
             return;
         }
         // Fresh, so still screening: recorded.
-        self.record_forward(&tx, dest, &out, edits.retarget, track);
+        self.record_forward(&tx, dest, &out, edits.retarget, track, target);
         self.send_trying(&tx, &inv.msg);
         if !udp {
             // After the 100: the PBX's 180 would come back on another thread
@@ -204,6 +204,7 @@ impl<S: Screen> Proxy<S> {
         out: &bytes::Bytes,
         retarget: Option<&str>,
         track: Option<String>,
+        target: Option<usize>,
     ) -> bool {
         let mut t = tx.lock();
         if t.state != TxState::Screening {
@@ -217,19 +218,23 @@ impl<S: Screen> Proxy<S> {
             new_ruri: retarget.map(str::to_owned),
             track,
             at: now,
+            attempt: 0,
+            target,
+            sent: out.clone(),
         });
-        let r = if dest.is_stream() {
-            Retransmit::timer_b(dest)
-        } else {
-            Retransmit::new(dest, out.clone(), None, true)
-        };
+        let r = self.timers_for(dest, out, target);
         self.txs.start_retransmit(tx, &mut t, r);
         true
     }
 
-    /// The INVITE as relayed with a relay verdict's edits: where it goes
-    /// and its bytes.
-    fn build_forward(&self, inv: &Invite, edits: RelayEdits<'_>) -> (Peer, bytes::Bytes) {
+    /// The INVITE as relayed with a relay verdict's edits: where it goes,
+    /// its bytes, and the target's place in the next-hop list when it goes
+    /// there (not where a Route set points).
+    fn build_forward(
+        &self,
+        inv: &Invite,
+        edits: RelayEdits<'_>,
+    ) -> (Peer, bytes::Bytes, Option<usize>) {
         let RelayEdits {
             retarget,
             labels,
@@ -239,7 +244,10 @@ impl<S: Screen> Proxy<S> {
         // A retargeted call still goes to the next hop: the PBX owns the
         // voicemail or announcement service it is diverted to.
         let own_route = self.own_route(msg);
-        let dest = self.route(msg, own_route.as_ref(), false, false);
+        let (target, dest) = match super::request::route_set(msg, own_route.as_ref()) {
+            Some(peer) => (None, peer),
+            None => self.first_hop(),
+        };
         let via = self.via_line(&inv.key, dest);
         let rr = self
             .options
@@ -261,7 +269,7 @@ impl<S: Screen> Proxy<S> {
                 verstat,
             },
         );
-        (dest, out)
+        (dest, out, target)
     }
 
     /// The Record-Route lines for a call from `from` relayed to `dest`: the

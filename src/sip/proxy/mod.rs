@@ -31,19 +31,23 @@ use tokio_util::task::TaskTracker;
 
 use super::header::{self, Via};
 use super::message::{HeaderName, Message, ParseError};
+use super::next_hop::NextHops;
 use super::respond;
 use super::transaction::TxTable;
 use super::transport::{Inbound, Peer, Transport};
 
+mod failover;
 mod in_transaction;
 mod invite;
 mod options;
+mod ping;
 mod request;
 mod response;
 mod screen;
 mod stats;
 
-pub use options::SipConfig;
+pub use options::{NextHopSetting, SipConfig};
+pub use ping::PING_BRANCH;
 pub use screen::{Labels, NewCall, Screen, Screened, Verdict};
 pub use stats::{METHODS, Stats};
 
@@ -112,7 +116,7 @@ pub struct Proxy<S: Screen> {
     options: SipConfig,
     screen: Arc<S>,
     local: LocalAddr,
-    next_hop: Peer,
+    next_hops: Arc<NextHops>,
     transport: Arc<Transport>,
     /// Runtime for calls that wait on a live lookup.
     rt: tokio::runtime::Handle,
@@ -124,10 +128,35 @@ pub struct Proxy<S: Screen> {
     /// INVITEs get 503) and waits for the tokens to be dropped.
     calls: TaskTracker,
     secret: [u8; 16],
+    /// OPTIONS pings sent and not yet answered, by branch.
+    pings: dashmap::DashMap<String, ping::Outstanding>,
     /// `Via: SIP/2.0/UDP host:port;branch=`, then the same for TCP and TLS:
     /// the part of the proxy's Via that never changes, written once here so
     /// that each forwarded request only copies bytes ([`Proxy::via_line`]).
     via_prefix: [String; 3],
+}
+
+/// The branch of try `attempt` of the transaction keyed `key`: the key
+/// itself for the first, `key.N` after N failovers (a new branch each,
+/// RFC 3261 §16.6 step 8).
+pub(crate) fn attempt_branch(key: &str, attempt: u8) -> std::borrow::Cow<'_, str> {
+    if attempt == 0 {
+        std::borrow::Cow::Borrowed(key)
+    } else {
+        std::borrow::Cow::Owned(format!("{key}.{attempt}"))
+    }
+}
+
+/// A branch of the proxy's split into its transaction key and try
+/// ([`attempt_branch`]'s inverse).
+pub(crate) fn split_attempt(branch: &str) -> (&str, u8) {
+    match branch.rsplit_once('.') {
+        Some((key, n)) if key.starts_with(BRANCH_PREFIX) => match n.parse() {
+            Ok(n) => (key, n),
+            Err(_) => (branch, 0),
+        },
+        _ => (branch, 0),
+    }
 }
 
 /// The proxy's Via line for one forwarded request. Built on the stack: one
@@ -152,14 +181,14 @@ fn random_secret() -> [u8; 16] {
 }
 
 impl<S: Screen> Proxy<S> {
-    /// A proxy on `transport` that relays to `next_hop` and screens with
+    /// A proxy on `transport` that relays to `next_hops` and screens with
     /// `screen`. It becomes the transport's handler of TCP messages. Call
     /// inside the tokio runtime.
     pub fn new(
         options: SipConfig,
         screen: Arc<S>,
         local: LocalAddr,
-        next_hop: Peer,
+        next_hops: Arc<NextHops>,
         transport: Arc<Transport>,
     ) -> Arc<Self> {
         let timer_c = std::time::Duration::from_secs(u64::from(options.timer_c_s));
@@ -181,13 +210,14 @@ impl<S: Screen> Proxy<S> {
             options,
             screen,
             local,
-            next_hop,
+            next_hops,
             transport,
             rt: tokio::runtime::Handle::current(),
             stats: Stats::default(),
             screening: Arc::new(Semaphore::new(MAX_SCREENING)),
             calls: TaskTracker::new(),
             secret: random_secret(),
+            pings: dashmap::DashMap::new(),
             via_prefix,
         });
         let inbound: Arc<dyn Inbound> = Arc::clone(&proxy) as Arc<dyn Inbound>;
@@ -220,8 +250,8 @@ impl<S: Screen> Proxy<S> {
     }
 
     /// Where initial requests go.
-    pub fn next_hop(&self) -> Peer {
-        self.next_hop
+    pub fn next_hops(&self) -> &Arc<NextHops> {
+        &self.next_hops
     }
 
     /// The configuration it runs with.
@@ -394,5 +424,9 @@ impl<S: Screen> Proxy<S> {
 impl<S: Screen> Inbound for Proxy<S> {
     fn received(self: Arc<Self>, message: Bytes, from: Peer) {
         self.handle(message, from);
+    }
+
+    fn undeliverable(self: Arc<Self>, message: Bytes, to: Peer) {
+        self.on_undeliverable(message, to);
     }
 }

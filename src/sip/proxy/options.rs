@@ -8,13 +8,64 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::sip::next_hop::HealthLimits;
 use crate::sip::transport::{TcpLimits, TlsOptions};
+use crate::sip::uri::SipUri;
+
+/// `sip.next_hop`: one URI, or a list tried in order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum NextHopSetting {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl NextHopSetting {
+    /// The URIs as written, in order.
+    pub fn uris(&self) -> Vec<&str> {
+        match self {
+            NextHopSetting::One(u) => vec![u.as_str()],
+            NextHopSetting::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// Each URI parsed; the first bad one's error.
+    pub fn parse(&self) -> Result<Vec<SipUri>, String> {
+        let uris = self.uris();
+        if uris.is_empty() {
+            return Err(
+                "is an empty list; give at least one URI such as \"sip:pbx.example\"".into(),
+            );
+        }
+        uris.into_iter().map(SipUri::parse_config).collect()
+    }
+}
+
+impl From<&str> for NextHopSetting {
+    fn from(s: &str) -> Self {
+        NextHopSetting::One(s.to_string())
+    }
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipConfig {
     pub listen: SocketAddr,
-    pub next_hop: String,
+    pub next_hop: NextHopSetting,
+    /// DNS servers (`"ip"` or `"ip:port"`) asked for `next_hop` names in
+    /// place of the system's resolvers.
+    pub dns_servers: Vec<String>,
+    /// How long an INVITE waits for any response from one next-hop target
+    /// before it is sent to the next (Timer B, shortened while another
+    /// target is left).
+    pub failover_timeout_ms: u32,
+    /// OPTIONS to every next-hop target this often, in seconds (0: no
+    /// pings; targets are then always up).
+    pub ping_interval_s: u32,
+    /// A target is marked down after this many unanswered pings in a row.
+    pub ping_down_after: u32,
+    /// And up again after this many answers in a row.
+    pub ping_up_after: u32,
     pub accept_from: Vec<IpNet>,
     pub trusted_peers: Vec<IpNet>,
     pub record_route: bool,
@@ -85,6 +136,14 @@ impl SipConfig {
         }
     }
 
+    /// The ping thresholds.
+    pub fn health_limits(&self) -> HealthLimits {
+        HealthLimits {
+            down_after: self.ping_down_after,
+            up_after: self.ping_up_after,
+        }
+    }
+
     /// The TLS listener's address, if one is configured.
     pub fn tls_listen_addr(&self) -> Result<Option<SocketAddr>, String> {
         if self.tls_listen.is_empty() {
@@ -115,7 +174,10 @@ impl SipConfig {
         !self.tls_listen.is_empty()
             || o.cert.is_some()
             || o.next_hop_ca.is_some()
-            || crate::sip::uri::SipUri::parse_config(&self.next_hop).is_ok_and(|u| u.tls)
+            || self
+                .next_hop
+                .parse()
+                .is_ok_and(|uris| uris.iter().any(|u| u.tls))
     }
 }
 
@@ -125,6 +187,11 @@ impl Default for SipConfig {
         Self {
             listen: "127.0.0.1:5060".parse().expect("static address"),
             next_hop: "sip:127.0.0.1:5080".into(),
+            dns_servers: Vec::new(),
+            failover_timeout_ms: 2000,
+            ping_interval_s: 0,
+            ping_down_after: crate::sip::next_hop::health::DOWN_AFTER,
+            ping_up_after: crate::sip::next_hop::health::UP_AFTER,
             accept_from: vec!["0.0.0.0/0".parse().expect("static net")],
             trusted_peers: vec!["127.0.0.1/32".parse().expect("static net")],
             record_route: false,

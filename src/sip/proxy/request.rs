@@ -32,7 +32,7 @@ impl<S: Screen> Proxy<S> {
     /// no further than an initial one would.
     pub(super) fn may_send(&self, from: Peer, in_dialog: bool) -> bool {
         let ip = from.addr().ip();
-        self.is_accepted(ip) || (in_dialog && ip == self.next_hop.addr().ip())
+        self.is_accepted(ip) || (in_dialog && self.next_hops.has_ip(ip))
     }
 
     /// RFC 3261 §16.3 step 4: our own Via below, with the branch this request
@@ -204,18 +204,7 @@ impl<S: Screen> Proxy<S> {
         in_dialog: bool,
         to_self: bool,
     ) -> Peer {
-        let route_uri = match own {
-            Some(own) => own.next.clone(),
-            None => msg.header(HeaderName::Route).and_then(|v| {
-                header::split_commas(v)
-                    .first()
-                    .and_then(|r| header::text(&v[r.clone()]).map(|t| t.into_owned()))
-            }),
-        };
-        if let Some(route) = route_uri
-            && let Some(peer) =
-                NameAddr::parse(&route).and_then(|n| Uri::parse(n.uri).and_then(|u| peer_of(&u)))
-        {
+        if let Some(peer) = route_set(msg, own) {
             return peer;
         }
         if in_dialog && !to_self {
@@ -224,8 +213,32 @@ impl<S: Screen> Proxy<S> {
                 return peer;
             }
         }
-        self.next_hop
+        self.first_hop().1
     }
+
+    /// The first next-hop target to try and its place in the list (`None`:
+    /// the list is empty, which only an embedding program can arrange).
+    pub(super) fn first_hop(&self) -> (Option<usize>, Peer) {
+        match self.next_hops.first() {
+            Some((i, peer)) => (Some(i), peer),
+            None => (None, Peer::Udp(SocketAddr::from(([0, 0, 0, 0], 0)))),
+        }
+    }
+}
+
+/// Where the Route set sends a request: the first Route URI after the
+/// proxy's own entries, when its host is an address.
+pub(super) fn route_set(msg: &Message, own: Option<&OwnRoute>) -> Option<Peer> {
+    let route_uri = match own {
+        Some(own) => own.next.clone(),
+        None => msg.header(HeaderName::Route).and_then(|v| {
+            header::split_commas(v)
+                .first()
+                .and_then(|r| header::text(&v[r.clone()]).map(|t| t.into_owned()))
+        }),
+    };
+    let route = route_uri?;
+    NameAddr::parse(&route).and_then(|n| Uri::parse(n.uri).and_then(|u| peer_of(&u)))
 }
 
 /// Header syntax a proxy depends on (RFC 4475 §3.1.2): every Via element

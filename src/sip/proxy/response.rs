@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{BRANCH_PREFIX, Proxy, Screen};
+use super::failover::Failure;
+use super::{BRANCH_PREFIX, Proxy, Screen, split_attempt};
 use crate::sip::header::{self, Via};
 use crate::sip::message::{HeaderName, Message, Method};
 use crate::sip::relay;
@@ -27,9 +28,35 @@ impl<S: Screen> Proxy<S> {
             return self.drop_msg("response whose top Via is not ours");
         }
         let code = msg.status().unwrap_or(0);
+        if branch.starts_with(super::PING_BRANCH) {
+            return self.on_ping_response(branch, code);
+        }
+        let (key, attempt) = split_attempt(branch);
         let tx = (msg.cseq_method == Method::Invite)
-            .then(|| self.txs.get(branch))
+            .then(|| self.txs.get(key))
             .flatten();
+        if let Some(tx) = &tx {
+            let t = tx.lock();
+            let current = t
+                .forwarded
+                .as_ref()
+                .map_or(attempt == 0, |f| f.attempt == attempt);
+            if !current && !(200..300).contains(&code) {
+                // From a target given up on (a late answer after the
+                // failover): only an answered call still goes through.
+                drop(t);
+                return self.drop_msg("response from a next-hop target given up on");
+            }
+            let absorb = code == 503
+                && current
+                && t.state == TxState::Forwarded
+                && self.can_fail_over(t.forwarded.as_ref());
+            drop(t);
+            if absorb {
+                self.ack_absorbed(tx, &msg);
+                return self.fail_over(tx, Failure::Unavailable);
+            }
+        }
         if code == 100 {
             // Stops Timers A and B; never forwarded (RFC 3261 §16.7 step 3).
             if let Some(tx) = tx {

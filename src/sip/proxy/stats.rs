@@ -30,6 +30,8 @@ pub struct Stats {
     /// a provisional).
     pub timer_c: AtomicU64,
     pub dropped: AtomicU64,
+    /// INVITEs sent on to the next next-hop target after one failed.
+    pub failovers: AtomicU64,
 }
 
 impl Stats {
@@ -111,6 +113,11 @@ impl<S: Screen> Collect for Proxy<S> {
                 "sipsentry_sip_timer_c",
                 "Forwarded calls the PBX left without a final response past sip.timer_c_s (408 upstream; CANCELled if the PBX sent a provisional)",
                 &st.timer_c,
+            ),
+            (
+                "sipsentry_sip_failovers",
+                "INVITEs sent on to the next next-hop target after one sent nothing, refused the connection or answered 503",
+                &st.failovers,
             ),
             (
                 "sipsentry_sip_refused_full",

@@ -121,6 +121,10 @@ impl Peer {
 pub trait Inbound: Send + Sync + 'static {
     /// One framed message (not yet parsed) from `from`.
     fn received(self: Arc<Self>, message: Bytes, from: Peer);
+
+    /// A message queued for `to` that could not be sent: the connection
+    /// (or its TLS handshake) failed. Called on the connection's task.
+    fn undeliverable(self: Arc<Self>, _message: Bytes, _to: Peer) {}
 }
 
 /// Why the SIP port could not be opened.
@@ -300,6 +304,19 @@ impl Transport {
         poke(&self.udp);
     }
 
+    /// Hands what waited for a connection that failed back to the handler
+    /// (an INVITE may go to another target), and forgets the connection.
+    fn connect_failed(&self, peer: Peer, mut queue: mpsc::Receiver<Bytes>) {
+        self.streams.remove(&peer);
+        queue.close();
+        let inbound = self.inbound.get().and_then(Weak::upgrade);
+        while let Ok(message) = queue.try_recv() {
+            if let Some(i) = &inbound {
+                Arc::clone(i).undeliverable(message, peer);
+            }
+        }
+    }
+
     /// Opens an outbound TCP or TLS connection in the background;
     /// messages queue meanwhile.
     fn connect(self: &Arc<Self>, peer: Peer) -> mpsc::Sender<Bytes> {
@@ -310,20 +327,17 @@ impl Transport {
             let addr = peer.addr();
             let Ok(permit) = Arc::clone(&transport.outbound_slots).try_acquire_owned() else {
                 tracing::warn!(%addr, "sip.tcp_max_outbound connections are open; not connecting");
-                transport.streams.remove(&peer);
-                return;
+                return transport.connect_failed(peer, rx);
             };
             let stream = match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::warn!(%addr, transport = peer.via_name(), error = %e, "connect failed");
-                    transport.streams.remove(&peer);
-                    return;
+                    return transport.connect_failed(peer, rx);
                 }
                 Err(_) => {
                     tracing::warn!(%addr, transport = peer.via_name(), "connect timed out");
-                    transport.streams.remove(&peer);
-                    return;
+                    return transport.connect_failed(peer, rx);
                 }
             };
             let _ = stream.set_nodelay(true);
@@ -337,9 +351,7 @@ impl Transport {
                         .run_connection(tls, peer, local, rx, permit, None)
                         .await
                 }
-                None => {
-                    transport.streams.remove(&peer);
-                }
+                None => transport.connect_failed(peer, rx),
             }
         });
         tx
