@@ -1,10 +1,13 @@
 //! docs/integrations/kamailio.cfg for real: SIPp calls through Debian's
 //! Kamailio, dispatching to sipsentry, which relays to a SIPp UAS. A
 //! denylisted caller gets sipsentry's 603 through Kamailio; a clean call
-//! completes. Under CI=true a missing `kamailio` or `sipp` is a failure.
+//! completes. And SIP over TLS between Kamailio's TLS ends and sipsentry.
+//! Under CI=true a missing `kamailio` or `sipp` is a failure.
 
 #[path = "common/binary.rs"]
 mod binary;
+#[path = "common/pki.rs"]
+mod pki;
 
 use binary::{Killed, Serve, free_port, installed, kamailio_dispatcher, sipp_counts as counts};
 use std::process::{Command, Stdio};
@@ -92,4 +95,166 @@ fn kamailio_dispatches_to_sipsentry_and_relays_its_603() {
     );
     drop(kam);
     assert!(serve.terminate().success());
+}
+
+/// SIP over TLS against another implementation: Debian's Kamailio (its
+/// `tls` module, OpenSSL) on both sides of sipsentry. SIPp calls Kamailio
+/// over UDP (Debian's SIPp is built without TLS); Kamailio relays to
+/// sipsentry over TLS, presenting a client certificate that sipsentry
+/// requires (mutual TLS); sipsentry verifies Kamailio's certificate and
+/// relays back to it over TLS, and Kamailio on to the SIPp UAS over UDP.
+/// Whole calls (ACK and BYE along the Record-Routes, two of them TLS)
+/// complete, and a denied caller gets sipsentry's 603.
+#[test]
+fn calls_cross_sipsentry_over_tls_between_kamailio_tls_ends() {
+    if !installed("kamailio", "kamailio kamailio-tls-modules") || !installed("sipp", "sip-tester") {
+        return;
+    }
+    let tls_module = std::path::Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so");
+    if !tls_module.exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "kamailio-tls-modules is not installed (.ci/run installs it)"
+        );
+        return eprintln!("skipping: apt-get install kamailio-tls-modules");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = pki::Pki::new("Interop CA");
+    let ca = pki.write_ca(d, "ca");
+    let (proxy_cert, proxy_key) = pki.write(d, "proxy", &["127.0.0.1"]);
+    let (kam_cert, kam_key) = pki.write(d, "kamailio", &["127.0.0.1"]);
+    let (kam_udp, kam_tls, proxy, proxy_tls, uas) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    std::fs::write(
+        d.join("tls.cfg"),
+        format!(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+             private_key = {k}\ncertificate = {c}\n\n\
+             [client:default]\nmethod = TLSv1.2+\nverify_certificate = yes\nrequire_certificate = yes\n\
+             private_key = {k}\ncertificate = {c}\nca_list = {ca}\n",
+            k = kam_key.display(),
+            c = kam_cert.display(),
+            ca = ca.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("sipsentry.toml"),
+        format!(
+            "[sip]\nlisten = \"127.0.0.1:{proxy}\"\ntls_listen = \"127.0.0.1:{proxy_tls}\"\n\
+             next_hop = \"sip:127.0.0.1:{kam_tls};transport=tls\"\nrecord_route = true\n\
+             tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{ca}\"\ntls_next_hop_ca = \"{ca}\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n[policy]\ndeny = [\"+1666*\"]\nreject_code = 603\n",
+            proxy_cert.display(),
+            proxy_key.display(),
+            ca = ca.display()
+        ),
+    )
+    .unwrap();
+    let uas_scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/uas_routed.xml");
+    let _uas = Killed(
+        Command::new("sipp")
+            .args([
+                "-sf",
+                uas_scenario,
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &uas.to_string(),
+            ])
+            .args(["-mp", &free_port().to_string(), "-nostdin"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let serve = Serve::start(d, &[], format!("127.0.0.1:{proxy}").parse().unwrap());
+    let cfg = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/kamailio/tls_hairpin.cfg"
+    );
+    let define = |name: &str, value: String| ["-A".to_string(), format!("{name}={value}")];
+    let mut kam = Command::new("kamailio");
+    kam.args(["-f", cfg, "-DD", "-E", "-m", "64", "-M", "8"])
+        .args(define("UDP_LISTEN", format!("udp:127.0.0.1:{kam_udp}")))
+        .args(define("TLS_LISTEN", format!("tls:127.0.0.1:{kam_tls}")))
+        .args(define(
+            "MODULES",
+            "\"/usr/lib/x86_64-linux-gnu/kamailio/modules/\"".into(),
+        ))
+        .args(define(
+            "TLS_CONFIG",
+            format!("\"{}\"", d.join("tls.cfg").display()),
+        ))
+        .args(define(
+            "SIPSENTRY",
+            format!("\"sip:127.0.0.1:{proxy_tls};transport=tls\""),
+        ))
+        .args(define("UAS", format!("\"sip:127.0.0.1:{uas}\"")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut kam = Killed(kam.spawn().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        kam.0.try_wait().unwrap().is_none(),
+        "kamailio exited at start: {:?}",
+        kam.0.stderr.take().map(|mut e| {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+            s
+        })
+    );
+    let target = format!("127.0.0.1:{kam_udp}");
+    let sipp = |scenario: &str, calls: &str| {
+        Command::new("sipp")
+            .args(["-sf", scenario])
+            .args([&target, "-i", "127.0.0.1", "-p", &free_port().to_string()])
+            .args(["-mp", &free_port().to_string(), "-r", "20", "-m", calls])
+            .args(["-timeout", "30s", "-nostdin"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let routed = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/uac_routed.xml");
+    let clean = sipp(routed, "20");
+    assert_eq!(
+        counts(&clean),
+        (20, 0),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+    let denied = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sipp/uac_denied.xml"
+    ))
+    .unwrap()
+    .replace("REJECT_CODE", "603");
+    let path = d.join("uac_denied.xml");
+    std::fs::write(&path, denied).unwrap();
+    let rejected = sipp(path.to_str().unwrap(), "10");
+    assert_eq!(
+        counts(&rejected),
+        (10, 0),
+        "{}",
+        String::from_utf8_lossy(&rejected.stdout)
+    );
+    drop(kam);
+    let (status, stderr) = {
+        let pid = serve.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        serve.wait_with_stderr()
+    };
+    assert!(status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("TLS handshake failed"),
+        "every handshake succeeded:\n{stderr}"
+    );
 }
