@@ -28,7 +28,7 @@ enum Command {
     Check(check::CheckArgs),
     /// Per-call latency load test in microseconds (trunk side), or with
     /// --uas the PBX side that answers it.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// The Hiya local cache.
     Cache {
         #[command(subcommand)]
@@ -98,7 +98,7 @@ fn run(cli: Cli) -> sipsentry::Result<()> {
     match cli.command {
         Command::Serve { config } => cli::serve(&config, cli.log_format, &runtime),
         Command::Check(args) => check::run(args, &runtime),
-        Command::Bench(args) => bench::run(args, &runtime),
+        Command::Bench(args) => bench::run(*args, &runtime),
         Command::Cache { command } => cache::run(command, &runtime),
         Command::Bulk(args) => bulk::run(args, &runtime),
         Command::History(args) => history::run(args, &runtime),

@@ -26,6 +26,7 @@ async fn start_uas(ring: bool, delay_ms: u64) -> (SocketAddr, tokio::sync::onesh
         listen,
         ring,
         answer_delay: Duration::from_millis(delay_ms),
+        tls: None,
     };
     tokio::spawn(uas::run(opts, async {
         let _ = stopped.await;
@@ -43,6 +44,7 @@ fn options(
     uac::UacOptions {
         targets,
         tcp: false,
+        tls: None,
         rate,
         count,
         callers,
@@ -156,6 +158,7 @@ async fn a_uas_on_the_uac_thread_answers_relayed_and_direct_calls() {
             listen: uas,
             ring: true,
             answer_delay: Duration::ZERO,
+            tls: None,
         });
         opts.spin = spin;
         let report = run(opts).await;
@@ -212,6 +215,64 @@ async fn tcp_transport_completes_every_call() {
     let report = run(opts).await;
     assert_eq!(report.targets[0].codes.get(&200), Some(&200));
     assert_eq!(report.targets[0].metrics.bye_to_200.count, 200);
+}
+
+/// Over TLS end to end: the instrument's TLS client, the proxy's TLS
+/// listener and TLS next hop, the UAS's TLS server; every call completes
+/// through the proxy and directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_transport_completes_every_call_through_the_proxy_and_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::Pki::new("Bench CA");
+    let ca = pki.write_ca(dir.path(), "ca");
+    let (cert, key) = pki.write(dir.path(), "proxy", &["127.0.0.1"]);
+    let (uas_cert, uas_key) = pki.issue(&["127.0.0.1"]);
+    let port = binary::free_port();
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(uas::run(
+        uas::UasOptions {
+            listen,
+            ring: true,
+            answer_delay: Duration::ZERO,
+            tls: Some(common::tls::acceptor(&uas_cert, &uas_key)),
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let config = sipsentry::config::Config::from_toml(&format!(
+        "[sip]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\nnext_hop = \"sips:{listen}\"\n\
+         tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_next_hop_ca = \"{}\"\n",
+        cert.display(),
+        key.display(),
+        ca.display()
+    ))
+    .unwrap();
+    let proxy = common::start(config, |p| p).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::pem::PemObject::pem_file_iter(&ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut opts = options(vec![proxy.tls_addr.unwrap(), listen], 200.0, 200, vec![]);
+    opts.tcp = true;
+    opts.tls = Some(Arc::new(client));
+    let report = run(opts).await;
+    assert_eq!(report.transport, "tls");
+    for t in &report.targets {
+        assert_eq!(t.codes.get(&200), Some(&100), "{}: {:?}", t.target, t.codes);
+        assert_eq!(t.metrics.bye_to_200.count, 100, "{}", t.target);
+    }
+    drop(stop);
+    proxy.stop().await;
 }
 
 /// A TCP target that hangs up is not an error of the instrument: its calls

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -17,16 +17,29 @@ use crate::sip::message::{Message, Method, frame_len};
 use crate::sip::respond;
 use crate::sip::transport::udp::try_recv_from;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UasOptions {
     pub listen: SocketAddr,
     /// Send 180 Ringing before the 200.
     pub ring: bool,
     /// Wait this long before the 200.
     pub answer_delay: Duration,
+    /// Serve TLS (not plain TCP) on the stream port.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 const SDP: &[u8] = b"v=0\r\no=uas 1 1 IN IP4 127.0.0.1\r\ns=sipsentry bench uas\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 49180 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+impl std::fmt::Debug for UasOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UasOptions")
+            .field("listen", &self.listen)
+            .field("ring", &self.ring)
+            .field("answer_delay", &self.answer_delay)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
 
 /// The responses to one request, and how long to wait before the last one.
 fn answer(req: &Message, opts: &UasOptions, contact: &str) -> (Vec<Bytes>, Option<Bytes>) {
@@ -148,6 +161,48 @@ impl Inline {
     }
 }
 
+/// Answers the requests of one stream connection (TCP, or TLS after its
+/// handshake) until it closes.
+async fn serve_stream<S>(stream: S, opts: &UasOptions, contact: &str)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
+    tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = BytesMut::with_capacity(65_536);
+    while rd.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
+        while let Ok(Some(len)) = frame_len(&buf) {
+            let Ok(req) = Message::parse(buf.split_to(len).freeze()) else {
+                continue;
+            };
+            let (now, later) = answer(&req, opts, contact);
+            for r in now {
+                let _ = tx.send(r).await;
+            }
+            match later {
+                Some(r) if opts.answer_delay.is_zero() => {
+                    let _ = tx.send(r).await;
+                }
+                Some(r) => {
+                    let (tx, delay) = (tx.clone(), opts.answer_delay);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(r).await;
+                    });
+                }
+                None => {}
+            }
+        }
+    }
+}
+
 /// Serves until `shutdown` completes.
 pub async fn run(
     opts: UasOptions,
@@ -164,49 +219,24 @@ pub async fn run(
         let rt = tokio::runtime::Handle::current();
         std::thread::spawn(move || serve_udp(&udp, &opts, &contact, &stop, &rt))
     };
+    let streams = if opts.tls.is_some() { "TLS" } else { "TCP" };
     let tcp_task = tokio::spawn(async move {
         while let Ok((stream, _)) = tcp.accept().await {
             let (opts, contact) = (Arc::clone(&opts), contact.clone());
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
-                let (mut rd, mut wr) = stream.into_split();
-                let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
-                tokio::spawn(async move {
-                    while let Some(b) = rx.recv().await {
-                        if wr.write_all(&b).await.is_err() {
-                            return;
+                match &opts.tls {
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            serve_stream(tls, &opts, &contact).await;
                         }
                     }
-                });
-                let mut buf = BytesMut::with_capacity(65_536);
-                while rd.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
-                    while let Ok(Some(len)) = frame_len(&buf) {
-                        let Ok(req) = Message::parse(buf.split_to(len).freeze()) else {
-                            continue;
-                        };
-                        let (now, later) = answer(&req, &opts, &contact);
-                        for r in now {
-                            let _ = tx.send(r).await;
-                        }
-                        match later {
-                            Some(r) if opts.answer_delay.is_zero() => {
-                                let _ = tx.send(r).await;
-                            }
-                            Some(r) => {
-                                let (tx, delay) = (tx.clone(), opts.answer_delay);
-                                tokio::spawn(async move {
-                                    tokio::time::sleep(delay).await;
-                                    let _ = tx.send(r).await;
-                                });
-                            }
-                            None => {}
-                        }
-                    }
+                    None => serve_stream(stream, &opts, &contact).await,
                 }
             });
         }
     });
-    eprintln!("sipsentry bench UAS listening on {listen} (UDP+TCP)");
+    eprintln!("sipsentry bench UAS listening on {listen} (UDP+{streams})");
     shutdown.await;
     stop.store(true, Ordering::Relaxed);
     tcp_task.abort();

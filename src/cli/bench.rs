@@ -21,6 +21,18 @@ pub struct BenchArgs {
     /// The transport toward the target.
     #[arg(long, value_enum, default_value = "udp")]
     pub transport: Transport,
+    /// With --transport tls: CA certificates (PEM) trusted beside the
+    /// system's roots for the targets' certificates (which must carry the
+    /// target's IP address).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// UAS: serve TLS, not plain TCP, on the stream port, with this
+    /// certificate chain (PEM) and --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// UAS: the private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// INVITEs per second (open loop).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
@@ -82,6 +94,38 @@ pub struct BenchArgs {
 pub enum Transport {
     Udp,
     Tcp,
+    Tls,
+}
+
+fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The UAC's TLS client: the system's roots and `ca`.
+fn client_config(
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    let roots = crate::pem::roots(true, ca)?;
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
+/// The UAS's TLS server.
+fn acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            crate::pem::certificates(cert)?,
+            crate::pem::private_key(key)?,
+        )?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 fn resolve(target: &str) -> anyhow::Result<std::net::SocketAddr> {
@@ -105,10 +149,15 @@ fn usage(ok: bool, why: &'static str) -> Result<()> {
 /// `sipsentry bench`.
 pub fn run(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> Result<()> {
     if let Some(listen) = args.uas {
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(c), Some(k)) => Some(acceptor(c, k).context("cannot serve TLS")?),
+            _ => None,
+        };
         let opts = uas::UasOptions {
             listen,
             ring: args.ring,
             answer_delay: Duration::from_millis(args.answer_delay),
+            tls,
         };
         return runtime
             .block_on(uas::run(opts, super::shutdown_signal()))
@@ -152,7 +201,13 @@ pub fn run(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> Result<()> {
     )?;
     let opts = uac::UacOptions {
         targets,
-        tcp: matches!(args.transport, Transport::Tcp),
+        tcp: matches!(args.transport, Transport::Tcp | Transport::Tls),
+        tls: match args.transport {
+            Transport::Tls => {
+                Some(client_config(args.tls_ca.as_deref()).context("cannot make TLS connections")?)
+            }
+            _ => None,
+        },
         rate: args.rate,
         count,
         callers,
@@ -169,6 +224,7 @@ pub fn run(args: BenchArgs, runtime: &tokio::runtime::Runtime) -> Result<()> {
             listen,
             ring: args.ring,
             answer_delay: Duration::from_millis(args.answer_delay),
+            tls: None,
         }),
         spin: args.spin,
     };

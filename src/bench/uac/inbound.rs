@@ -28,7 +28,7 @@ impl Inbound {
     pub(super) fn new(out: &Out) -> Inbound {
         let streams = match out {
             Out::Udp(..) => 0,
-            Out::Tcp(s) => s.len(),
+            Out::Tcp(s) | Out::Tls(s, _) => s.len(),
         };
         Inbound {
             buf: vec![0u8; 65_536],
@@ -64,7 +64,7 @@ impl Inbound {
                 fds.push(PollFd::new(sock, PollFlags::IN));
                 open.push(0);
             }
-            Out::Tcp(streams) => {
+            Out::Tcp(streams) | Out::Tls(streams, _) => {
                 for (k, stream) in streams.iter().enumerate() {
                     if !self.closed[k] {
                         fds.push(PollFd::new(stream, PollFlags::IN));
@@ -100,6 +100,7 @@ impl Inbound {
             match out {
                 Out::Udp(sock, _) => self.drain_udp(sock),
                 Out::Tcp(streams) => self.read_tcp(k, &streams[k]),
+                Out::Tls(_, conns) => self.read_tls(k, &mut conns[k].borrow_mut()),
             }
         }
         Ok(self.got.drain(..))
@@ -115,6 +116,24 @@ impl Inbound {
             };
             let at = Instant::now();
             self.got.push((at, Bytes::copy_from_slice(&self.buf[..n])));
+        }
+    }
+
+    /// One read from a readable TLS connection, split into messages.
+    fn read_tls(&mut self, k: usize, conn: &mut super::tls::TlsConn) {
+        let at = Instant::now();
+        match conn.read(&mut self.partial[k]) {
+            Ok(true) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            _ => {
+                self.closed[k] = true;
+                return;
+            }
+        }
+        let partial = &mut self.partial[k];
+        while let Ok(Some(len)) = frame_len(partial) {
+            let frame: Vec<u8> = partial.drain(..len).collect();
+            self.got.push((at, Bytes::from(frame)));
         }
     }
 

@@ -19,6 +19,7 @@
 
 mod inbound;
 mod state;
+mod tls;
 mod wire;
 
 use std::io::{self, Write};
@@ -49,6 +50,8 @@ pub struct UacOptions {
     /// schedule; the last is the baseline differences are measured against).
     pub targets: Vec<SocketAddr>,
     pub tcp: bool,
+    /// TLS over the TCP connections, with this client configuration.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// INVITEs per second.
     pub rate: f64,
     pub count: u64,
@@ -78,6 +81,9 @@ pub struct UacOptions {
 enum Out {
     Udp(UdpSocket, Vec<SocketAddr>),
     Tcp(Vec<TcpStream>),
+    /// Per target, the socket the poll loop watches and the TLS
+    /// connection over it.
+    Tls(Vec<TcpStream>, Vec<std::cell::RefCell<tls::TlsConn>>),
 }
 
 impl Out {
@@ -85,6 +91,7 @@ impl Out {
         let _ = match self {
             Out::Udp(sock, addrs) => sock.send_to(bytes, addrs[target]).map(|_| ()),
             Out::Tcp(streams) => (&streams[target]).write_all(bytes),
+            Out::Tls(_, conns) => conns[target].borrow_mut().send(bytes),
         };
     }
 }
@@ -114,6 +121,21 @@ fn tighten_timer_slack() {
 
 /// Opens the sockets toward the targets.
 fn connect(opts: &UacOptions) -> io::Result<(Out, SocketAddr)> {
+    if let Some(config) = &opts.tls {
+        let (mut watched, mut conns) = (Vec::new(), Vec::new());
+        for &t in &opts.targets {
+            let (conn, watch) = tls::TlsConn::connect(t, Arc::clone(config)).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot connect to {t} over TLS: {e}; is the target listening for TLS, and does --tls-ca name its CA?"),
+                )
+            })?;
+            watched.push(watch);
+            conns.push(std::cell::RefCell::new(conn));
+        }
+        let local = watched[0].local_addr()?;
+        return Ok((Out::Tls(watched, conns), local));
+    }
     if opts.tcp {
         let mut streams = Vec::new();
         for &t in &opts.targets {
@@ -158,7 +180,11 @@ pub fn run(opts: &UacOptions, stop: Arc<AtomicBool>) -> io::Result<Report> {
             .map_or(0, |d| d.subsec_nanos())
             ^ std::process::id(),
         local,
-        transport: if opts.tcp { "TCP" } else { "UDP" },
+        transport: match (&opts.tls, opts.tcp) {
+            (Some(_), _) => "TLS",
+            (None, true) => "TCP",
+            (None, false) => "UDP",
+        },
         targets: opts.targets.clone(),
         called: opts.called.clone(),
         callers: opts.callers.clone(),

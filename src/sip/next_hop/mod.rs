@@ -133,9 +133,15 @@ impl NextHops {
             .map(|t| (t.at.peer, Arc::clone(&t.health)))
             .collect();
         for uri in &self.uris {
-            let answer = match &self.locator {
-                Some(l) => l.locate(uri).await?,
-                None => Locator::fixed(uri),
+            let answer = match (&self.locator, Locator::fixed(uri)) {
+                (_, Some(fixed)) => fixed,
+                (Some(l), None) => l.locate(uri).await?,
+                (None, None) => {
+                    return Err(ResolveError::NotFound {
+                        uri: uri.text.clone(),
+                        reason: "a host name, but no resolver".into(),
+                    });
+                }
             };
             until = until.min(answer.valid_until);
             for at in answer.targets {
@@ -287,5 +293,41 @@ impl crate::metrics::Collect for NextHops {
                 f64::from(u8::from(t.health.is_up())),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers() -> Vec<Peer> {
+        (1..=3)
+            .map(|i| Peer::Udp(format!("192.0.2.{i}:5060").parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn calls_go_to_the_first_target_up_and_fail_over_past_those_down() {
+        let limits = HealthLimits {
+            down_after: 1,
+            up_after: 1,
+        };
+        let hops = NextHops::fixed(&peers(), limits);
+        let p = peers();
+        assert_eq!(hops.first(), Some((0, p[0])));
+        assert_eq!(hops.after(0), Some((1, p[1])));
+        assert_eq!(hops.after(2), None, "the last has no next");
+        hops.targets()[1].health.missed(limits);
+        assert_eq!(hops.after(0), Some((2, p[2])), "a target down is skipped");
+        hops.targets()[0].health.missed(limits);
+        assert_eq!(hops.first(), Some((2, p[2])));
+        hops.targets()[2].health.missed(limits);
+        assert_eq!(
+            hops.first(),
+            Some((0, p[0])),
+            "every target down: the first is tried anyway"
+        );
+        assert!(hops.has_ip("192.0.2.2".parse().unwrap()));
+        assert!(!hops.has_ip("192.0.2.9".parse().unwrap()));
     }
 }

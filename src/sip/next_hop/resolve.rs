@@ -124,13 +124,11 @@ impl Kind {
 }
 
 impl Locator {
-    /// The answer for a URI whose host is an IP address: no DNS.
-    pub fn fixed(uri: &SipUri) -> Answer {
-        let ip = uri
-            .host
-            .parse::<IpAddr>()
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        Answer {
+    /// The answer for a URI whose host is an IP address, without DNS;
+    /// `None` for a host name.
+    pub fn fixed(uri: &SipUri) -> Option<Answer> {
+        let ip = uri.host.parse::<IpAddr>().ok()?;
+        Some(Answer {
             targets: vec![Resolved {
                 peer: Kind::of(uri).peer(SocketAddr::new(ip, uri.port)),
                 host: None,
@@ -139,7 +137,7 @@ impl Locator {
                 from: uri.text.clone(),
             }],
             valid_until: Instant::now() + STATIC_TTL,
-        }
+        })
     }
 
     /// A locator asking `servers` (`ip` or `ip:port`), or the system's
@@ -175,8 +173,8 @@ impl Locator {
             reason,
         };
         let kind = Kind::of(uri);
-        if uri.host.parse::<IpAddr>().is_ok() {
-            return Ok(Locator::fixed(uri));
+        if let Some(answer) = Locator::fixed(uri) {
+            return Ok(answer);
         }
         let domain = fqdn(&uri.host);
         let mut until = Instant::now() + STATIC_TTL;
