@@ -196,3 +196,42 @@ fn send_all(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_the_copy_and_counts_it_without_waiting() {
+        let (tx, rx) = mpsc::sync_channel(2);
+        let capture = Capture {
+            tx,
+            stats: Arc::new(CaptureStats::default()),
+        };
+        let a: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        let msg = Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\nCall-ID: q\r\n\r\n");
+        for _ in 0..5 {
+            capture.record(a, a, IPPROTO_UDP, &msg);
+        }
+        assert_eq!(capture.stats.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            rx.try_iter().count(),
+            2,
+            "the first two wait for the thread"
+        );
+    }
+
+    #[test]
+    fn no_collector_no_capture_and_a_bad_one_is_refused_by_name() {
+        assert!(Capture::start(&HepConfig::default()).unwrap().is_none());
+        let bad = HepConfig {
+            collector: "no port here".into(),
+            ..HepConfig::default()
+        };
+        let e = Capture::start(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("hep.collector") && e.contains("host:port"),
+            "{e}"
+        );
+    }
+}
