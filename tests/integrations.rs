@@ -12,6 +12,22 @@ mod pki;
 use binary::{Killed, Serve, free_port, installed, kamailio_dispatcher, sipp_counts as counts};
 use std::process::{Command, Stdio};
 
+/// A SIPp UAS on `port` that keeps the Record-Route (SIPp's built-in one
+/// does not).
+fn sipp_uas(port: u16) -> Killed {
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/uas_routed.xml");
+    Killed(
+        Command::new("sipp")
+            .args(["-sf", scenario, "-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-mp", &free_port().to_string(), "-nostdin"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 #[test]
 fn kamailio_dispatches_to_sipsentry_and_relays_its_603() {
     if !installed("kamailio", "kamailio") || !installed("sipp", "sip-tester") {
@@ -27,25 +43,7 @@ fn kamailio_dispatches_to_sipsentry_and_relays_its_603() {
         ),
     )
     .unwrap();
-    // A UAS that keeps the Record-Route (SIPp's built-in one does not).
-    let uas_scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/uas_routed.xml");
-    let _uas = Killed(
-        Command::new("sipp")
-            .args([
-                "-sf",
-                uas_scenario,
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &uas.to_string(),
-            ])
-            .args(["-mp", &free_port().to_string(), "-nostdin"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _uas = sipp_uas(uas);
     let serve = Serve::start(
         dir.path(),
         &[],
@@ -157,60 +155,28 @@ fn calls_cross_sipsentry_over_tls_between_kamailio_tls_ends() {
         ),
     )
     .unwrap();
-    let uas_scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/uas_routed.xml");
-    let _uas = Killed(
-        Command::new("sipp")
-            .args([
-                "-sf",
-                uas_scenario,
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &uas.to_string(),
-            ])
-            .args(["-mp", &free_port().to_string(), "-nostdin"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _uas = sipp_uas(uas);
     let serve = Serve::start(d, &[], format!("127.0.0.1:{proxy}").parse().unwrap());
     let cfg = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/kamailio/tls_hairpin.cfg"
     );
-    let define = |name: &str, value: String| ["-A".to_string(), format!("{name}={value}")];
-    let mut kam = Command::new("kamailio");
-    kam.args(["-f", cfg, "-DD", "-E", "-m", "64", "-M", "8"])
-        .args(define("UDP_LISTEN", format!("udp:127.0.0.1:{kam_udp}")))
-        .args(define("TLS_LISTEN", format!("tls:127.0.0.1:{kam_tls}")))
-        .args(define(
-            "MODULES",
-            "\"/usr/lib/x86_64-linux-gnu/kamailio/modules/\"".into(),
-        ))
-        .args(define(
-            "TLS_CONFIG",
-            format!("\"{}\"", d.join("tls.cfg").display()),
-        ))
-        .args(define(
-            "SIPSENTRY",
-            format!("\"sip:127.0.0.1:{proxy_tls};transport=tls\""),
-        ))
-        .args(define("UAS", format!("\"sip:127.0.0.1:{uas}\"")))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut kam = Killed(kam.spawn().unwrap());
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(
-        kam.0.try_wait().unwrap().is_none(),
-        "kamailio exited at start: {:?}",
-        kam.0.stderr.take().map(|mut e| {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut e, &mut s);
-            s
-        })
+    let kam = binary::kamailio(
+        cfg,
+        &[
+            ("UDP_LISTEN", format!("udp:127.0.0.1:{kam_udp}")),
+            ("TLS_LISTEN", format!("tls:127.0.0.1:{kam_tls}")),
+            (
+                "MODULES",
+                "\"/usr/lib/x86_64-linux-gnu/kamailio/modules/\"".into(),
+            ),
+            ("TLS_CONFIG", format!("\"{}\"", d.join("tls.cfg").display())),
+            (
+                "SIPSENTRY",
+                format!("\"sip:127.0.0.1:{proxy_tls};transport=tls\""),
+            ),
+            ("UAS", format!("\"sip:127.0.0.1:{uas}\"")),
+        ],
     );
     let target = format!("127.0.0.1:{kam_udp}");
     let sipp = |scenario: &str, calls: &str| {

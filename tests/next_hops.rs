@@ -311,11 +311,11 @@ async fn a_service_name_is_located_by_naptr_and_srv_and_a_failing_target_is_pass
 #[tokio::test]
 async fn a_refused_tcp_connection_fails_over_at_once_to_the_next_uri_in_the_list() {
     let mut pbx = Pbx::start().await;
-    // A TCP port nothing listens on.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A TCP port nothing listens on: below the ephemeral range, so no
+    // socket another test binds to port 0 can take it meanwhile.
+    let closed: SocketAddr = format!("127.0.0.1:{}", binary::free_port())
+        .parse()
+        .unwrap();
     let config = Config::from_toml(&format!(
         "[sip]\nlisten = \"127.0.0.1:0\"\nnext_hop = [\"sip:{closed};transport=tcp\", \"sip:{}\"]\n\
          failover_timeout_ms = 10000\n",

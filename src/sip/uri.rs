@@ -196,12 +196,7 @@ impl SipUri {
                 ));
             }
         };
-        let default = if tls {
-            DEFAULT_SIPS_PORT
-        } else {
-            DEFAULT_SIP_PORT
-        };
-        let port = uri.port().map(|p| *p.value()).unwrap_or(default);
+        let port = uri.port().map(|p| *p.value()).unwrap_or(default_port(tls));
         Ok(SipUri {
             text: s.to_string(),
             host,
@@ -211,6 +206,15 @@ impl SipUri {
             explicit_port: uri.port().is_some(),
             explicit_transport: uri.transport().is_some(),
         })
+    }
+}
+
+/// 5061 over TLS, 5060 otherwise (RFC 3261 §19.1.2).
+fn default_port(tls: bool) -> u16 {
+    if tls {
+        DEFAULT_SIPS_PORT
+    } else {
+        DEFAULT_SIP_PORT
     }
 }
 
@@ -237,15 +241,10 @@ impl SipUri {
                 ));
             }
         };
-        let default = if tls {
-            DEFAULT_SIPS_PORT
-        } else {
-            DEFAULT_SIP_PORT
-        };
         Ok(SipUri {
             text: s.to_string(),
             host: uri.host.to_string(),
-            port: uri.port.unwrap_or(default),
+            port: uri.port.unwrap_or(default_port(tls)),
             tcp,
             tls,
             explicit_port: uri.port.is_some(),

@@ -179,14 +179,25 @@ pub fn kamailio_dispatcher(dir: &Path, port: u16, nodes: &[SocketAddr]) -> Kille
         env!("CARGO_MANIFEST_DIR"),
         "/docs/integrations/kamailio.cfg"
     );
+    kamailio(
+        cfg,
+        &[
+            ("LISTEN", format!("udp:127.0.0.1:{port}")),
+            ("DISPATCHER_LIST", format!("\"{}\"", list.display())),
+        ],
+    )
+}
+
+/// Debian's Kamailio on `cfg` with the `-A NAME=VALUE` defines, once it is
+/// still running a moment after start (else its stderr in the panic).
+pub fn kamailio(cfg: &str, defines: &[(&str, String)]) -> Killed {
+    let mut cmd = Command::new("kamailio");
+    cmd.args(["-f", cfg, "-DD", "-E", "-m", "64", "-M", "8"]);
+    for (name, value) in defines {
+        cmd.arg("-A").arg(format!("{name}={value}"));
+    }
     let mut kam = Killed(
-        Command::new("kamailio")
-            .args(["-f", cfg, "-DD", "-E", "-m", "64", "-M", "8"])
-            .arg("-A")
-            .arg(format!("LISTEN=udp:127.0.0.1:{port}"))
-            .arg("-A")
-            .arg(format!("DISPATCHER_LIST=\"{}\"", list.display()))
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

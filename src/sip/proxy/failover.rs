@@ -115,12 +115,7 @@ impl<S: Screen> Proxy<S> {
         let (Some(invite), Some(fwd)) = (t.invite.as_ref(), t.forwarded.as_ref()) else {
             return;
         };
-        let via = self.via_line(&attempt_branch(&t.key, fwd.attempt), fwd.dest);
-        let ruri = fwd
-            .new_ruri
-            .as_deref()
-            .map_or(invite.request_uri(), str::as_bytes);
-        let own = self.own_route(invite).map(|o| o.elems).unwrap_or_default();
+        let (via, ruri, own) = self.as_forwarded(&t.key, invite, fwd);
         let to = response
             .header(crate::sip::message::HeaderName::To)
             .unwrap_or_default();

@@ -12,7 +12,7 @@ use crate::sip::header::Via;
 use crate::sip::message::Message;
 use crate::sip::proxy::failover::Failure;
 use crate::sip::relay::{self, RequestEdit};
-use crate::sip::transaction::{TimerAction, TxRef, TxState};
+use crate::sip::transaction::{Forwarded, TimerAction, TxRef, TxState};
 use crate::sip::transport::Peer;
 use crate::sip::uri::Uri;
 
@@ -67,12 +67,7 @@ impl<S: Screen> Proxy<S> {
                 drop(t);
                 return self.final_response(tx, 408, &[]);
             }
-            let via = self.via_line(&attempt_branch(&t.key, fwd.attempt), fwd.dest);
-            let ruri = fwd
-                .new_ruri
-                .as_deref()
-                .map_or(invite.request_uri(), str::as_bytes);
-            let own = self.own_route(invite).map(|o| o.elems).unwrap_or_default();
+            let (via, ruri, own) = self.as_forwarded(&t.key, invite, fwd);
             tracing::debug!(branch = %t.key, "Timer C: no final response from the PBX; CANCEL and 408");
             (fwd.dest, cancel::cancel_for(invite, &via, ruri, &own))
         };
@@ -120,6 +115,28 @@ impl<S: Screen> Proxy<S> {
             }
             _ => self.reply(&msg, top, from, 200, &[]),
         }
+    }
+
+    /// What a request of the proxy's own for a forwarded INVITE copies
+    /// from it as forwarded (a CANCEL, the ACK of an absorbed 503): the Via
+    /// of its current try, its Request-URI, the proxy's own Route entries.
+    pub(super) fn as_forwarded<'a>(
+        &self,
+        key: &str,
+        invite: &'a Message,
+        fwd: &'a Forwarded,
+    ) -> (
+        super::ViaLine,
+        &'a [u8],
+        smallvec::SmallVec<[std::ops::Range<usize>; 2]>,
+    ) {
+        let via = self.via_line(&attempt_branch(key, fwd.attempt), fwd.dest);
+        let ruri = fwd
+            .new_ruri
+            .as_deref()
+            .map_or(invite.request_uri(), str::as_bytes);
+        let own = self.own_route(invite).map(|o| o.elems).unwrap_or_default();
+        (via, ruri, own)
     }
 
     pub(super) fn plain_edit<'a>(

@@ -264,12 +264,23 @@ impl Transport {
                     Some(q) => q.clone(),
                     None => match self.tls_alias(stream) {
                         Some(q) => q,
-                        None => self.connect(stream),
+                        // Queued before the connection is tried, so a quick
+                        // refusal hands it back rather than losing it.
+                        None => return self.connect(stream, bytes),
                     },
                 };
-                if queue.try_send(bytes).is_err() {
-                    let addr = stream.addr();
-                    tracing::warn!(%addr, transport = stream.via_name(), "send queue full or closed; message dropped");
+                match queue.try_send(bytes) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Closed(bytes)) => {
+                        // The connection failed a moment ago.
+                        if let Some(i) = self.inbound.get().and_then(Weak::upgrade) {
+                            i.undeliverable(bytes, stream);
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        let addr = stream.addr();
+                        tracing::warn!(%addr, transport = stream.via_name(), "send queue full; message dropped");
+                    }
                 }
             }
         }
@@ -317,11 +328,12 @@ impl Transport {
         }
     }
 
-    /// Opens an outbound TCP or TLS connection in the background;
-    /// messages queue meanwhile.
-    fn connect(self: &Arc<Self>, peer: Peer) -> mpsc::Sender<Bytes> {
+    /// Opens an outbound TCP or TLS connection in the background, with
+    /// `first` queued on it; later messages queue meanwhile.
+    fn connect(self: &Arc<Self>, peer: Peer, first: Bytes) {
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
-        self.streams.insert(peer, tx.clone());
+        let _ = tx.try_send(first);
+        self.streams.insert(peer, tx);
         let transport = Arc::clone(self);
         self.rt.spawn(async move {
             let addr = peer.addr();
@@ -354,7 +366,6 @@ impl Transport {
                 None => transport.connect_failed(peer, rx),
             }
         });
-        tx
     }
 
     /// The client side of a TLS handshake toward `addr`, verified against
