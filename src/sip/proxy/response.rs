@@ -36,7 +36,7 @@ impl<S: Screen> Proxy<S> {
             .then(|| self.txs.get(key))
             .flatten();
         if let Some(tx) = &tx {
-            let t = tx.lock();
+            let mut t = tx.lock();
             let current = t
                 .forwarded
                 .as_ref()
@@ -46,6 +46,12 @@ impl<S: Screen> Proxy<S> {
                 // failover): only an answered call still goes through.
                 drop(t);
                 return self.drop_msg("response from a next-hop target given up on");
+            }
+            if code == 100 {
+                // Stops Timers A and B; never forwarded (RFC 3261 §16.7 step 3).
+                t.stop_timer();
+                t.provisional = true;
+                return;
             }
             let absorb = code == 503
                 && current
@@ -58,13 +64,7 @@ impl<S: Screen> Proxy<S> {
             }
         }
         if code == 100 {
-            // Stops Timers A and B; never forwarded (RFC 3261 §16.7 step 3).
-            if let Some(tx) = tx {
-                let mut t = tx.lock();
-                t.stop_timer();
-                t.provisional = true;
-            }
-            return;
+            return; // never forwarded, with or without a transaction
         }
         let Some(out) = relay::forward_response(&msg) else {
             return self.drop_msg("response with only our Via");

@@ -105,15 +105,6 @@ impl Peer {
             Peer::Tls(_) => "TLS",
         }
     }
-
-    /// The same transport to another address.
-    pub fn with_addr(self, addr: SocketAddr) -> Peer {
-        match self {
-            Peer::Udp(_) => Peer::Udp(addr),
-            Peer::Tcp(_) => Peer::Tcp(addr),
-            Peer::Tls(_) => Peer::Tls(addr),
-        }
-    }
 }
 
 /// Whoever handles what arrives (the proxy). Called on the SIP thread for
