@@ -80,9 +80,7 @@ impl Server {
             None => None,
         };
         let next_hops = Arc::new(next_hops(&options).await?);
-        for (addr, host) in next_hops.tls_names() {
-            transport.set_tls_name(addr, &host);
-        }
+        next_hops.name_tls_targets(&transport);
         let hop_addr = next_hops.first().map_or(addr, |(_, peer)| peer.addr());
         let mut local = LocalAddr::new(SocketAddr::new(
             advertised_ip(addr.ip(), hop_addr),
@@ -175,7 +173,8 @@ impl Server {
         // wakes only when something may be due, so an idle proxy does not
         // wake every tick (see `transaction/wake.rs`).
         let ticker = tokio::spawn(Arc::clone(&proxy).run_timers());
-        let refresh = tokio::spawn(Arc::clone(proxy.next_hops()).refresh());
+        let refresh =
+            tokio::spawn(Arc::clone(proxy.next_hops()).refresh(Arc::clone(proxy.transport())));
         let pings = tokio::spawn(Arc::clone(&proxy).ping_next_hops());
         let first = proxy
             .next_hops()

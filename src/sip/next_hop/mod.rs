@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use super::transport::Peer;
+use super::transport::{Peer, Transport};
 use super::uri::SipUri;
 
 pub mod health;
@@ -169,18 +169,33 @@ impl NextHops {
     }
 
     /// Looks the list up again whenever its TTL runs out, until dropped
-    /// from the runtime. A failed lookup is logged and retried after a
-    /// few seconds, the old list still in use.
-    pub async fn refresh(self: Arc<Self>) {
+    /// from the runtime, and tells `transport` the host names the new
+    /// targets' TLS certificates must carry. A failed lookup is logged and
+    /// retried after a few seconds, the old list still in use.
+    pub async fn refresh(self: Arc<Self>, transport: Arc<Transport>) {
+        self.name_tls_targets(&transport);
         if self.locator.is_none() {
             return;
         }
         loop {
             let until = *self.valid_until.lock();
             tokio::time::sleep_until(until.into()).await;
-            if let Err(e) = self.refresh_now().await {
-                tracing::warn!(error = %e, "next hop lookup failed; keeping the targets in use");
-                *self.valid_until.lock() = Instant::now() + RETRY_LOOKUP;
+            match self.refresh_now().await {
+                Ok(()) => self.name_tls_targets(&transport),
+                Err(e) => {
+                    tracing::warn!(error = %e, "next hop lookup failed; keeping the targets in use");
+                    *self.valid_until.lock() = Instant::now() + RETRY_LOOKUP;
+                }
+            }
+        }
+    }
+
+    /// Outbound TLS to each target verifies its host name (an SRV target or
+    /// the configured host), not just its address.
+    pub fn name_tls_targets(&self, transport: &Transport) {
+        for t in self.current.load().iter().filter(|t| t.at.peer.is_tls()) {
+            if let Some(host) = &t.at.host {
+                transport.set_tls_name(t.at.peer.addr(), host);
             }
         }
     }
@@ -245,16 +260,6 @@ impl NextHops {
     /// The thresholds pings apply.
     pub fn limits(&self) -> HealthLimits {
         self.limits
-    }
-
-    /// The TLS names the targets' certificates must carry, by address.
-    pub fn tls_names(&self) -> Vec<(std::net::SocketAddr, String)> {
-        self.current
-            .load()
-            .iter()
-            .filter(|t| t.at.peer.is_tls())
-            .filter_map(|t| Some((t.at.peer.addr(), t.at.host.clone()?)))
-            .collect()
     }
 }
 

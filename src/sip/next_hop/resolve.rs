@@ -34,6 +34,10 @@ pub const STATIC_TTL: Duration = Duration::from_secs(3600);
 /// The shortest time an answer is kept, whatever its TTL says: a zero TTL
 /// must not turn into a lookup per call.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
+/// How long one DNS query may take, and how often it is tried, before a
+/// lookup fails (and the list in use stays).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+pub const QUERY_ATTEMPTS: usize = 2;
 
 /// One address to try.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,8 +163,8 @@ impl Locator {
             TokioResolver::builder_with_config(config, provider)
         };
         let opts: &mut ResolverOpts = builder.options_mut();
-        opts.timeout = Duration::from_secs(2);
-        opts.attempts = 2;
+        opts.timeout = QUERY_TIMEOUT;
+        opts.attempts = QUERY_ATTEMPTS;
         Ok(Locator {
             dns: builder.build(),
         })
