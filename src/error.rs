@@ -41,6 +41,11 @@ pub enum Error {
     },
     #[error(transparent)]
     Sync(#[from] SyncError),
+    #[error(transparent)]
+    OwnStore(#[from] crate::own::StoreError),
+    /// A provider's API refused or failed a command's request.
+    #[error(transparent)]
+    Provider(#[from] crate::reputation::SourceError),
     /// Anything else (I/O on a named file, the runtime), with its context.
     #[error(transparent)]
     Other(#[from] anyhow::Error),

@@ -17,6 +17,8 @@
 //!   decision, written to SQLite off the call path; [`lists`]: the
 //!   operator's runtime allow/deny lists and spam reports, kept beside it.
 //! - [`pipeline`]: the screening phases, and the proxy's `Screen`.
+//! - [`own`]: the operator's own numbers, watched for spam labels (Hiya
+//!   status on a schedule, DIDChecks routines), results kept over time.
 //! - [`cluster`]: the state nodes share through Redis (the live lookups'
 //!   second level, claims, rate slots, updates to every node).
 //! - [`config`]: the TOML file, assembled from each module's own options.
@@ -39,6 +41,7 @@ pub mod history;
 pub mod lists;
 pub mod metrics;
 pub mod number;
+pub mod own;
 pub mod pem;
 pub mod pipeline;
 pub mod policy;

@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sipsentry::cli::{self, ConfigArg, bench, bulk, cache, check, history, lists, next_hops, stir};
+use sipsentry::cli::{
+    self, ConfigArg, bench, bulk, cache, check, history, lists, next_hops, own, stir,
+};
 use sipsentry::config::LogFormat;
 
 #[derive(Parser)]
@@ -51,6 +53,11 @@ enum Command {
     Reports(lists::ReportsArgs),
     /// Where sip.next_hop leads: the targets DNS gives, in the order tried.
     NextHops(next_hops::NextHopsArgs),
+    /// Our own numbers: how providers label the calls we place.
+    Own {
+        #[command(subcommand)]
+        command: own::OwnCommand,
+    },
     /// Caller-ID authentication (STIR/SHAKEN) tools.
     Stir {
         #[command(subcommand)]
@@ -107,6 +114,7 @@ fn run(cli: Cli) -> sipsentry::Result<()> {
         Command::Reports(args) => lists::reports(args, &runtime),
         Command::Stir { command } => stir::run(command, &runtime),
         Command::NextHops(args) => next_hops::run(args, &runtime),
+        Command::Own { command } => own::run(command, &runtime),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => cli::config_check(&config, &runtime),

@@ -432,41 +432,6 @@ async fn events_stream_each_decision_and_its_final_response_to_a_bounded_number_
     }
 }
 
-/// Logs in through the form; the session cookie and the page's CSRF token.
-async fn login(op: &Operator) -> (String, String) {
-    let r = op
-        .http
-        .post(format!("{}/login", op.admin))
-        .form(&[("token", TOKEN)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 303);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
-        "{cookie}"
-    );
-    let cookie = cookie.split(';').next().unwrap().to_string();
-    let page = op
-        .http
-        .get(format!("{}/lists", op.admin))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("a CSRF field")
-        .to_string();
-    (cookie, csrf)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_needs_a_login_and_refuses_cross_site_and_tokenless_changes() {
     let op = Operator::start(POLICY, Some(TOKEN)).await;
@@ -486,7 +451,7 @@ async fn the_console_needs_a_login_and_refuses_cross_site_and_tokenless_changes(
     assert_eq!(r.status().as_u16(), 401);
     assert!(r.headers().get("set-cookie").is_none());
 
-    let (cookie, csrf) = login(&op).await;
+    let (cookie, csrf) = op.login().await;
     let get = |path: String| {
         op.http
             .get(format!("{}{path}", op.admin))

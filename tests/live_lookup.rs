@@ -379,7 +379,7 @@ async fn webhook_status_change_with_a_good_signature_updates_the_live_cache() {
     assert_eq!(fake.state.count("/check/"), 0);
     assert_eq!(state.webhook.status_changes.load(Ordering::Relaxed), 1);
 
-    // Another event type: accepted, counted, no change.
+    // A credit event: accepted and counted, the cache unchanged.
     let other =
         r#"{"event":"credits_low","timestamp":"2026-01-24T10:30:00Z","data":{"balance":4}}"#;
     let r = http
@@ -390,7 +390,7 @@ async fn webhook_status_change_with_a_good_signature_updates_the_live_cache() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(state.webhook.other_events.load(Ordering::Relaxed), 1);
+    assert_eq!(state.webhook.credits_events.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ mod auth;
 mod console;
 mod events;
 mod lists;
+mod own;
 pub mod session;
 mod webhook;
 
@@ -88,6 +89,9 @@ pub struct AdminState {
     pub history: crate::history::HistoryStore,
     /// The next hops and their health; `None` answers their route 503.
     pub next_hops: Option<Arc<crate::sip::next_hop::NextHops>>,
+    /// The own numbers and their results; `None` when `[own_numbers]`
+    /// names none.
+    pub own: Option<Arc<crate::own::Monitor>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -123,6 +127,7 @@ impl AdminState {
             event_clients: Default::default(),
             history,
             next_hops: None,
+            own: None,
         }
     }
 }
@@ -188,6 +193,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/lists/{list}/{pattern}", delete(lists::remove))
         .route("/api/v1/feedback", get(lists::reports).post(lists::report))
         .route("/api/v1/events", get(events::stream))
+        .route("/api/v1/own", get(own::view))
+        .route("/api/v1/own/{number}", get(own::results))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::require_token,

@@ -31,6 +31,7 @@ use crate::reputation::shared::SharedTier;
 use crate::reputation::{LiveSource, LocalSource};
 use crate::server::Server;
 
+pub mod own;
 mod providers;
 mod tasks;
 
@@ -183,6 +184,7 @@ pub async fn preflight(config: &Config) -> Result<()> {
         key: "admin.listen",
         message: e.to_string(),
     })?;
+    own::hiya_client(config)?;
     crate::server::next_hops(&config.sip).await?;
     crate::server::tls(&config.sip)?;
     hep_collector(config)?;
@@ -318,6 +320,19 @@ pub async fn serve(
     if let Some(stats) = capture_stats {
         state.metrics.register(stats as _);
     }
+    let own = own::monitor(&config)?;
+    if let Some(m) = &own {
+        state.metrics.register(Arc::clone(m) as _);
+        if state.didchecks.is_none() && config.own_numbers.watches(crate::own::Provider::DidChecks)
+        {
+            // For the balance the credit webhooks report.
+            if let Ok(dc) = own::didchecks_client(&config) {
+                state.metrics.register(Arc::clone(&dc) as _);
+                state.didchecks = Some(dc);
+            }
+        }
+    }
+    state.own = own.clone();
     let state = Arc::new(state);
 
     // Every task below runs until `stop` is cancelled and is joined before
@@ -338,6 +353,12 @@ pub async fn serve(
         tasks.spawn(tasks::until(&stop, tasks::balance_watch(dc)));
     }
     tasks.spawn(tasks::until(&stop, tasks::watch_lists(lists)));
+    if let (Some(m), Some(client)) = (&own, own::hiya_client(&config)?) {
+        let o = &config.own_numbers;
+        let every = Duration::from_secs_f64(o.check_every_hours * 3600.0);
+        let run = crate::own::schedule::run(Arc::clone(m), client, every, o.requests_per_second);
+        tasks.spawn(tasks::until(&stop, run));
+    }
     if let Some(c) = &cluster {
         tracing::info!(node_id = %c.node_id, "cluster node: live lookups shared through Redis");
         tasks.spawn(tasks::until(&stop, Arc::clone(&c.tier).probe_loop()));

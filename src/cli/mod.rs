@@ -15,6 +15,7 @@ pub mod history;
 pub mod lists;
 pub mod logging;
 pub mod next_hops;
+pub mod own;
 pub mod stir;
 
 /// `-c/--config FILE`, shared by every command that reads the config.

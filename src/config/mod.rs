@@ -73,6 +73,8 @@ pub struct Config {
     pub cluster: crate::cluster::ClusterConfig,
     /// Copies of every SIP message to a Homer collector (HEPv3).
     pub hep: crate::sip::capture::HepConfig,
+    /// The operator's own numbers, watched for spam labels.
+    pub own_numbers: crate::own::OwnNumbersConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

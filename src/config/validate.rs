@@ -313,6 +313,17 @@ impl Config {
             ));
         }
         self.validate_providers()?;
+        self.own_numbers
+            .validate()
+            .map_err(|e| invalid("own_numbers", e.to_string()))?;
+        if self.own_numbers.watches(crate::own::Provider::HiyaStatus)
+            && self.providers.hiya_status.base_url.is_empty()
+        {
+            return Err(invalid(
+                "providers.hiya_status.base_url",
+                "own_numbers are watched with hiya_status, which needs the API's base_url (and its key in providers.hiya_status.api_key_env)".into(),
+            ));
+        }
         if self.labels.display_prefix.contains(['"', '\\', '\r', '\n']) {
             return Err(invalid(
                 "labels.display_prefix",

@@ -45,6 +45,8 @@ pub enum SourceError {
     RateLimited {
         provider: &'static str,
         message: String,
+        /// The provider's `Retry-After`, when it sent one in seconds.
+        retry_after: Option<std::time::Duration>,
     },
     #[error("{provider}: held back by our own limit of {per_second} requests/s")]
     Throttled {

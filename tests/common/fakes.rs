@@ -32,6 +32,9 @@ pub enum Mode {
     Garbage,
     /// Accept the request and never answer.
     Hang,
+    /// Answer the next request 429 with `Retry-After: N`, then go back to
+    /// normal.
+    LimitedOnce(u64),
 }
 
 #[derive(Debug)]
@@ -44,6 +47,8 @@ pub struct FakeState {
     pub refused: Mutex<u32>,
     /// Per-number answers (the provider's `data` object).
     pub numbers: Mutex<HashMap<String, Value>>,
+    /// DIDChecks routines, as `GET /routines` lists them.
+    pub routines: Mutex<Vec<Value>>,
 }
 
 impl FakeState {
@@ -54,6 +59,7 @@ impl FakeState {
             requests: Mutex::new(Vec::new()),
             refused: Mutex::new(0),
             numbers: Mutex::new(HashMap::new()),
+            routines: Mutex::new(Vec::new()),
         })
     }
 
@@ -102,6 +108,13 @@ impl FakeState {
             Mode::Hang => {
                 std::future::pending::<()>().await;
                 None
+            }
+            Mode::LimitedOnce(secs) => {
+                *self.mode.lock() = Mode::Normal;
+                let mut r = error(429);
+                r.headers_mut()
+                    .insert("retry-after", secs.to_string().parse().unwrap());
+                Some(r)
             }
         }
     }
@@ -244,6 +257,115 @@ async fn dc_balance(State(s): State<Arc<FakeState>>, headers: HeaderMap) -> Resp
     axum::Json(json!({"success": true, "data": {"balance": 47, "checkPrice": 1}})).into_response()
 }
 
+async fn dc_routines(State(s): State<Arc<FakeState>>, headers: HeaderMap) -> Response {
+    if !dc_authorized(&s, &headers) {
+        return dc_error(401);
+    }
+    if let Some(r) = s.enter("GET /routines", "", dc_error).await {
+        return r;
+    }
+    let routines = s.routines.lock().clone();
+    axum::Json(json!({"success": true, "data": {"routines": routines}})).into_response()
+}
+
+/// The documented routine fields from a request's settings.
+fn dc_routine(id: &str, number: &str, settings: &Value) -> Value {
+    let mut r = json!({
+        "id": id, "phoneNumber": number,
+        "scheduleType": settings["scheduleType"], "notifyVia": settings["notifyVia"],
+        "notifyOnlyIfSpam": settings.get("notifyOnlyIfSpam").cloned().unwrap_or(json!(true)),
+        "isActive": true, "lastScore": null, "lastCheckedAt": null,
+    });
+    for k in ["intervalDays", "weeklyDays"] {
+        if let Some(v) = settings.get(k) {
+            r[k] = v.clone();
+        }
+    }
+    r
+}
+
+async fn dc_routines_bulk(
+    State(s): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if !dc_authorized(&s, &headers) {
+        return dc_error(401);
+    }
+    if let Some(r) = s.enter("POST /routines/bulk", &body, dc_error).await {
+        return r;
+    }
+    let req: Value = serde_json::from_str(&body).unwrap_or_default();
+    let (Some(numbers), Some(settings)) =
+        (req["phoneNumbers"].as_array(), req.get("defaultSettings"))
+    else {
+        return dc_error(400);
+    };
+    if numbers.is_empty() || numbers.len() > 100 || settings["scheduleType"].as_str().is_none() {
+        return dc_error(400);
+    }
+    let mut routines = s.routines.lock();
+    for n in numbers {
+        let id = format!("r{}", routines.len() + 1000);
+        routines.push(dc_routine(&id, n.as_str().unwrap_or_default(), settings));
+    }
+    axum::Json(json!({"success": true, "data": {"created": numbers.len()}, "balance": 40}))
+        .into_response()
+}
+
+async fn dc_routines_bulk_delete(
+    State(s): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if !dc_authorized(&s, &headers) {
+        return dc_error(401);
+    }
+    if let Some(r) = s.enter("DELETE /routines/bulk", &body, dc_error).await {
+        return r;
+    }
+    let req: Value = serde_json::from_str(&body).unwrap_or_default();
+    let Some(ids) = req["ids"].as_array() else {
+        return dc_error(400);
+    };
+    s.routines.lock().retain(|r| !ids.contains(&r["id"]));
+    axum::Json(json!({"success": true})).into_response()
+}
+
+async fn dc_routine_one(
+    State(s): State<Arc<FakeState>>,
+    Path(id): Path<String>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if !dc_authorized(&s, &headers) {
+        return dc_error(401);
+    }
+    if let Some(r) = s
+        .enter(&format!("{method} /routines/{id}"), &body, dc_error)
+        .await
+    {
+        return r;
+    }
+    let mut routines = s.routines.lock();
+    let Some(i) = routines.iter().position(|r| r["id"] == id.as_str()) else {
+        return dc_error(404);
+    };
+    if method == axum::http::Method::DELETE {
+        routines.remove(i);
+        return axum::Json(json!({"success": true})).into_response();
+    }
+    let change: Value = serde_json::from_str(&body).unwrap_or_default();
+    let Some(change) = change.as_object() else {
+        return dc_error(400);
+    };
+    for (k, v) in change {
+        routines[i][k] = v.clone();
+    }
+    axum::Json(json!({"success": true, "data": routines[i].clone()})).into_response()
+}
+
 /// DIDChecks under `/api`, as at `https://num.huhu.fr/api`.
 pub async fn didchecks() -> Fake {
     let state = FakeState::new();
@@ -251,6 +373,15 @@ pub async fn didchecks() -> Fake {
         .route("/api/check/bulk", post(dc_bulk))
         .route("/api/check/{phone}", get(dc_check))
         .route("/api/credits/balance", get(dc_balance))
+        .route("/api/routines", get(dc_routines))
+        .route(
+            "/api/routines/bulk",
+            post(dc_routines_bulk).delete(dc_routines_bulk_delete),
+        )
+        .route(
+            "/api/routines/{id}",
+            axum::routing::put(dc_routine_one).delete(dc_routine_one),
+        )
         .with_state(Arc::clone(&state));
     serve(app, state, "/api").await
 }

@@ -129,7 +129,8 @@ impl Operator {
             .env_remove("CONSOLE_TEST_TOKEN")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+            // Appended to across restarts; tests read what serve logged.
+            .stderr(self.log_file());
         if let Some(t) = self.token {
             cmd.env("CONSOLE_TEST_TOKEN", t);
         }
@@ -141,6 +142,19 @@ impl Operator {
         tokio::task::spawn_blocking(move || binary::wait_until_answering(sip))
             .await
             .unwrap();
+    }
+
+    fn log_file(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))
+            .unwrap()
+    }
+
+    /// What serve has logged on stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
     /// Stops serve (SIGTERM) and starts it again on the same files.
@@ -207,6 +221,41 @@ impl Operator {
             Some(t) => req.bearer_auth(t),
             None => req,
         }
+    }
+
+    /// Logs in through the form; the session cookie and the page's CSRF token.
+    pub async fn login(&self) -> (String, String) {
+        let r = self
+            .http
+            .post(format!("{}/login", self.admin))
+            .form(&[("token", TOKEN)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 303);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        let page = self
+            .http
+            .get(format!("{}/lists", self.admin))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("a CSRF field")
+            .to_string();
+        (cookie, csrf)
     }
 
     /// GET with the bearer token: status and body.

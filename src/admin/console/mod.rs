@@ -4,8 +4,8 @@
 //! asset inside the binary.
 //!
 //! Pages: Overview (`/`), Live (`/live`), History (`/history`, a call at
-//! `/history/{decision_id}`), Lists (`/lists`). Forms post to `/action/*`
-//! with the session's CSRF token and redirect back (303).
+//! `/history/{decision_id}`), Lists (`/lists`), Own numbers (`/own`).
+//! Forms post to `/action/*` with the session's CSRF token and redirect back (303).
 
 use std::sync::Arc;
 
@@ -27,6 +27,7 @@ mod chart;
 mod history;
 mod lists;
 mod overview;
+mod own;
 
 const CSS: &str = include_str!("assets/console.css");
 const LIVE_JS: &str = include_str!("assets/live.js");
@@ -42,6 +43,7 @@ pub fn router(state: Arc<AdminState>) -> Router<Arc<AdminState>> {
         .route("/history", get(history::search))
         .route("/history/{decision_id}", get(history::detail))
         .route("/lists", get(lists::page))
+        .route("/own", get(own::page))
         .route("/action/list-add", post(actions::list_add))
         .route("/action/list-remove", post(actions::list_remove))
         .route("/action/report", post(actions::report))
@@ -124,6 +126,7 @@ pub(super) fn layout(
                         (tab("/live", "Live"))
                         (tab("/history", "History"))
                         (tab("/lists", "Lists"))
+                        (tab("/own", "Own numbers"))
                     }
                     form.logout method="post" action="/logout" {
                         (csrf_field(session))

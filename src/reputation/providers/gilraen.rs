@@ -419,7 +419,11 @@ fn error_for(code: u16, message: String) -> SourceError {
         401 | 403 => SourceError::Unauthorized { provider, message },
         404 => SourceError::NotFound { provider, message },
         419 => SourceError::Signature { provider, message },
-        429 => SourceError::RateLimited { provider, message },
+        429 => SourceError::RateLimited {
+            provider,
+            message,
+            retry_after: None,
+        },
         500..=599 => SourceError::Server {
             provider,
             status: code,

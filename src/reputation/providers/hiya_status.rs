@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{http_client, secret_from_env, send, snippet};
+use super::{http_client, secret_from_env, send_full, snippet};
 
 use crate::reputation::{Evidence, LiveSource, LookupFuture, Source, SourceError};
 
@@ -144,7 +144,7 @@ impl HiyaStatus {
             .http
             .get(url)
             .header(self.auth_header.as_str(), self.auth_value.as_str());
-        let (status, body) = send(PROVIDER, self.timeout, request).await?;
+        let (status, retry_after, body) = send_full(PROVIDER, self.timeout, request).await?;
         let provider = PROVIDER;
         let message = snippet(&body);
         match status {
@@ -161,7 +161,11 @@ impl HiyaStatus {
                 message,
             }),
             401 | 403 => Err(SourceError::Unauthorized { provider, message }),
-            429 => Err(SourceError::RateLimited { provider, message }),
+            429 => Err(SourceError::RateLimited {
+                provider,
+                message,
+                retry_after,
+            }),
             500..=599 => Err(SourceError::Server {
                 provider,
                 status,

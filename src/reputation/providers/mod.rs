@@ -78,11 +78,28 @@ pub(crate) async fn send(
     timeout: Duration,
     request: reqwest::RequestBuilder,
 ) -> Result<(u16, Bytes), SourceError> {
+    let (status, _, body) = send_full(provider, timeout, request).await?;
+    Ok((status, body))
+}
+
+/// [`send`], with the answer's `Retry-After` (delay-seconds form; the
+/// HTTP-date form is read as absent).
+pub(crate) async fn send_full(
+    provider: &'static str,
+    timeout: Duration,
+    request: reqwest::RequestBuilder,
+) -> Result<(u16, Option<Duration>, Bytes), SourceError> {
     let mut resp = request
         .send()
         .await
         .map_err(|e| transport_error(provider, timeout, e))?;
     let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     let mut body = BytesMut::new();
     while let Some(chunk) = resp
         .chunk()
@@ -97,7 +114,7 @@ pub(crate) async fn send(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok((status, body.freeze()))
+    Ok((status, retry_after, body.freeze()))
 }
 
 /// The start of a body, for error messages when it is not the documented JSON.

@@ -14,7 +14,11 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
-use super::{clamp_score, http_client, secret_from_env, send, snippet};
+use super::{clamp_score, http_client, secret_from_env, send_full, snippet};
+
+mod routines;
+
+pub use routines::{Routine, RoutineSettings, Schedule};
 
 use crate::reputation::{Evidence, LiveSource, LookupFuture, Source, SourceError};
 
@@ -224,6 +228,12 @@ impl DidChecks {
         }
     }
 
+    /// A balance learnt elsewhere (a `credits_low` or `credits_depleted`
+    /// webhook), for the gauge.
+    pub fn record_balance(&self, balance: i64) {
+        self.balance.store(balance, Ordering::Relaxed);
+    }
+
     /// The last balance any answer carried.
     pub fn last_balance(&self) -> Option<i64> {
         match self.balance.load(Ordering::Relaxed) {
@@ -274,7 +284,7 @@ impl DidChecks {
         request: reqwest::RequestBuilder,
     ) -> Result<Envelope<T>, SourceError> {
         let request = request.bearer_auth(&self.token);
-        let (status, body) = send(PROVIDER, self.timeout, request).await?;
+        let (status, retry_after, body) = send_full(PROVIDER, self.timeout, request).await?;
         let parsed: Result<Envelope<T>, _> = serde_json::from_slice(&body);
         if (200..300).contains(&status) {
             let env = parsed.map_err(|e| SourceError::Malformed {
@@ -282,13 +292,13 @@ impl DidChecks {
                 message: format!("{e}; body starts {}", snippet(&body)),
             })?;
             if env.success == Some(false) {
-                return Err(error_for(400, &env, &body));
+                return Err(error_for(400, None, &env, &body));
             }
             self.note_balance(env.balance);
             return Ok(env);
         }
         let env = parsed.unwrap_or_default();
-        Err(error_for(status, &env, &body))
+        Err(error_for(status, retry_after, &env, &body))
     }
 
     /// `GET /check/{phone}` for one E.164 number.
@@ -349,7 +359,12 @@ impl DidChecks {
 
 /// Maps an error answer (documented: 400/401/402/404/429/500) to a typed error
 /// carrying the provider's own message and code.
-fn error_for<T>(status: u16, env: &Envelope<T>, body: &[u8]) -> SourceError {
+fn error_for<T>(
+    status: u16,
+    retry_after: Option<Duration>,
+    env: &Envelope<T>,
+    body: &[u8],
+) -> SourceError {
     let message = match (&env.error, &env.details) {
         (Some(e), Some(d)) => format!("{e} {d}"),
         (Some(e), None) => e.clone(),
@@ -365,7 +380,11 @@ fn error_for<T>(status: u16, env: &Envelope<T>, body: &[u8]) -> SourceError {
         401 => SourceError::Unauthorized { provider, message },
         402 => SourceError::PaymentRequired { provider, message },
         404 => SourceError::NotFound { provider, message },
-        429 => SourceError::RateLimited { provider, message },
+        429 => SourceError::RateLimited {
+            provider,
+            message,
+            retry_after,
+        },
         500..=599 => SourceError::Server {
             provider,
             status,

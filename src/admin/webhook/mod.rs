@@ -1,10 +1,11 @@
 //! `POST /api/v1/webhooks/didchecks`: open (DIDChecks cannot send our bearer
 //! token), but every delivery must carry `X-HUHU-Signature: sha256=<hex
 //! HMAC-SHA256 of the raw body>`, checked in constant time before the body is
-//! parsed. A bad or missing signature gets 401 and changes nothing.
+//! parsed. A bad or missing signature gets 401 and changes nothing. What
+//! each event type does is in [`events`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,15 +16,26 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::{AdminState, MAX_WEBHOOK_BODY, SIGNATURE_HEADER, json_error};
-use crate::reputation::{Evidence, Source};
+
+mod events;
 
 /// Webhook counters, by what happened.
 #[derive(Debug, Default)]
 pub struct WebhookStats {
     pub status_changes: AtomicU64,
+    /// `routine_check_completed` deliveries.
+    pub routine_results: AtomicU64,
+    /// `routine_check_failed` deliveries.
+    pub routine_failures: AtomicU64,
+    /// `credits_low` and `credits_depleted` deliveries.
+    pub credits_events: AtomicU64,
     pub other_events: AtomicU64,
     pub bad_signatures: AtomicU64,
     pub malformed: AtomicU64,
+    /// Whether the low / depleted credit warning was logged since the
+    /// balance was last seen healthy (it is logged once, not per retry).
+    warned_low: AtomicBool,
+    warned_depleted: AtomicBool,
 }
 
 impl crate::metrics::Collect for WebhookStats {
@@ -35,6 +47,9 @@ impl crate::metrics::Collect for WebhookStats {
         );
         for (result, n) in [
             ("status_change", &self.status_changes),
+            ("routine_result", &self.routine_results),
+            ("routine_failed", &self.routine_failures),
+            ("credits", &self.credits_events),
             ("other_event", &self.other_events),
             ("bad_signature", &self.bad_signatures),
             ("malformed", &self.malformed),
@@ -62,25 +77,11 @@ pub fn verify_signature(secret: &[u8], header: Option<&str>, body: &[u8]) -> boo
 #[derive(Debug, Deserialize)]
 struct WebhookEvent {
     event: String,
+    /// RFC 3339; the time of a routine's result when given.
+    #[serde(default)]
+    timestamp: Option<String>,
     #[serde(default)]
     data: serde_json::Value,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StatusChanged {
-    phone_number: String,
-    current_status: CurrentStatus,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CurrentStatus {
-    #[serde(default)]
-    is_spam: Option<bool>,
-    spam_score: f64,
-    #[serde(default)]
-    spam_type: Option<String>,
 }
 
 pub(super) async fn didchecks_webhook(
@@ -122,46 +123,25 @@ pub(super) async fn didchecks_webhook(
             );
         }
     };
-    if event.event != "spam_status_changed" {
-        state.webhook.other_events.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(event = %event.event, "DIDChecks webhook event");
-        return (StatusCode::OK, "ok\n").into_response();
-    }
-    let changed: StatusChanged = match serde_json::from_value(event.data.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            state.webhook.malformed.fetch_add(1, Ordering::Relaxed);
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("spam_status_changed without phoneNumber/currentStatus.spamScore: {e}"),
-            );
+    let handled = match event.event.as_str() {
+        "spam_status_changed" => events::status_changed(&state, &event).await,
+        "routine_check_completed" => events::routine_completed(&state, &event).await,
+        "routine_check_failed" => events::routine_failed(&state, &event),
+        "credits_low" => events::credits(&state, &event, false),
+        "credits_depleted" => events::credits(&state, &event, true),
+        other => {
+            state.webhook.other_events.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(event = %other, "DIDChecks webhook event of a type not handled; ignored");
+            Ok("ok (event type not handled)")
         }
     };
-    let live = state.pipeline.live();
-    let Some(index) = live.cache().source_index("didchecks") else {
-        state.webhook.other_events.fetch_add(1, Ordering::Relaxed);
-        tracing::info!("DIDChecks webhook received but the provider is not enabled; ignored");
-        return (StatusCode::OK, "ok (didchecks not enabled)\n").into_response();
-    };
-    let status = &changed.current_status;
-    let evidence = Evidence {
-        source: Source::DidChecks,
-        score: crate::reputation::providers::clamp_score(status.spam_score),
-        category: status.spam_type.clone(),
-        cached: false,
-        latency_us: 0,
-        raw: serde_json::json!({ "webhook": "spam_status_changed", "data": event.data }).into(),
-    };
-    // In a cluster the update reaches every node's live cache.
-    live.update(index, &changed.phone_number, evidence).await;
-    state.webhook.status_changes.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(
-        number = %changed.phone_number,
-        is_spam = ?status.is_spam,
-        score = status.spam_score,
-        "DIDChecks status change applied to the live cache"
-    );
-    (StatusCode::OK, "ok\n").into_response()
+    match handled {
+        Ok(text) => (StatusCode::OK, format!("{text}\n")).into_response(),
+        Err(message) => {
+            state.webhook.malformed.fetch_add(1, Ordering::Relaxed);
+            json_error(StatusCode::BAD_REQUEST, &message)
+        }
+    }
 }
 
 #[cfg(test)]
