@@ -186,16 +186,7 @@ async fn scheduled_checks_keep_every_result_and_show_a_change_in_status_api_metr
     );
 
     let (cookie, _) = op.login().await;
-    let page = op
-        .http
-        .get(format!("{}/own", op.admin))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = op.page("/own", &cookie).await;
     assert!(
         page.contains("+15550000001") && page.contains("2 flagged"),
         "{page}"

@@ -176,7 +176,7 @@ pub fn describe(v: &OwnView) -> String {
                 p.checked_at
             );
             if let Some(card) = p.report_card.as_ref().and_then(|c| c.as_object()) {
-                let grades: Vec<String> = ["maturity", "desirability", "engagement", "reaction"]
+                let grades: Vec<String> = crate::own::REPORT_CARD
                     .iter()
                     .map(|k| {
                         format!(

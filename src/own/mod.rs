@@ -83,6 +83,9 @@ impl Origin {
     }
 }
 
+/// The grades of Hiya's report card, in the order it documents them.
+pub const REPORT_CARD: [&str; 4] = ["maturity", "desirability", "engagement", "reaction"];
+
 /// Hiya's "not registered" (404), kept as a status of its own: the number
 /// has no reputation data, which is not an error.
 pub const NOT_REGISTERED: &str = "not_registered";

@@ -223,6 +223,19 @@ impl Operator {
         }
     }
 
+    /// A console page's HTML, with the session `cookie`.
+    pub async fn page(&self, path: &str, cookie: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.admin))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Logs in through the form; the session cookie and the page's CSRF token.
     pub async fn login(&self) -> (String, String) {
         let r = self
@@ -239,16 +252,7 @@ impl Operator {
             "{cookie}"
         );
         let cookie = cookie.split(';').next().unwrap().to_string();
-        let page = self
-            .http
-            .get(format!("{}/lists", self.admin))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = self.page("/lists", &cookie).await;
         let csrf = page
             .split("name=\"csrf\" value=\"")
             .nth(1)

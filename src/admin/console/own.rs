@@ -31,16 +31,42 @@ pub(super) async fn page(
                     strong { (v.flagged) " flagged" }
                     " · " (v.unchecked) " not checked yet"
                 }
+                @let shown = first_rows(&v.numbers);
+                @if shown.len() < v.numbers.len() {
+                    p.muted { "Showing " (shown.len()) " of " (v.numbers.len()) ", flagged and changed first; `sipsentry own status --json` and GET /api/v1/own have them all." }
+                }
                 section.card.wide {
                     table.entries #own-numbers {
                         thead { tr { th { "number" } th { "provider" } th { "status" } th { "before" } th { "checked" } th { "report card" } } }
-                        tbody { @for n in &v.numbers { (rows(n)) } }
+                        tbody { @for n in shown { (rows(n)) } }
                     }
                 }
             }
         }
     };
     layout("Own numbers", "Own numbers", &session, body)
+}
+
+/// The most numbers the page lists (a block of 10,000 numbers would be a
+/// page no one reads); the API and `own status` have them all.
+pub const MAX_ROWS: usize = 500;
+
+/// Flagged numbers first, then changed ones, then the rest, in number
+/// order within each; at most [`MAX_ROWS`].
+fn first_rows(numbers: &[NumberView]) -> Vec<&NumberView> {
+    let rank = |n: &NumberView| {
+        if n.providers.iter().any(|p| p.flagged) {
+            0
+        } else if n.providers.iter().any(|p| p.changed) {
+            1
+        } else {
+            2
+        }
+    };
+    let mut out: Vec<&NumberView> = numbers.iter().collect();
+    out.sort_by_key(|n| rank(n));
+    out.truncate(MAX_ROWS);
+    out
 }
 
 fn rows(n: &NumberView) -> Markup {
@@ -79,7 +105,7 @@ fn card(p: &ProviderView) -> Markup {
         return html! {};
     };
     html! {
-        @for key in ["maturity", "desirability", "engagement", "reaction"] {
+        @for key in crate::own::REPORT_CARD {
             span.grade { (key) " " (c.get(key).and_then(|g| g.as_str()).unwrap_or("not graded")) } " "
         }
     }
