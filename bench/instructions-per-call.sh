@@ -16,7 +16,8 @@
 #
 # EXTRA_CONFIG="TOML lines" adds sections to the proxy's config, to A/B an
 # option (e.g. EXTRA_CONFIG=$'[log]\ndecisions = false'); RELAY_HISTORY=true
-# records every call in the history, as in production.
+# records every call in the history, as in production. CALLERS=FILE gives
+# the callers (one per line, cycled) instead of generated distinct ones.
 #
 #   bash bench/instructions-per-call.sh [CALLS] [PROXY_BINARY]
 set -euo pipefail
@@ -42,7 +43,7 @@ printf '%s\n' "${EXTRA_CONFIG:-}" >>"$work/s.toml"
 proxy=$!
 load() {
   "$B" bench --with-uas "$UAS" --target 127.0.0.1:25061 --compare "$UAS" \
-    --rate $((rate * 2)) --duration "$1" --json >"$work/bench.json"
+    --rate $((rate * 2)) --duration "$1" ${CALLERS:+--callers "$CALLERS"} --json >"$work/bench.json"
 }
 # Under valgrind the proxy takes seconds to start; wait until it listens.
 started=
