@@ -221,9 +221,7 @@ fn history(config: &ConfigArg, number: &str, limit: usize, json: bool) -> Result
         println!("{number}: no results yet");
     }
     for r in rows {
-        let at = jiff::Timestamp::from_millisecond(r.time_ms)
-            .map(|t| t.to_string())
-            .unwrap_or_default();
+        let at = crate::lists::rfc3339(r.time_ms);
         let value = r.value.map(|v| format!(" {v:.0}")).unwrap_or_default();
         println!(
             "{at}  {:<12} {}{value}  ({})",

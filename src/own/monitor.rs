@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::store::{OwnStore, StoreError};
 use super::{OwnNumbersConfig, OwnResult, Provider};
+use crate::lists::rfc3339;
 
 /// The own numbers and what is known of them.
 pub struct Monitor {
@@ -82,12 +83,6 @@ pub struct OwnView {
     pub flagged: usize,
     /// Numbers no provider has answered for yet.
     pub unchecked: usize,
-}
-
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }
 
 /// The view of `numbers` from the store's [`OwnStore::latest_two`] rows.
@@ -248,25 +243,19 @@ impl crate::metrics::Collect for Monitor {
             "sipsentry_own_checks",
             "Own-number checks by provider and outcome (ok, not_registered, or the error)",
         );
+        // Every watching provider's `ok` series exists from the start.
+        let mut checks = self.checks.lock().clone();
         for p in &self.providers {
+            checks.entry((*p, "ok")).or_default();
+        }
+        for ((p, outcome), n) in checks {
             f.count(
                 vec![
                     ("provider", p.as_str().to_string()),
-                    ("outcome", "ok".to_string()),
+                    ("outcome", outcome.to_string()),
                 ],
-                self.checks.lock().get(&(*p, "ok")).copied().unwrap_or(0),
+                n,
             );
-        }
-        for ((p, outcome), n) in self.checks.lock().iter() {
-            if *outcome != "ok" {
-                f.count(
-                    vec![
-                        ("provider", p.as_str().to_string()),
-                        ("outcome", outcome.to_string()),
-                    ],
-                    *n,
-                );
-            }
         }
     }
 }

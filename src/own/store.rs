@@ -20,7 +20,9 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("own-number results: {0}")]
+    #[error(
+        "own-number results in history.path: {0} (another process may hold the file locked; check its disk and permissions)"
+    )]
     Sql(#[from] rusqlite::Error),
 }
 
