@@ -16,8 +16,9 @@
 #
 # EXTRA_CONFIG="TOML lines" adds sections to the proxy's config, to A/B an
 # option (e.g. EXTRA_CONFIG=$'[log]\ndecisions = false'); RELAY_HISTORY=true
-# records every call in the history, as in production. CALLERS=FILE gives
-# the callers (one per line, cycled) instead of generated distinct ones.
+# records every call in the history, as in production; RELAY_HIYA=true
+# serves the bundled demo Hiya cache. CALLERS=FILE gives the callers (one
+# per line, cycled) instead of generated distinct ones.
 #
 #   bash bench/instructions-per-call.sh [CALLS] [PROXY_BINARY]
 set -euo pipefail

@@ -17,10 +17,13 @@ start_kamailio() {
 # that passes every call (no Hiya cache, no history, admin on a free port),
 # for measuring the relay alone; SIP_LINES are more `[sip]` keys.
 # RELAY_HISTORY=true records every call in the history (in the config's
-# directory), as a production proxy does.
+# directory), as a production proxy does; RELAY_HIYA=true serves the
+# bundled demo Hiya cache (India), unpacked under `hiya/` at start.
 relay_config() {
-  printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\nbusy_poll_us = %s\n%b\n[hiya_cache]\nenabled = false\n[history]\nenabled = %s\n[admin]\nlisten = "127.0.0.1:0"\n' \
-    "$2" "$3" "$4" "${5:-}" "${RELAY_HISTORY:-false}" >"$1"
+  local hiya='enabled = false'
+  [ "${RELAY_HIYA:-false}" = true ] && hiya='enabled = true\ndir = "hiya"'
+  printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\nbusy_poll_us = %s\n%b\n[hiya_cache]\n%b\n[history]\nenabled = %s\n[admin]\nlisten = "127.0.0.1:0"\n' \
+    "$2" "$3" "$4" "${5:-}" "$hiya" "${RELAY_HISTORY:-false}" >"$1"
 }
 
 # `start_proxy CONFIG`: `$B serve -c CONFIG` in $work, in the background

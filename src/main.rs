@@ -86,8 +86,13 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `serve` installs its logger once it has read the config.
-    let _logs = (!matches!(cli.command, Command::Serve { .. }))
-        .then(|| cli::logging::init(cli.log_format.unwrap_or(LogFormat::Text), false));
+    let _logs = (!matches!(cli.command, Command::Serve { .. })).then(|| {
+        cli::logging::init(
+            cli.log_format.unwrap_or(LogFormat::Text),
+            false,
+            cli::logging::Output::Direct,
+        )
+    });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

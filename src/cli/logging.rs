@@ -1,21 +1,26 @@
-//! Logs on standard error, as text or one JSON object per line, written by
-//! a thread of their own: a slow terminal or journal never holds up a call
-//! (past a backlog of lines, new ones are dropped rather than waited for).
+//! Logs on standard error, as text or one JSON object per line. `serve`
+//! writes them through [`super::log_writer`], so a slow terminal or journal
+//! never holds up a call and a call's line costs no system call; the other
+//! commands write each line as it comes, in order with what they print.
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-
+use super::log_writer::{self, LogWriterGuard};
 use crate::config::LogFormat;
 use crate::pipeline::DECISION_LOG;
+
+/// Where the lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Buffered and written by a thread of their own (`serve`).
+    Batched,
+    /// Written to standard error by the caller, line by line.
+    Direct,
+}
 
 /// Installs the process's logger. `RUST_LOG`, when set, chooses what is
 /// logged; otherwise `sipsentry` at info, with the per-call decision line
 /// when `decisions` is on. Keep the guard until exit: dropping it writes
-/// what is still queued.
-pub fn init(format: LogFormat, decisions: bool) -> WorkerGuard {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .thread_name("log")
-        .finish(std::io::stderr());
+/// what is still buffered.
+pub fn init(format: LogFormat, decisions: bool, output: Output) -> Option<LogWriterGuard> {
     let default = if decisions {
         "sipsentry=info".to_string()
     } else {
@@ -23,15 +28,42 @@ pub fn init(format: LogFormat, decisions: bool) -> WorkerGuard {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        // Colour codes only for a person at a terminal, not in log files.
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+    // Colour codes only for a person at a terminal, not in log files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Without its thread the log still works, line by line.
+    let batched = match output {
+        Output::Batched => log_writer::start(std::io::stderr())
+            .map_err(|e| {
+                eprintln!("sipsentry: logging line by line: cannot start the log thread: {e}")
+            })
+            .ok(),
+        Output::Direct => None,
+    };
+    match (batched, format) {
+        (Some((writer, guard)), LogFormat::Json) => {
+            builder
+                .with_writer(writer)
+                .json()
+                .flatten_event(true)
+                .init();
+            Some(guard)
+        }
+        (Some((writer, guard)), LogFormat::Text) => {
+            builder.with_writer(writer).with_ansi(ansi).init();
+            Some(guard)
+        }
+        (None, LogFormat::Json) => {
+            builder
+                .with_writer(std::io::stderr)
+                .json()
+                .flatten_event(true)
+                .init();
+            None
+        }
+        (None, LogFormat::Text) => {
+            builder.with_writer(std::io::stderr).with_ansi(ansi).init();
+            None
+        }
     }
-    guard
 }

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod check;
 pub mod history;
 pub mod lists;
+pub mod log_writer;
 pub mod logging;
 pub mod next_hops;
 pub mod own;
@@ -43,6 +44,7 @@ pub fn serve(
     let _logs = logging::init(
         log_format.unwrap_or(loaded.log.format),
         loaded.log.decisions,
+        logging::Output::Batched,
     );
     runtime.block_on(crate::app::serve(
         loaded,
