@@ -18,18 +18,20 @@ start_kamailio() {
 # for measuring the relay alone; SIP_LINES are more `[sip]` keys.
 # RELAY_HISTORY=true records every call in the history (in the config's
 # directory), as a production proxy does; RELAY_HIYA=true serves the
-# bundled demo Hiya cache (India), unpacked under `hiya/` at start.
+# bundled demo Hiya cache (India), unpacked under `hiya/` at start;
+# HISTORY_LINES are more `[history]` keys (e.g. 'batch_ms = 100').
 relay_config() {
   local hiya='enabled = false'
   [ "${RELAY_HIYA:-false}" = true ] && hiya='enabled = true\ndir = "hiya"'
-  printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\nbusy_poll_us = %s\n%b\n[hiya_cache]\n%b\n[history]\nenabled = %s\n[admin]\nlisten = "127.0.0.1:0"\n' \
-    "$2" "$3" "$4" "${5:-}" "$hiya" "${RELAY_HISTORY:-false}" >"$1"
+  printf '[sip]\nlisten = "%s"\nnext_hop = "sip:%s"\nbusy_poll_us = %s\n%b\n[hiya_cache]\n%b\n[history]\nenabled = %s\n%b\n[admin]\nlisten = "127.0.0.1:0"\n' \
+    "$2" "$3" "$4" "${5:-}" "$hiya" "${RELAY_HISTORY:-false}" "${HISTORY_LINES:-}" >"$1"
 }
 
-# `start_proxy CONFIG`: `$B serve -c CONFIG` in $work, in the background
-# (its pid in $proxy and $pids, its output in $work/s.log), once it listens.
+# `start_proxy CONFIG`: `$B serve -c CONFIG` in $work (or $PROXY_BIN, an
+# absolute path, when set), in the background (its pid in $proxy and $pids,
+# its output in $work/s.log), once it listens.
 start_proxy() {
-  (cd "$work" && exec "$OLDPWD/$B" serve -c "$1") >"$work/s.log" 2>&1 & pids+=($!)
+  (cd "$work" && exec "${PROXY_BIN:-$OLDPWD/$B}" serve -c "$1") >"$work/s.log" 2>&1 & pids+=($!)
   proxy=$!
   for _ in $(seq 100); do grep -q listening "$work/s.log" 2>/dev/null && return; sleep 0.1; done
   echo "the proxy did not start; its output:" >&2; cat "$work/s.log" >&2; exit 1

@@ -12,7 +12,10 @@
 # processes, from /proc; also each part alone). Prints the medians over ROUNDS and each relay's
 # CPU as a share of Kamailio's stateless forward.
 #
-#   bash bench/product-cpu.sh [RATE] [CALLS] [ROUNDS]
+# PROXY_BINARY, when given, is the sipsentry that relays (another build, to
+# compare); the load tool is always this tree's.
+#
+#   bash bench/product-cpu.sh [RATE] [CALLS] [ROUNDS] [PROXY_BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -20,6 +23,7 @@ rate=${1:-2000}; calls=${2:-10000}; rounds=${3:-3}
 command -v kamailio >/dev/null || { echo "needs kamailio (Debian: kamailio)" >&2; exit 2; }
 cargo build --release -q --bin sipsentry
 B=target/release/sipsentry
+PROXY_BIN=$(realpath "${4:-$B}")
 with_workdir
 UAS=127.0.0.1:25080
 "$B" bench --uas "$UAS" >/dev/null 2>&1 & pids+=($!)
@@ -67,14 +71,18 @@ for round in $(seq "$rounds"); do
     json=$("$B" bench --target "${target[$r]}" --compare "$UAS" --rate $((rate * 2)) \
       --count $((calls * 2)) "${extra[@]}" --json)
     read -r u1 s1 < <(cpu_ticks "${pid[$r]}")
-    # Every call must have been relayed and answered, or the CPU is not
-    # that of a screened call (a reject costs a fraction of a relay).
+    # Every sipsentry call must have been relayed and answered, or the CPU
+    # is not that of a screened call (a reject costs a fraction of a
+    # relay). Kamailio with tm and one worker is past its capacity at this
+    # rate and loses a few calls: said, not fatal; an error answer is.
     echo "$json" | python3 -c "
 import json, sys
 t = next(t for t in json.load(sys.stdin)['targets'] if t['target'] == '${target[$r]}')
 c = t['codes']
-if set(c) != {'200'} or c['200'] < $calls * 0.999:
-    sys.exit(f'$r answered {c}, not $calls × 200')"
+if set(c) != {'200'} or ('$r'.startswith('sipsentry') and c['200'] != $calls):
+    sys.exit(f'$r answered {c}, not $calls × 200')
+if c['200'] != $calls:
+    print(f'$r: {$calls - c[\"200\"]} of $calls calls unanswered', file=sys.stderr)"
     read -r p50 p99 < <(echo "$json" | field "${target[$r]}")
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$p50" "$p99" \
       "$(python3 -c "print(($u1 - $u0 + $s1 - $s0) * 1e6 / $tck / $calls)")" \
