@@ -36,6 +36,28 @@ pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 /// second. The first line after the quiet spell wakes it.
 const IDLE_ROUNDS: u32 = 100;
 
+/// The log's format, for the line the writer adds when it dropped some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    Text,
+    /// One JSON object per line, so a JSON consumer can read this one too.
+    Json,
+}
+
+impl Notice {
+    fn dropped(self, n: u64) -> String {
+        let time = crate::lists::rfc3339(crate::history::now_ms());
+        let what = "log lines dropped: standard error did not keep up";
+        match self {
+            Notice::Text => format!("{time}  WARN sipsentry::log: {what} dropped={n}\n"),
+            Notice::Json => format!(
+                "{{\"timestamp\":\"{time}\",\"level\":\"WARN\",\"message\":\"{what}\",\"dropped\":{n},\"target\":\"sipsentry::log\"}}\n"
+            ),
+        }
+    }
+}
+
 struct Shared {
     buf: Mutex<Vec<u8>>,
     /// The writer sleeps until woken (set before it checks the buffer one
@@ -61,8 +83,12 @@ pub struct LogWriterGuard {
     done: mpsc::Receiver<()>,
 }
 
-/// Starts the writer thread (named `log`) writing to `out`.
-pub fn start<W: Write + Send + 'static>(out: W) -> std::io::Result<(LogWriter, LogWriterGuard)> {
+/// Starts the writer thread (named `log`) writing to `out`; a line about
+/// dropped lines is written as `notice` says.
+pub fn start<W: Write + Send + 'static>(
+    out: W,
+    notice: Notice,
+) -> std::io::Result<(LogWriter, LogWriterGuard)> {
     let shared = Arc::new(Shared {
         buf: Mutex::new(Vec::with_capacity(64 << 10)),
         parked: AtomicBool::new(false),
@@ -75,7 +101,7 @@ pub fn start<W: Write + Send + 'static>(out: W) -> std::io::Result<(LogWriter, L
         std::thread::Builder::new()
             .name("log".into())
             .spawn(move || {
-                run(&shared, out);
+                run(&shared, out, notice);
                 drop(finished);
             })?
     };
@@ -143,7 +169,7 @@ impl Drop for LogWriterGuard {
     }
 }
 
-fn run<W: Write>(shared: &Shared, mut out: W) {
+fn run<W: Write>(shared: &Shared, mut out: W, notice: Notice) {
     let mut spare = Vec::with_capacity(64 << 10);
     let mut reported = 0;
     let mut idle = 0;
@@ -155,11 +181,7 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
         }
         let dropped = shared.dropped.load(Ordering::Relaxed);
         if dropped > reported {
-            let _ = writeln!(
-                spare,
-                "sipsentry: {} log lines dropped: standard error did not keep up",
-                dropped - reported
-            );
+            spare.extend_from_slice(notice.dropped(dropped - reported).as_bytes());
             reported = dropped;
         }
         if spare.is_empty() {
@@ -224,7 +246,7 @@ mod tests {
     #[test]
     fn lines_reach_the_output_in_order_within_a_flush_interval() {
         let sink = Sink::default();
-        let (writer, _guard) = start(sink.clone()).unwrap();
+        let (writer, _guard) = start(sink.clone(), Notice::Text).unwrap();
         (&writer).write_all(b"one\n").unwrap();
         (&writer).write_all(b"two\n").unwrap();
         assert!(wait_for(&sink, b"one\ntwo\n"));
@@ -233,7 +255,7 @@ mod tests {
     #[test]
     fn dropping_the_guard_writes_what_is_buffered() {
         let sink = Sink::default();
-        let (writer, guard) = start(sink.clone()).unwrap();
+        let (writer, guard) = start(sink.clone(), Notice::Text).unwrap();
         for i in 0..1000 {
             writeln!(&writer, "line {i}").unwrap();
         }
@@ -246,7 +268,7 @@ mod tests {
     #[test]
     fn a_line_after_an_idle_spell_wakes_the_parked_writer() {
         let sink = Sink::default();
-        let (writer, _guard) = start(sink.clone()).unwrap();
+        let (writer, _guard) = start(sink.clone(), Notice::Text).unwrap();
         // Long enough for the writer to give up its timer and park.
         std::thread::sleep(FLUSH_INTERVAL * (IDLE_ROUNDS + 50));
         assert!(writer.shared.parked.load(Ordering::SeqCst));
@@ -269,7 +291,7 @@ mod tests {
         }
         let gate = Arc::new(Mutex::new(()));
         let _held = gate.lock().unwrap();
-        let (writer, guard) = start(Blocked(gate.clone())).unwrap();
+        let (writer, guard) = start(Blocked(gate.clone()), Notice::Text).unwrap();
         (&writer).write_all(b"stuck\n").unwrap();
         std::thread::sleep(FLUSH_INTERVAL * 5);
         let started = std::time::Instant::now();
@@ -278,8 +300,9 @@ mod tests {
         assert!(took >= SHUTDOWN_WAIT, "returned after {took:?}");
     }
 
-    #[test]
-    fn a_full_buffer_drops_lines_and_says_how_many() {
+    /// Eight lines of a MiB fill the buffer while the writer is held up;
+    /// `count` more are dropped. What reached `sink` once released.
+    fn overflow(notice: Notice, count: usize) -> Vec<u8> {
         /// Blocks every write until told to go on.
         struct Stuck(Arc<Mutex<()>>, Sink);
         impl Write for Stuck {
@@ -294,22 +317,50 @@ mod tests {
         let gate = Arc::new(Mutex::new(()));
         let sink = Sink::default();
         let held = gate.lock().unwrap();
-        let (writer, guard) = start(Stuck(gate.clone(), sink.clone())).unwrap();
+        let (writer, guard) = start(Stuck(gate.clone(), sink.clone()), notice).unwrap();
         (&writer).write_all(b"first\n").unwrap();
         // The writer takes "first" and blocks writing it.
         std::thread::sleep(FLUSH_INTERVAL * 5);
-        // Ten lines of a MiB: eight fit in the buffer, two do not.
         let mut line = vec![b'x'; (1 << 20) - 1];
         line.push(b'\n');
-        for _ in 0..10 {
+        for _ in 0..8 + count {
             (&writer).write_all(&line).unwrap();
         }
         drop(held);
         drop(guard);
         let out = sink.0.lock().unwrap().clone();
-        let said = "sipsentry: 2 log lines dropped: standard error did not keep up\n";
         assert!(out.starts_with(b"first\n"));
-        assert!(out.ends_with(said.as_bytes()));
-        assert_eq!(out.len(), 6 + 8 * (1 << 20) + said.len());
+        out
+    }
+
+    /// The line after the kept ones: what the writer said about the rest.
+    fn notice_of(out: &[u8]) -> &str {
+        let kept = 6 + 8 * (1 << 20);
+        assert!(out.len() > kept, "no line after the kept ones");
+        assert!(out[..kept].ends_with(b"x\n"));
+        std::str::from_utf8(&out[kept..]).unwrap()
+    }
+
+    #[test]
+    fn a_full_buffer_drops_lines_and_says_how_many() {
+        let out = overflow(Notice::Text, 2);
+        let said = notice_of(&out);
+        assert!(
+            said.ends_with(
+                " WARN sipsentry::log: log lines dropped: standard error did not keep up dropped=2\n"
+            ),
+            "{said}"
+        );
+        assert_eq!(said.lines().count(), 1);
+    }
+
+    #[test]
+    fn in_json_the_dropped_lines_notice_is_a_json_line() {
+        let out = overflow(Notice::Json, 3);
+        let said = notice_of(&out);
+        let v: serde_json::Value = serde_json::from_str(said.trim_end()).expect(said);
+        assert_eq!(v["dropped"], 3);
+        assert_eq!(v["level"], "WARN");
+        assert!(v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
     }
 }

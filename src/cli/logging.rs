@@ -3,12 +3,13 @@
 //! never holds up a call and a call's line costs no system call; the other
 //! commands write each line as it comes, in order with what they print.
 
-use super::log_writer::{self, LogWriterGuard};
+use super::log_writer::{self, LogWriterGuard, Notice};
 use crate::config::LogFormat;
 use crate::pipeline::DECISION_LOG;
 
 /// Where the lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Output {
     /// Buffered and written by a thread of their own (`serve`).
     Batched,
@@ -33,11 +34,15 @@ pub fn init(format: LogFormat, decisions: bool, output: Output) -> Option<LogWri
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // Without its thread the log still works, line by line.
     let batched = match output {
-        Output::Batched => log_writer::start(std::io::stderr())
-            .map_err(|e| {
-                eprintln!("sipsentry: logging line by line: cannot start the log thread: {e}")
-            })
-            .ok(),
+        Output::Batched => log_writer::start(
+            std::io::stderr(),
+            match format {
+                LogFormat::Json => Notice::Json,
+                _ => Notice::Text,
+            },
+        )
+        .map_err(|e| eprintln!("sipsentry: logging line by line: cannot start the log thread: {e}"))
+        .ok(),
         Output::Direct => None,
     };
     match (batched, format) {
