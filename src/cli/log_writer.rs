@@ -58,6 +58,9 @@ impl Notice {
     }
 }
 
+/// What each of the two buffers keeps allocated between rounds.
+const KEEP_CAPACITY: usize = 64 << 10;
+
 struct Shared {
     buf: Mutex<Vec<u8>>,
     /// The writer sleeps until woken (set before it checks the buffer one
@@ -90,7 +93,7 @@ pub fn start<W: Write + Send + 'static>(
     notice: Notice,
 ) -> std::io::Result<(LogWriter, LogWriterGuard)> {
     let shared = Arc::new(Shared {
-        buf: Mutex::new(Vec::with_capacity(64 << 10)),
+        buf: Mutex::new(Vec::with_capacity(KEEP_CAPACITY)),
         parked: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         dropped: AtomicU64::new(0),
@@ -170,7 +173,7 @@ impl Drop for LogWriterGuard {
 }
 
 fn run<W: Write>(shared: &Shared, mut out: W, notice: Notice) {
-    let mut spare = Vec::with_capacity(64 << 10);
+    let mut spare = Vec::with_capacity(KEEP_CAPACITY);
     let mut reported = 0;
     let mut idle = 0;
     loop {
@@ -193,6 +196,8 @@ fn run<W: Write>(shared: &Shared, mut out: W, notice: Notice) {
             let _ = out.write_all(&spare);
             let _ = out.flush();
             spare.clear();
+            // After a burst, do not keep its size for good.
+            spare.shrink_to(KEEP_CAPACITY);
         }
         if stopping {
             return;
