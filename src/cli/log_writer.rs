@@ -5,8 +5,8 @@
 //! Why not a channel to a writer thread: handing each line over wakes the
 //! thread (a system call on the SIP thread), and the thread then pays a
 //! `write` per line and spins before it sleeps again. At a few thousand
-//! calls a second with the per-call decision line, that was a sixth of the
-//! proxy's CPU. Appending under a mutex the SIP thread holds only for a
+//! calls a second with the per-call decision line, that costs a sixth of
+//! the proxy's CPU (docs/performance.md). Appending under a mutex the SIP thread holds only for a
 //! copy costs no system call; the writer's timer, not the call, decides
 //! when bytes move. A slow terminal or journal still never holds up a call:
 //! past [`BUFFER_MAX`] waiting bytes new lines are dropped, counted, and
@@ -48,7 +48,7 @@ pub enum Notice {
 impl Notice {
     fn dropped(self, n: u64) -> String {
         let time = crate::lists::rfc3339(crate::history::now_ms());
-        let what = "log lines dropped: standard error did not keep up";
+        let what = "log lines dropped: standard error did not keep up (is what reads it, a journal or a pipe, stalled or rate-limited?)";
         match self {
             Notice::Text => format!("{time}  WARN sipsentry::log: {what} dropped={n}\n"),
             Notice::Json => format!(
@@ -352,7 +352,7 @@ mod tests {
         let said = notice_of(&out);
         assert!(
             said.ends_with(
-                " WARN sipsentry::log: log lines dropped: standard error did not keep up dropped=2\n"
+                " WARN sipsentry::log: log lines dropped: standard error did not keep up (is what reads it, a journal or a pipe, stalled or rate-limited?) dropped=2\n"
             ),
             "{said}"
         );

@@ -3,7 +3,10 @@
 //! never holds up a call and a call's line costs no system call; the other
 //! commands write each line as it comes, in order with what they print.
 
-use super::log_writer::{self, LogWriterGuard, Notice};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::EitherWriter;
+
+use super::log_writer::{self, LogWriter, LogWriterGuard, Notice};
 use crate::config::LogFormat;
 use crate::pipeline::DECISION_LOG;
 
@@ -15,6 +18,23 @@ pub enum Output {
     Batched,
     /// Written to standard error by the caller, line by line.
     Direct,
+}
+
+/// What the formatter writes each line to.
+enum Lines {
+    Batched(LogWriter),
+    Direct,
+}
+
+impl<'a> MakeWriter<'a> for Lines {
+    type Writer = EitherWriter<&'a LogWriter, std::io::Stderr>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        match self {
+            Lines::Batched(w) => EitherWriter::A(w),
+            Lines::Direct => EitherWriter::B(std::io::stderr()),
+        }
+    }
 }
 
 /// Installs the process's logger. `RUST_LOG`, when set, chooses what is
@@ -33,42 +53,28 @@ pub fn init(format: LogFormat, decisions: bool, output: Output) -> Option<LogWri
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // Without its thread the log still works, line by line.
-    let batched = match output {
-        Output::Batched => log_writer::start(
+    let (lines, guard) = match output {
+        Output::Batched => match log_writer::start(
             std::io::stderr(),
             match format {
                 LogFormat::Json => Notice::Json,
                 _ => Notice::Text,
             },
-        )
-        .map_err(|e| eprintln!("sipsentry: logging line by line: cannot start the log thread: {e}"))
-        .ok(),
-        Output::Direct => None,
+        ) {
+            Ok((writer, guard)) => (Lines::Batched(writer), Some(guard)),
+            Err(e) => {
+                eprintln!(
+                    "sipsentry: cannot start the log thread ({e}); logging line by line instead (check the process's thread limit, ulimit -u)"
+                );
+                (Lines::Direct, None)
+            }
+        },
+        Output::Direct => (Lines::Direct, None),
     };
-    match (batched, format) {
-        (Some((writer, guard)), LogFormat::Json) => {
-            builder
-                .with_writer(writer)
-                .json()
-                .flatten_event(true)
-                .init();
-            Some(guard)
-        }
-        (Some((writer, guard)), LogFormat::Text) => {
-            builder.with_writer(writer).with_ansi(ansi).init();
-            Some(guard)
-        }
-        (None, LogFormat::Json) => {
-            builder
-                .with_writer(std::io::stderr)
-                .json()
-                .flatten_event(true)
-                .init();
-            None
-        }
-        (None, LogFormat::Text) => {
-            builder.with_writer(std::io::stderr).with_ansi(ansi).init();
-            None
-        }
+    let builder = builder.with_writer(lines);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(ansi).init(),
     }
+    guard
 }

@@ -33,7 +33,7 @@ pub(super) async fn page(
                 }
                 @let shown = first_rows(&v.numbers);
                 @if shown.len() < v.numbers.len() {
-                    p.muted { "Showing " (shown.len()) " of " (v.numbers.len()) ", flagged and changed first; `sipsentry own status --json` and GET /api/v1/own have them all." }
+                    p.muted { "Showing " (shown.len()) " of " (v.numbers.len()) ", flagged and changed first; " code { "sipsentry own status --json" } " and " code { "GET /api/v1/own" } " have them all." }
                 }
                 section.card.wide {
                     table.entries #own-numbers {
