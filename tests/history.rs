@@ -26,7 +26,7 @@ async fn every_screened_invite_gets_a_row_with_its_action_code_and_evidence() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let cfg = config(
         uas.addr,
-        "[policy]\ntag_at = 50\ndeny = [\"+1666*\"]\nreject_code = 607\n",
+        "trying_delay_ms = 0\n[policy]\ntag_at = 50\ndeny = [\"+1666*\"]\nreject_code = 607\n",
     );
     let sink = writer.sink();
     let proxy = start(cfg, |p| {

@@ -99,7 +99,7 @@ async fn tcp_calls_are_framed_by_content_length_and_answered_on_the_same_connect
     let uas_addr = uas_listener.local_addr().unwrap();
     let cfg = {
         let text = format!(
-            "[sip]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{uas_addr};transport=tcp\"\n"
+            "[sip]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{uas_addr};transport=tcp\"\ntrying_delay_ms = 0\n"
         );
         sipsentry::config::Config::from_toml(&text).unwrap()
     };
@@ -137,7 +137,7 @@ async fn a_udp_call_to_a_tcp_next_hop_is_relayed_once_and_answered_over_udp() {
     let uas_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let uas_addr = uas_listener.local_addr().unwrap();
     let cfg = sipsentry::config::Config::from_toml(&format!(
-        "[sip]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{uas_addr};transport=tcp\"\nbusy_poll_us = 1000\n"
+        "[sip]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{uas_addr};transport=tcp\"\nbusy_poll_us = 1000\ntrying_delay_ms = 0\n"
     ))
     .unwrap();
     let proxy = start(cfg, |p| p).await;

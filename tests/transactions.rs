@@ -131,11 +131,13 @@ async fn cancel_after_forwarding_is_forwarded_with_the_invites_branch() {
     )
     .await;
     let mut codes = Vec::new();
-    while codes.len() < 4 {
+    while codes.len() < 3 {
         codes.push(status(&uac.recv().await));
     }
     codes.sort();
-    assert_eq!(codes, [100, 180, 200, 487]);
+    // No 100: the PBX rang before it was due.
+    assert_eq!(codes, [180, 200, 487]);
+    assert!(uac.silent_for(Duration::from_millis(300)).await.is_none());
     // The caller's ACK for the 487 goes to the PBX with the INVITE's branch.
     uac.send(
         proxy.addr,
@@ -210,7 +212,7 @@ async fn a_late_retransmission_gets_the_remembered_decision() {
     .await;
     let inv = invite(uac.addr, "UDP", "z9hG4bKlate", CALLER, "");
     uac.send(proxy.addr, &inv).await;
-    assert_eq!(status(&uac.recv().await), 100);
+    // Decided at once: the 603 is the first response.
     let reject = uac.recv().await;
     assert_eq!(status(&reject), 603);
     let tag = to_tag(&reject);
@@ -252,7 +254,11 @@ async fn a_retransmission_after_a_relayed_200_gets_that_200_again_and_is_not_for
 #[tokio::test]
 async fn a_full_transaction_table_answers_new_calls_503_and_still_serves_the_calls_it_holds() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
-    let proxy = start(config(uas.addr, "max_transactions = 2\n"), |p| p).await;
+    let proxy = start(
+        config(uas.addr, "max_transactions = 2\ntrying_delay_ms = 0\n"),
+        |p| p,
+    )
+    .await;
     let mut relayed = Vec::new();
     for branch in ["z9hG4bKfull1", "z9hG4bKfull2"] {
         relayed.push(relayed_invite(&uac, &uas, &proxy, branch).await.1);
@@ -438,4 +444,97 @@ async fn a_call_racing_shutdown_is_forwarded_before_shutdown_completes_or_refuse
             other => panic!("round {i}: unexpected {other:?}"),
         }
     }
+}
+
+/// The trunk's INVITE, sent to the default proxy relaying to `uas`, and the
+/// moment it was sent.
+async fn call_held_100(uac: &Udp, proxy: &Proxy, branch: &str) -> (String, std::time::Instant) {
+    let inv = invite(uac.addr, "UDP", branch, CALLER, "");
+    let sent = std::time::Instant::now();
+    uac.send(proxy.addr, &inv).await;
+    (inv, sent)
+}
+
+#[tokio::test]
+async fn a_call_the_pbx_answers_at_once_gets_its_200_and_never_a_100() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = start(config(uas.addr, ""), |p| p).await;
+    call_held_100(&uac, &proxy, "z9hG4bKquick").await;
+    let fwd = uas.recv().await;
+    uas.send(proxy.addr, &response_to(&fwd, 200, "OK", "q1"))
+        .await;
+    assert_eq!(
+        status(&uac.recv().await),
+        200,
+        "the 200 is the first response"
+    );
+    // Past the 200 ms the 100 is held: it was dropped, not sent late.
+    assert_eq!(
+        uac.silent_for(Duration::from_millis(500))
+            .await
+            .map(|m| status(&m)),
+        None,
+        "nothing after the 200"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_pbx_gets_the_trunk_its_100_once_the_hold_runs_out() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = start(config(uas.addr, ""), |p| p).await;
+    let (_, sent) = call_held_100(&uac, &proxy, "z9hG4bKsilent").await;
+    assert!(uas.recv().await.starts_with("INVITE "));
+    assert_eq!(status(&uac.recv().await), 100);
+    assert!(
+        sent.elapsed() >= Duration::from_millis(200),
+        "held for sip.trying_delay_ms (200 by default), sent after {:?}",
+        sent.elapsed()
+    );
+    // The PBX rings later: the 180 follows, and only one 100 was sent.
+    let fwd = uas.recv_starting("INVITE").await;
+    uas.send(proxy.addr, &response_to(&fwd, 180, "Ringing", "s1"))
+        .await;
+    assert_eq!(status(&uac.recv().await), 180);
+    assert!(uac.silent_for(Duration::from_millis(300)).await.is_none());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_retransmitted_invite_gets_the_held_100_at_once_and_the_hold_sends_no_second() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    // Long screening: nothing but the 100 can go upstream for 600 ms.
+    let proxy = slow_proxy(&uas, 0, "").await;
+    let (inv, _) = call_held_100(&uac, &proxy, "z9hG4bKheld").await;
+    assert!(
+        uac.silent_for(Duration::from_millis(20)).await.is_none(),
+        "the 100 is held"
+    );
+    uac.send(proxy.addr, &inv).await;
+    let (got, _) = uac
+        .recv_within(Duration::from_millis(170))
+        .await
+        .expect("a retransmission is answered with the 100 at once, before the hold runs out");
+    assert_eq!(status(&got), 100);
+    // The hold runs out at 200 ms: the 100 already went, so nothing more
+    // comes until the call is relayed and the PBX answers.
+    assert!(uac.silent_for(Duration::from_millis(300)).await.is_none());
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn trying_delay_0_sends_the_100_as_the_invite_arrives() {
+    let (uac, uas) = (Udp::new().await, Udp::new().await);
+    let proxy = start(config(uas.addr, "trying_delay_ms = 0\n"), |p| p).await;
+    call_held_100(&uac, &proxy, "z9hG4bKnow").await;
+    let fwd = uas.recv().await;
+    assert_eq!(
+        status(&uac.recv().await),
+        100,
+        "sent before the PBX answers"
+    );
+    uas.send(proxy.addr, &response_to(&fwd, 200, "OK", "n1"))
+        .await;
+    assert_eq!(status(&uac.recv().await), 200);
+    proxy.stop().await;
 }

@@ -340,6 +340,7 @@ mod tests {
             ("[sip]\nnext_hop = \"http://x\"\n", "sip.next_hop"),
             ("[sip]\nbusy_poll_us = 20000\n", "sip.busy_poll_us"),
             ("[sip]\nbusy_poll_us = -1\n", "busy_poll_us"),
+            ("[sip]\ntrying_delay_ms = 201\n", "sip.trying_delay_ms"),
             ("[sip]\nmax_transactions = 0\n", "sip.max_transactions"),
             ("[sip]\ntimer_c_s = 0\n", "sip.timer_c_s"),
             ("[sip]\nmax_held_mb = 0\n", "sip.max_held_mb"),

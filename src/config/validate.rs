@@ -36,6 +36,16 @@ impl Config {
                 ),
             ));
         }
+        let max_trying = crate::sip::transaction::TRYING_DELAY.as_millis();
+        if u128::from(self.sip.trying_delay_ms) > max_trying {
+            return Err(invalid(
+                "sip.trying_delay_ms",
+                format!(
+                    "{} ms is longer than the {max_trying} ms RFC 3261 allows before a 100 Trying; use 0–{max_trying} (0 sends it as the INVITE arrives)",
+                    self.sip.trying_delay_ms
+                ),
+            ));
+        }
         if self.sip.max_transactions == 0 {
             return Err(invalid(
                 "sip.max_transactions",

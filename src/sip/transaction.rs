@@ -51,6 +51,10 @@ pub const T1: Duration = Duration::from_millis(500);
 pub const T2: Duration = Duration::from_secs(4);
 /// Timer B / Timer H / how long a decision is remembered: 64×T1.
 pub const TIMER_64T1: Duration = Duration::from_secs(32);
+/// RFC 3261 §17.2.1: an INVITE server transaction sends 100 Trying unless
+/// a response of the TU's goes upstream within 200 ms; the longest
+/// `sip.trying_delay_ms`.
+pub const TRYING_DELAY: Duration = Duration::from_millis(200);
 /// Timer C (RFC 3261 §16.6 step 11): a proxy waits at least 3 minutes for a
 /// final response to a forwarded INVITE.
 pub const TIMER_C: Duration = Duration::from_secs(180);
@@ -150,6 +154,8 @@ pub enum TimerAction {
     Resend(Peer, Bytes),
     /// Timer B fired with no answer from downstream.
     Timeout408(TxRef),
+    /// The held 100 Trying is due and nothing else went upstream yet.
+    Trying(TxRef),
     /// A next-hop target sent nothing within `sip.failover_timeout_ms`:
     /// try the next one.
     Failover(TxRef),
@@ -195,6 +201,11 @@ pub struct ServerTx {
     pub reply_to: Peer,
     /// The latest response sent upstream, resent on a retransmitted INVITE.
     pub last_response: Option<Bytes>,
+    /// No response has gone upstream yet, so a 100 Trying is still owed
+    /// (RFC 3261 §17.2.1): sent when the INVITE arrives, or held for
+    /// `sip.trying_delay_ms` and dropped if the PBX's answer or the proxy's
+    /// own goes first.
+    pub trying_owed: bool,
     pub forwarded: Option<Forwarded>,
     /// The running retransmission (Timer A or G), if any.
     pub retransmit: Option<Retransmit>,
@@ -221,6 +232,7 @@ impl ServerTx {
             invite: Some(invite),
             reply_to,
             last_response: None,
+            trying_owed: true,
             forwarded: None,
             retransmit: None,
             local_final: false,
@@ -256,6 +268,7 @@ impl ServerTx {
     /// the path the response takes.
     pub fn complete(&mut self, response: Bytes, local: bool) -> Option<Message> {
         self.state = TxState::Completed;
+        self.trying_owed = false;
         self.local_final = local;
         self.touched = Instant::now();
         self.last_response = Some(response);
@@ -284,7 +297,9 @@ pub struct TxTable {
     expiry: Deadlines,
     /// When retransmissions are due.
     timers: Deadlines,
-    /// When the ticker servicing both wakes.
+    /// When held 100 Tryings are due ([`TxTable::hold_trying`]).
+    trying: Deadlines,
+    /// When the ticker servicing all three wakes.
     wake: Wake,
 }
 
@@ -308,6 +323,7 @@ impl TxTable {
             timer_c,
             expiry: Deadlines::default(),
             timers: Deadlines::default(),
+            trying: Deadlines::default(),
             wake: Wake::default(),
         }
     }
@@ -318,7 +334,8 @@ impl TxTable {
     pub async fn next_tick(&self, not_before: Instant) {
         let earliest = || {
             let (t, e) = (self.timers.earliest(), self.expiry.earliest());
-            t.into_iter().chain(e).min()
+            let h = self.trying.earliest();
+            t.into_iter().chain(e).chain(h).min()
         };
         let at = self.wake.plan(earliest, not_before);
         self.wake.sleep(at).await;
@@ -378,10 +395,24 @@ impl TxTable {
         t.retransmit = Some(r);
     }
 
+    /// Holds `tx`'s 100 Trying until `due`: [`TxTable::due_timers`] then
+    /// asks for it ([`TimerAction::Trying`]) unless a response went upstream
+    /// first. Every hold is the same delay from now, so it is a FIFO push.
+    pub fn hold_trying(&self, tx: &TxRef, due: Instant) {
+        self.trying.push_first(due, tx);
+        self.wake.queued(due);
+    }
+
     /// Collects what the timers due by `now` ask for, and reschedules them.
     pub fn due_timers(&self, now: Instant) -> Vec<TimerAction> {
+        let mut actions: Vec<TimerAction> = self
+            .trying
+            .pop_due(now)
+            .into_iter()
+            .filter(|tx| tx.lock().trying_owed)
+            .map(TimerAction::Trying)
+            .collect();
         let due = self.timers.pop_due(now);
-        let mut actions = Vec::new();
         for tx in due {
             let mut t = tx.lock();
             let Some(r) = t.retransmit.as_mut() else {
@@ -706,5 +737,32 @@ mod tests {
         }
         table.sweep(start + TIMER_64T1 + EXPIRY_GRACE + Duration::from_millis(50));
         assert_eq!((table.len(), table.held_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_held_100_is_asked_for_when_due_unless_a_response_went_first() {
+        let table = TxTable::default();
+        let start = Instant::now();
+        let (owed, _) = table.insert(server_tx("owed"));
+        let (answered, _) = table.insert(server_tx("answered"));
+        for tx in [&owed, &answered] {
+            table.hold_trying(tx, start + TRYING_DELAY);
+        }
+        assert!(
+            table.due_timers(start).is_empty(),
+            "nothing before the hold runs out"
+        );
+        answered
+            .lock()
+            .complete(Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"), false);
+        let due = table.due_timers(start + TRYING_DELAY);
+        assert!(
+            matches!(&due[..], [TimerAction::Trying(tx)] if Arc::ptr_eq(tx, &owed)),
+            "only the transaction with nothing sent upstream: {due:?}"
+        );
+        assert!(
+            table.due_timers(start + TRYING_DELAY * 2).is_empty(),
+            "asked for once"
+        );
     }
 }

@@ -25,8 +25,10 @@ impl<S: Screen> Proxy<S> {
             let tx = tx.lock();
             (tx.last_response.clone(), tx.reply_to)
         };
-        if let Some(resp) = resend {
-            self.send(peer, resp);
+        match resend {
+            Some(resp) => self.send(peer, resp),
+            // Its 100 held (`sip.trying_delay_ms`): the trunk asks, so now.
+            None => self.send_owed_trying(tx),
         }
     }
 
@@ -37,6 +39,7 @@ impl<S: Screen> Proxy<S> {
             match action {
                 TimerAction::Resend(peer, bytes) => self.send(peer, bytes),
                 TimerAction::Timeout408(tx) => self.final_response(&tx, 408, &[]),
+                TimerAction::Trying(tx) => self.send_owed_trying(&tx),
                 TimerAction::Failover(tx) => self.fail_over(&tx, Failure::Silent),
             }
         }

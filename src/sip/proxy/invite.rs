@@ -96,7 +96,7 @@ impl<S: Screen> Proxy<S> {
         }
         // Answered here, or relayed over TCP (where responses arrive on
         // another thread and could overtake a later 100): the 100 first.
-        self.send_trying(&tx, &inv.msg);
+        self.trying(&tx);
         let pending = match screened {
             Screened::Decided(verdict) => {
                 return span.in_scope(|| self.apply(&tx, &inv, verdict));
@@ -119,16 +119,42 @@ impl<S: Screen> Proxy<S> {
         );
     }
 
-    /// Sends 100 Trying upstream. It becomes the response a retransmitted
-    /// INVITE gets unless a later one (relayed or ours) already took its place.
-    fn send_trying(&self, tx: &TxRef, invite: &Message) {
-        let trying = respond::build(invite, 100, None, &[]);
-        let reply_to = {
-            let mut t = tx.lock();
-            t.last_response.get_or_insert_with(|| trying.clone());
-            t.reply_to
+    /// The 100 Trying of a new transaction: sent now when
+    /// `sip.trying_delay_ms` is 0, else held that long and sent only if no
+    /// other response went upstream meanwhile (RFC 3261 §17.2.1).
+    ///
+    /// Why hold it: nearly every call is decided on the SIP thread and most
+    /// PBXs answer or ring within milliseconds, and then the 100 tells the
+    /// trunk nothing its 180 or 200 does not. Each message sent costs the
+    /// proxy a `sendto` and the trunk a wake-up, and the 100 is one of the
+    /// six a relayed call sends (docs/performance.md). The trunk's own
+    /// Timer A first fires at T1 (500 ms), later than the held 100, so it
+    /// still does not retransmit; one that does gets the 100 at once
+    /// ([`Proxy::on_retransmission`]).
+    fn trying(&self, tx: &TxRef) {
+        match self.trying_delay {
+            None => self.send_owed_trying(tx),
+            Some(delay) => self.txs.hold_trying(tx, Instant::now() + delay),
+        }
+    }
+
+    /// Sends the 100 Trying `tx` still owes upstream, if it owes one; it
+    /// becomes the response a retransmitted INVITE gets until a later one
+    /// takes its place. Sent with the transaction locked, so that a response
+    /// relayed at this moment on another thread goes after it, never
+    /// before.
+    pub(super) fn send_owed_trying(&self, tx: &TxRef) {
+        let mut t = tx.lock();
+        if !t.trying_owed {
+            return;
+        }
+        let Some(invite) = t.invite.as_ref() else {
+            return;
         };
-        self.send(reply_to, trying);
+        let trying = respond::build(invite, 100, None, &[]);
+        t.trying_owed = false;
+        t.last_response.get_or_insert_with(|| trying.clone());
+        self.send(t.reply_to, trying);
     }
 
     /// Carries out a verdict on a screened INVITE.
@@ -184,7 +210,7 @@ impl<S: Screen> Proxy<S> {
         }
         // Fresh, so still screening: recorded.
         self.record_forward(&tx, dest, &out, edits.retarget, track, target);
-        self.send_trying(&tx, &inv.msg);
+        self.trying(&tx);
         if !udp {
             // After the 100: the PBX's 180 would come back on another thread
             // and could reach the trunk ahead of a 100 sent after the INVITE.

@@ -73,6 +73,10 @@ pub struct SipConfig {
     /// this many microseconds (0 = off). Trades CPU for latency: see
     /// [`crate::sip::transport::udp`].
     pub busy_poll_us: u32,
+    /// How long a new call's 100 Trying is held, in milliseconds (0: sent
+    /// as the INVITE arrives; at most 200, RFC 3261 §17.2.1): it is sent
+    /// only if no other response went upstream by then.
+    pub trying_delay_ms: u32,
     /// INVITE transactions remembered at once (each 64×T1 after its last
     /// change, about 1.2 KB); new calls beyond get 503 Retry-After.
     pub max_transactions: usize,
@@ -124,6 +128,11 @@ fn set(p: &std::path::Path) -> Option<PathBuf> {
 }
 
 impl SipConfig {
+    /// How long a 100 Trying is held; `None` when it is sent at once.
+    pub fn trying_delay(&self) -> Option<Duration> {
+        (self.trying_delay_ms > 0).then(|| Duration::from_millis(u64::from(self.trying_delay_ms)))
+    }
+
     /// The TCP limits these options set.
     pub fn tcp_limits(&self) -> TcpLimits {
         TcpLimits {
@@ -196,6 +205,7 @@ impl Default for SipConfig {
             trusted_peers: vec!["127.0.0.1/32".parse().expect("static net")],
             record_route: false,
             busy_poll_us: 0,
+            trying_delay_ms: crate::sip::transaction::TRYING_DELAY.as_millis() as u32,
             max_transactions: crate::sip::transaction::MAX_TRANSACTIONS,
             max_held_mb: crate::sip::transaction::MAX_HELD_MB as u32,
             max_message_bytes: crate::sip::message::MAX_MESSAGE_BYTES,

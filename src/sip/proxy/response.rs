@@ -84,6 +84,7 @@ impl<S: Screen> Proxy<S> {
                     t.stop_timer();
                     t.provisional |= code < 200;
                     t.touched = Instant::now();
+                    t.trying_owed = false;
                     t.last_response = Some(out.clone());
                     None
                 };
