@@ -203,10 +203,11 @@ fn data_paths_follow_the_config_file_and_a_missing_cache_is_said() {
 
 /// `serve` with `log.format = "json"` writes one JSON object per line, one
 /// of them per screened call with what an operator needs; `log.decisions
-/// = false` leaves the per-call line out.
+/// = false` leaves the per-call line out; the text format has the same
+/// line, fields as `name=value`.
 #[test]
-fn serve_logs_one_json_line_per_decided_call() {
-    for decisions in [true, false] {
+fn serve_logs_one_line_per_decided_call_as_json_or_text() {
+    for (format, decisions) in [("json", true), ("json", false), ("text", true)] {
         let dir = tempfile::tempdir().unwrap();
         let (sip, admin) = (binary::free_port(), binary::free_port());
         let pbx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -214,7 +215,7 @@ fn serve_logs_one_json_line_per_decided_call() {
             dir.path().join("s.toml"),
             format!(
                 "[sip]\nlisten = \"127.0.0.1:{sip}\"\nnext_hop = \"sip:{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
-                 [history]\nenabled = false\n[log]\nformat = \"json\"\ndecisions = {decisions}\n",
+                 [history]\nenabled = false\n[log]\nformat = \"{format}\"\ndecisions = {decisions}\n",
                 pbx.local_addr().unwrap()
             ),
         )
@@ -238,6 +239,20 @@ fn serve_logs_one_json_line_per_decided_call() {
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let (status, stderr) = serve.wait_with_stderr();
         assert!(status.success(), "{stderr}");
+        if format == "text" {
+            let screened: Vec<&str> = stderr
+                .lines()
+                .filter(|l| l.contains(" INFO sipsentry::decisions: call screened "))
+                .collect();
+            assert_eq!(screened.len(), 1, "{stderr}");
+            assert!(
+                screened[0].contains(
+                    " call_id=log-line@test caller=\"+919000000002\" called=+15551234567 action=\"tag\" rule=\"threshold\" score=75 us="
+                ) && screened[0].contains(" decision="),
+                "{stderr}"
+            );
+            continue;
+        }
         let events: Vec<serde_json::Value> = stderr
             .lines()
             .filter(|l| l.starts_with('{'))

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod check;
 pub mod history;
 pub mod lists;
+pub mod log_format;
 pub mod log_writer;
 pub mod logging;
 pub mod next_hops;
