@@ -6,7 +6,7 @@
 //! its work on what that line never has: colour styles asked for each field
 //! name even with colour off, and the layered writers they go through. This
 //! path writes the same bytes (a unit test holds it to the general
-//! formatter's output) in about a third of the instructions
+//! formatter's output) in about half the instructions
 //! (docs/performance.md). Anything it does not expect (a span around the
 //! event, colour on, a field type it does not know) goes to the general
 //! formatter, so nothing is ever logged differently.
