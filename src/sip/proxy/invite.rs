@@ -95,7 +95,8 @@ impl<S: Screen> Proxy<S> {
             return self.on_retransmission(&tx);
         }
         // Answered here, or relayed over TCP (where responses arrive on
-        // another thread and could overtake a later 100): the 100 first.
+        // another thread and could overtake a later 100): the 100 is sent,
+        // or held, before anything else goes out.
         self.trying(&tx);
         let pending = match screened {
             Screened::Decided(verdict) => {
@@ -212,8 +213,9 @@ impl<S: Screen> Proxy<S> {
         self.record_forward(&tx, dest, &out, edits.retarget, track, target);
         self.trying(&tx);
         if !udp {
-            // After the 100: the PBX's 180 would come back on another thread
-            // and could reach the trunk ahead of a 100 sent after the INVITE.
+            // After the 100 is sent or held: the PBX's 180 comes back on
+            // another thread and could reach the trunk ahead of a 100 sent
+            // after the INVITE (a held one is dropped by the 180 instead).
             self.send(dest, out);
         }
     }
