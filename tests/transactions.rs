@@ -446,9 +446,9 @@ async fn a_call_racing_shutdown_is_forwarded_before_shutdown_completes_or_refuse
     }
 }
 
-/// The trunk's INVITE, sent to the default proxy relaying to `uas`, and the
+/// Sends the trunk's INVITE with `branch` to `proxy`; returns it and the
 /// moment it was sent.
-async fn call_held_100(uac: &Udp, proxy: &Proxy, branch: &str) -> (String, std::time::Instant) {
+async fn send_invite(uac: &Udp, proxy: &Proxy, branch: &str) -> (String, std::time::Instant) {
     let inv = invite(uac.addr, "UDP", branch, CALLER, "");
     let sent = std::time::Instant::now();
     uac.send(proxy.addr, &inv).await;
@@ -459,7 +459,7 @@ async fn call_held_100(uac: &Udp, proxy: &Proxy, branch: &str) -> (String, std::
 async fn a_call_the_pbx_answers_at_once_gets_its_200_and_never_a_100() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, ""), |p| p).await;
-    call_held_100(&uac, &proxy, "z9hG4bKquick").await;
+    send_invite(&uac, &proxy, "z9hG4bKquick").await;
     let fwd = uas.recv().await;
     uas.send(proxy.addr, &response_to(&fwd, 200, "OK", "q1"))
         .await;
@@ -483,7 +483,7 @@ async fn a_call_the_pbx_answers_at_once_gets_its_200_and_never_a_100() {
 async fn a_silent_pbx_gets_the_trunk_its_100_once_the_hold_runs_out() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, ""), |p| p).await;
-    let (_, sent) = call_held_100(&uac, &proxy, "z9hG4bKsilent").await;
+    let (_, sent) = send_invite(&uac, &proxy, "z9hG4bKsilent").await;
     assert!(uas.recv().await.starts_with("INVITE "));
     assert_eq!(status(&uac.recv().await), 100);
     assert!(
@@ -505,7 +505,7 @@ async fn a_retransmitted_invite_gets_the_held_100_at_once_and_the_hold_sends_no_
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     // Long screening: nothing but the 100 can go upstream for 600 ms.
     let proxy = slow_proxy(&uas, 0, "").await;
-    let (inv, _) = call_held_100(&uac, &proxy, "z9hG4bKheld").await;
+    let (inv, _) = send_invite(&uac, &proxy, "z9hG4bKheld").await;
     assert!(
         uac.silent_for(Duration::from_millis(20)).await.is_none(),
         "the 100 is held"
@@ -526,7 +526,7 @@ async fn a_retransmitted_invite_gets_the_held_100_at_once_and_the_hold_sends_no_
 async fn trying_delay_0_sends_the_100_as_the_invite_arrives() {
     let (uac, uas) = (Udp::new().await, Udp::new().await);
     let proxy = start(config(uas.addr, "trying_delay_ms = 0\n"), |p| p).await;
-    call_held_100(&uac, &proxy, "z9hG4bKnow").await;
+    send_invite(&uac, &proxy, "z9hG4bKnow").await;
     let fwd = uas.recv().await;
     assert_eq!(
         status(&uac.recv().await),
