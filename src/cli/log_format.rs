@@ -126,7 +126,7 @@ impl Visit for PlainFields<'_, '_> {
             return;
         }
         let name = field.name();
-        if name == "message" || name.starts_with("r#") || name.starts_with("log.") {
+        if name == "message" || renamed(name) {
             // The full format escapes messages and renames raw identifiers.
             self.result = Err(fmt::Error);
             return;
@@ -149,14 +149,6 @@ impl Visit for PlainFields<'_, '_> {
         });
     }
 
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record_debug(field, &value);
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.record_debug(field, &value);
-    }
-
     fn record_error(&mut self, _field: &Field, _value: &(dyn std::error::Error + 'static)) {
         // The full format writes an error's sources too.
         self.result = Err(fmt::Error);
@@ -167,7 +159,7 @@ impl Visit for PlainFields<'_, '_> {
             return;
         }
         let name = field.name();
-        if name.starts_with("r#") || name.starts_with("log.") {
+        if renamed(name) {
             self.result = Err(fmt::Error);
             return;
         }
@@ -203,6 +195,12 @@ impl fmt::Write for Checked<'_, '_> {
         self.escaped |= s.chars().any(is_escaped);
         self.w.write_str(s)
     }
+}
+
+/// A field the full format writes under another name (a raw identifier) or
+/// not at all (`log.` metadata).
+fn renamed(name: &str) -> bool {
+    name.starts_with("r#") || name.starts_with("log.")
 }
 
 /// The characters the full format escapes in a message.

@@ -133,7 +133,7 @@ impl<S: Screen> Proxy<S> {
     /// still does not retransmit; one that does gets the 100 at once
     /// ([`Proxy::on_retransmission`]).
     fn trying(&self, tx: &TxRef) {
-        match self.trying_delay {
+        match self.options.trying_delay() {
             None => self.send_owed_trying(tx),
             Some(delay) => self.txs.hold_trying(tx, Instant::now() + delay),
         }

@@ -134,8 +134,6 @@ pub struct Proxy<S: Screen> {
     /// the part of the proxy's Via that never changes, written once here so
     /// that each forwarded request only copies bytes ([`Proxy::via_line`]).
     via_prefix: [String; 3],
-    /// `sip.trying_delay_ms`, read once.
-    trying_delay: Option<std::time::Duration>,
 }
 
 /// The branch of try `attempt` of the transaction keyed `key`: the key
@@ -203,9 +201,7 @@ impl<S: Screen> Proxy<S> {
                 local.port_for(transport)
             )
         });
-        let trying_delay = options.trying_delay();
         let proxy = Arc::new(Proxy {
-            trying_delay,
             txs: TxTable::new(
                 options.max_transactions,
                 (options.max_held_mb as usize) << 20,
