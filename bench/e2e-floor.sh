@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What each relay adds to INVITE→final at one rate, against the UAS reached
 # directly: sipsentry sleeping and busy polling (`sip.busy_poll_us`),
-# Kamailio as a stateless forwarder (when installed), and the null relay
+# Kamailio as a stateless forwarder (when installed) on its default
+# allocator and on its fast one (`-x fm`), and the null relay
 # (examples/null_relay.rs: no SIP at all, the floor) sleeping and polling.
 # Each target is measured on its own (`--target X --compare UAS`), RUNS times,
 # in turn, so a noisy minute of the machine hits every row. Beside the latency, the
@@ -61,7 +62,9 @@ for p in 0 "$poll"; do
 done
 if start_kamailio "$work/kamailio.log"; then
   pids+=($!)
-  names+=("Kamailio 5.6 stateless"); addrs+=("127.0.0.1:27060"); who+=(kamailio)
+  names+=("Kamailio 5.6 stateless"); addrs+=("127.0.0.1:27060"); who+=(kamailio:27060)
+  start_kamailio "$work/kamailio-fm.log" 127.0.0.1:27066 fm; pids+=($!)
+  names+=("Kamailio 5.6 stateless, -x fm"); addrs+=("127.0.0.1:27066"); who+=(kamailio:27066)
 fi
 for p in 0 "$poll"; do
   port=$((25070 + (p > 0)))
@@ -76,10 +79,10 @@ fi
 sleep 1
 : >"$work/results"
 # `cpu_ticks WHO`: user + system clock ticks used so far by a relay (a pid,
-# or `kamailio` for all of Kamailio's processes).
+# or `kamailio:PORT` for all the processes of the Kamailio on PORT).
 cpu_ticks() {
   local p t=0
-  for p in $([ "$1" = kamailio ] && pgrep -f kamailio-stateless.cfg || echo "$1"); do
+  for p in $(case $1 in kamailio:*) pgrep -f "LISTEN=udp:127.0.0.1:${1#kamailio:}" ;; *) echo "$1" ;; esac); do
     [ -r "/proc/$p/stat" ] || { echo "relay process $p exited during the runs; run it by hand to see why" >&2; exit 1; }
     t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
   done

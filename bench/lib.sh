@@ -4,12 +4,18 @@
 # `sipsentry bench --json` report on stdin.
 field() { python3 -c "import json,sys; r=json.load(sys.stdin); a={x['target']:x for x in r['added_invite_to_final']}; t=a['$1']; print(t['p50'], t['p99'])"; }
 
-# `start_kamailio LOG`: Kamailio as the stateless forwarder of
-# bench/kamailio-stateless.cfg (127.0.0.1:27060 → 127.0.0.1:25080) in the
-# background; its pid in $! . Returns 1 when kamailio is not installed.
+# `start_kamailio LOG [LISTEN] [ALLOCATOR]`: Kamailio as the stateless
+# forwarder of bench/kamailio-stateless.cfg (LISTEN, default
+# 127.0.0.1:27060 → 127.0.0.1:25080) in the background; its pid in $! .
+# ALLOCATOR is Kamailio's memory manager (`-x`): its default `qm` keeps
+# debugging records for every block (Debian builds it with DBG_SR_MEMORY),
+# `fm` and `tlsf` do not, and cost Kamailio far less CPU per message
+# (docs/performance.md, "Kamailio's allocator"). Returns 1 when kamailio is
+# not installed.
 start_kamailio() {
   command -v kamailio >/dev/null 2>&1 || return 1
-  kamailio -f bench/kamailio-stateless.cfg -DD -E -m 64 -M 8 \
+  kamailio -f bench/kamailio-stateless.cfg -DD -E -m 64 -M 8 -x "${3:-qm}" \
+    -A "LISTEN=udp:${2:-127.0.0.1:27060}" \
     -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$1" 2>&1 &
 }
 

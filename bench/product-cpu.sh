@@ -5,12 +5,16 @@
 #                a caller it lists as SPAM (tagged from the local cache)
 #   kamailio     5.6, stateless forward + htable deny check, one worker
 #   kamailio-tm  5.6, tm's t_relay + htable deny check, one worker
+#   kamailio-fm  the stateless one on Kamailio's fast allocator (`-x fm`)
+#                instead of its default `qm`, which keeps debugging records
+#                for every block (bench/lib.sh)
 # The same load for each (INVITE → 100 → 200, ACK, BYE → 200 from
 # `sipsentry bench`, RATE calls/s, CALLS calls a round) in alternating
 # rounds; per relay the added INVITE→final p50/p99 against the UAS reached
 # directly, and its CPU µs per call (user + system ticks of all its
 # processes, from /proc; also each part alone). Prints the medians over ROUNDS and each relay's
-# CPU as a share of Kamailio's stateless forward.
+# CPU as a share of Kamailio's stateless forward, on its default allocator
+# and on `-x fm`.
 #
 # PROXY_BINARY, when given, is the sipsentry that relays (another build, to
 # compare); the load tool is always this tree's.
@@ -37,16 +41,18 @@ declare -A pid target
 start_proxy plain.toml; pid[sipsentry]=$proxy
 start_proxy hiya.toml; pid[sipsentry+hiya]=$proxy
 target=([sipsentry]=127.0.0.1:25061 [sipsentry+hiya]=127.0.0.1:25062
-        [kamailio]=127.0.0.1:27061 [kamailio-tm]=127.0.0.1:27062)
+        [kamailio]=127.0.0.1:27061 [kamailio-tm]=127.0.0.1:27062 [kamailio-fm]=127.0.0.1:27063)
 # 1 GB of shared memory: tm keeps every transaction for seconds after it
 # ends, and 64 or 256 MB run out at this rate (it then answers 500).
 kamailio -f bench/kamailio-htable.cfg -DD -E -m 1024 -M 8 -A LISTEN=udp:127.0.0.1:27061 \
   -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$work/kam.log" 2>&1 & pids+=($!); pid[kamailio]=$!
 kamailio -f bench/kamailio-htable.cfg -DD -E -m 1024 -M 8 -A LISTEN=udp:127.0.0.1:27062 -A TM \
   -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$work/kam-tm.log" 2>&1 & pids+=($!); pid[kamailio-tm]=$!
+kamailio -f bench/kamailio-htable.cfg -DD -E -m 1024 -M 8 -x fm -A LISTEN=udp:127.0.0.1:27063 \
+  -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$work/kam-fm.log" 2>&1 & pids+=($!); pid[kamailio-fm]=$!
 sleep 2
-for k in kamailio kamailio-tm; do
-  kill -0 "${pid[$k]}" 2>/dev/null || { echo "$k did not start:" >&2; cat "$work/kam.log" "$work/kam-tm.log" >&2; exit 1; }
+for k in kamailio kamailio-tm kamailio-fm; do
+  kill -0 "${pid[$k]}" 2>/dev/null || { echo "$k did not start:" >&2; cat "$work/kam.log" "$work/kam-tm.log" "$work/kam-fm.log" >&2; exit 1; }
 done
 # Listed as SPAM (score 75): tagged, and relayed like any other call.
 echo "+919000000002" >"$work/spam-callers.txt"
@@ -64,7 +70,7 @@ cpu_ticks() {
 }
 : >"$work/results"
 for round in $(seq "$rounds"); do
-  for r in sipsentry sipsentry+hiya kamailio kamailio-tm; do
+  for r in sipsentry sipsentry+hiya kamailio kamailio-tm kamailio-fm; do
     extra=()
     [ "$r" = sipsentry+hiya ] && extra=(--callers "$work/spam-callers.txt")
     read -r u0 s0 < <(cpu_ticks "${pid[$r]}")
@@ -97,11 +103,14 @@ rate, calls, rounds = sys.argv[2:5]
 print(f"{rate} calls/s, {rounds} alternating rounds of {calls} calls, medians (CPU: each round)")
 med = lambda r, i: statistics.median(float(x[i]) for x in rows if x[0] == r)
 kam = [float(x[3]) for x in rows if x[0] == "kamailio"]
-print(f"{'relay':<16} {'added p50 µs':>12} {'p99 µs':>8} {'CPU µs/call':>12} {'user':>6} {'sys':>6} {'÷ kamailio':>11}  rounds")
-for r in ("sipsentry", "sipsentry+hiya", "kamailio", "kamailio-tm"):
+fm = [float(x[3]) for x in rows if x[0] == "kamailio-fm"]
+print(f"{'relay':<16} {'added p50 µs':>12} {'p99 µs':>8} {'CPU µs/call':>12} {'user':>6} {'sys':>6} "
+      f"{'÷ kamailio':>11} {'÷ fm':>6}  rounds (÷ kamailio)")
+for r in ("sipsentry", "sipsentry+hiya", "kamailio", "kamailio-tm", "kamailio-fm"):
     cpu = [float(x[3]) for x in rows if x[0] == r]
     ratios = " ".join(f"{c / k:.2f}" for c, k in zip(cpu, kam))
     print(f"{r:<16} {med(r, 1):>12.0f} {med(r, 2):>8.0f} {statistics.median(cpu):>12.1f} "
           f"{med(r, 4):>6.0f} {med(r, 5):>6.0f} "
-          f"{statistics.median(cpu) / statistics.median(kam):>11.2f}  {ratios}")
+          f"{statistics.median(cpu) / statistics.median(kam):>11.2f} "
+          f"{statistics.median(cpu) / statistics.median(fm):>6.2f}  {ratios}")
 PY
