@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -72,25 +72,80 @@ pub struct Evidence {
 
 /// A source's raw answer, shared: evidence served from the live cache to
 /// many calls points at one copy instead of cloning the provider's JSON.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Raw(Arc<serde_json::Value>);
+/// The local Hiya cache's answer keeps its fields typed
+/// ([`hiya_cache::HiyaRaw`]) and becomes a JSON value only when something
+/// reads it as one; it serializes to the same JSON either way.
+#[derive(Debug, Clone, Default)]
+pub struct Raw(Arc<RawKind>);
+
+#[derive(Debug)]
+enum RawKind {
+    Json(serde_json::Value),
+    Hiya {
+        fields: hiya_cache::HiyaRaw,
+        /// Built on the first [`std::ops::Deref`], if any.
+        json: OnceLock<serde_json::Value>,
+    },
+}
+
+impl Default for RawKind {
+    fn default() -> Self {
+        RawKind::Json(serde_json::Value::Null)
+    }
+}
+
+impl Raw {
+    /// The Hiya cache's answer, typed.
+    pub fn hiya(fields: hiya_cache::HiyaRaw) -> Self {
+        Raw(Arc::new(RawKind::Hiya {
+            fields,
+            json: OnceLock::new(),
+        }))
+    }
+
+    /// A top-level string field (`None` when absent or not a string),
+    /// read without building the JSON value of a typed answer: what
+    /// scoring on the packet path uses.
+    pub fn str_field(&self, key: &str) -> Option<&str> {
+        match &*self.0 {
+            RawKind::Json(v) => v.get(key)?.as_str(),
+            RawKind::Hiya { fields, .. } => fields.str_field(key),
+        }
+    }
+}
 
 impl From<serde_json::Value> for Raw {
     fn from(v: serde_json::Value) -> Self {
-        Raw(Arc::new(v))
+        Raw(Arc::new(RawKind::Json(v)))
     }
 }
 
 impl std::ops::Deref for Raw {
     type Target = serde_json::Value;
     fn deref(&self) -> &serde_json::Value {
-        &self.0
+        match &*self.0 {
+            RawKind::Json(v) => v,
+            RawKind::Hiya { fields, json } => {
+                json.get_or_init(|| serde_json::to_value(fields).unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// Equal when their JSON is: a typed answer equals the JSON value it was
+/// read back as (from the history or the cluster's shared tier).
+impl PartialEq for Raw {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
     }
 }
 
 impl Serialize for Raw {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        match &*self.0 {
+            RawKind::Json(v) => v.serialize(s),
+            RawKind::Hiya { fields, .. } => fields.serialize(s),
+        }
     }
 }
 

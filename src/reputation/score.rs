@@ -70,9 +70,9 @@ impl ScoresConfig {
     /// Recomputes `ev.score` from its raw fields; evidence without the
     /// fields a mapping needs keeps its score.
     pub fn rescore(&self, ev: &mut Evidence) {
-        let raw = &*ev.raw;
+        let raw = &ev.raw;
         let score = match ev.source {
-            Source::HiyaCache => match raw["level"].as_str() {
+            Source::HiyaCache => match raw.str_field("level") {
                 Some("FRAUD") => Some(self.hiya_fraud),
                 Some("SPAM") => Some(self.hiya_spam),
                 Some("NEUTRAL") => Some(self.hiya_neutral),
@@ -94,7 +94,7 @@ impl ScoresConfig {
                 }
                 Some(s)
             }
-            Source::HiyaStatus => match raw["status"].as_str() {
+            Source::HiyaStatus => match raw.str_field("status") {
                 Some("flagged") => Some(self.status_flagged),
                 Some("mixed_high") => Some(self.status_mixed_high),
                 Some("mixed_low") => Some(self.status_mixed_low),

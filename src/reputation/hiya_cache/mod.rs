@@ -12,11 +12,14 @@
 //! - [`sample`]: synthetic caches of any size, and the bundled demo cache.
 
 pub mod build;
+mod evidence;
 mod metrics;
 pub mod refresh;
 pub mod sample;
 pub mod store;
 pub mod sync;
+
+pub use evidence::HiyaRaw;
 
 use std::path::PathBuf;
 

@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 use super::build::{
     self, CURRENT_FILE, KEYS_FILE, MANIFEST_FILE, Manifest, NO_CATEGORY, RECORDS_FILE,
 };
-use super::{Level, category_name};
-use crate::reputation::{Evidence, LocalSource, Source};
+use super::{HiyaRaw, Level, category_name};
+use crate::reputation::{Evidence, LocalSource, Raw, Source};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -382,17 +382,16 @@ impl LocalSource for HiyaCache {
             category: category.clone(),
             cached: true,
             latency_us: started.elapsed().as_micros() as u64,
-            raw: serde_json::json!({
-                "level": entry.level.as_str(),
-                "category_id": entry.category,
-                "category": category,
-                "display_name": entry.name,
-                "description": entry.description,
-                "detail": entry.detail,
-                "image": entry.image,
-                "generation": generation,
-            })
-            .into(),
+            raw: Raw::hiya(HiyaRaw {
+                category,
+                category_id: entry.category,
+                description: entry.description.into(),
+                detail: entry.detail.into(),
+                display_name: entry.name.into(),
+                generation: generation.clone(),
+                image: entry.image.into(),
+                level: entry.level.as_str(),
+            }),
         })
     }
 }
