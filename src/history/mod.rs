@@ -191,6 +191,18 @@ pub enum Reader {
     Postgres(Box<pg::PgRead>),
 }
 
+/// WAL pages after which a commit checkpoints them into the database
+/// (SQLite's default is 1,000, a 4 MB log). A checkpoint copies every page
+/// the log holds once, however many commits rewrote it: the caller index
+/// takes each row at a random place, so past a hundred thousand rows
+/// nearly every row dirties a page of its own, and with the default the
+/// writer spends 20–22 µs a row, most of it copying pages between the log
+/// and the database. With 20,000 (an 80 MB log, reused, not regrown) it
+/// spends about 15 (docs/performance.md, "The history writer as the table
+/// grows"). Readers find a page in the log through its index, whatever its
+/// length; a restart after a crash replays at most this much.
+pub const WAL_CHECKPOINT_PAGES: i64 = 20_000;
+
 /// Schema migrations, in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     // 1: the §8 table and the indexes for time, caller and action queries.
@@ -275,6 +287,8 @@ pub fn open(path: &Path) -> Result<Connection, HistoryError> {
     // an OS crash can lose the last transactions.
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open_err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+        .map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(open_err)?;
     migrate(&mut conn, path)?;
@@ -346,6 +360,10 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+        let checkpoint: i64 = conn
+            .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+            .unwrap();
+        assert_eq!(checkpoint, WAL_CHECKPOINT_PAGES, "the writer's longer log");
         drop(conn);
         // Reopening runs nothing again; a newer schema is refused.
         let conn = open(&path).unwrap();
