@@ -2,10 +2,10 @@
 //! written as the JSON object the history, the API and the console show.
 //!
 //! Why typed: the answer is built on the packet path for every listed
-//! caller. As a `serde_json::Value` it cost an eight-key map and a dozen
-//! allocations there, and as much again for the history writer to write
-//! out and drop. [`crate::reputation::Raw`] turns it into a `Value` only
-//! when something reads it as one.
+//! caller, where a `serde_json::Value` costs an eight-key map and a dozen
+//! allocations, and as much again for the history writer to write out and
+//! drop. [`crate::reputation::Raw`] turns it into a `Value` only when
+//! something reads it as one.
 
 use serde::Serialize;
 
