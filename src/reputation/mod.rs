@@ -185,3 +185,48 @@ pub mod score;
 pub mod shared;
 
 pub use error::SourceError;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed() -> Raw {
+        Raw::hiya(hiya_cache::HiyaRaw {
+            category: None,
+            category_id: None,
+            description: "Reported by \"many\"".into(),
+            detail: String::new(),
+            display_name: "Spam Likely".into(),
+            generation: "g1".into(),
+            image: String::new(),
+            level: "SPAM",
+        })
+    }
+
+    #[test]
+    fn a_typed_answer_reads_and_round_trips_as_the_json_it_writes() {
+        let raw = typed();
+        let text = serde_json::to_string(&raw).unwrap();
+        let back: Raw = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, raw, "equal to its read-back");
+        assert_eq!(raw["level"], "SPAM", "indexing builds the JSON value");
+        assert_eq!(raw["category_id"], serde_json::Value::Null);
+        assert_eq!(serde_json::to_string(&*raw).unwrap(), text);
+        assert_ne!(back, Raw::from(serde_json::json!({"level": "FRAUD"})));
+    }
+
+    #[test]
+    fn str_field_reads_both_kinds_alike() {
+        let json = Raw::from(serde_json::json!({"level": "SPAM", "n": 3}));
+        for raw in [typed(), json] {
+            assert_eq!(raw.str_field("level"), Some("SPAM"));
+            assert_eq!(raw.str_field("absent"), None);
+        }
+        assert_eq!(
+            Raw::from(serde_json::json!({"n": 3})).str_field("n"),
+            None,
+            "not a string"
+        );
+        assert_eq!(Raw::default().str_field("level"), None);
+    }
+}
