@@ -42,17 +42,21 @@ start_proxy plain.toml; pid[sipsentry]=$proxy
 start_proxy hiya.toml; pid[sipsentry+hiya]=$proxy
 target=([sipsentry]=127.0.0.1:25061 [sipsentry+hiya]=127.0.0.1:25062
         [kamailio]=127.0.0.1:27061 [kamailio-tm]=127.0.0.1:27062 [kamailio-fm]=127.0.0.1:27063)
-# 1 GB of shared memory: tm keeps every transaction for seconds after it
-# ends, and 64 or 256 MB run out at this rate (it then answers 500).
-kamailio -f bench/kamailio-htable.cfg -DD -E -m 1024 -M 8 -A LISTEN=udp:127.0.0.1:27061 \
-  -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$work/kam.log" 2>&1 & pids+=($!); pid[kamailio]=$!
-kamailio -f bench/kamailio-htable.cfg -DD -E -m 1024 -M 8 -A LISTEN=udp:127.0.0.1:27062 -A TM \
-  -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$work/kam-tm.log" 2>&1 & pids+=($!); pid[kamailio-tm]=$!
-kamailio -f bench/kamailio-htable.cfg -DD -E -m 1024 -M 8 -x fm -A LISTEN=udp:127.0.0.1:27063 \
-  -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$work/kam-fm.log" 2>&1 & pids+=($!); pid[kamailio-fm]=$!
+# `kam NAME ARGS…`: Kamailio on bench/kamailio-htable.cfg at the target
+# of NAME, with ARGS (-A TM, -x fm), logging to $work/NAME.log. 1 GB of
+# shared memory: tm keeps every transaction for seconds after it ends, and
+# 64 or 256 MB run out at this rate (it then answers 500).
+kam() {
+  local name=$1; shift
+  kamailio -f bench/kamailio-htable.cfg -DD -E -m 1024 -M 8 "$@" -A "LISTEN=udp:${target[$name]}" \
+    -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$work/$name.log" 2>&1 & pids+=($!); pid[$name]=$!
+}
+kam kamailio
+kam kamailio-tm -A TM
+kam kamailio-fm -x fm
 sleep 2
 for k in kamailio kamailio-tm kamailio-fm; do
-  kill -0 "${pid[$k]}" 2>/dev/null || { echo "$k did not start:" >&2; cat "$work/kam.log" "$work/kam-tm.log" "$work/kam-fm.log" >&2; exit 1; }
+  kill -0 "${pid[$k]}" 2>/dev/null || { echo "$k did not start:" >&2; cat "$work/$k.log" >&2; exit 1; }
 done
 # Listed as SPAM (score 75): tagged, and relayed like any other call.
 echo "+919000000002" >"$work/spam-callers.txt"

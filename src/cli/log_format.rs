@@ -62,17 +62,34 @@ where
             && !writer.has_ansi_escapes()
             && ctx.event_scope().is_none();
         if plain {
-            // Formatted into a local buffer first: a field it cannot write
-            // as the full format would sends the whole event there instead.
-            let mut line = String::with_capacity(256);
-            if write_plain(&self.timer, &mut Writer::new(&mut line), event).is_ok() {
+            // Formatted into the thread's line buffer first: a field it
+            // cannot write as the full format would sends the whole event
+            // there instead. The buffer is kept, so a line costs no
+            // allocation; a nested event (a field's `Debug` that logs) finds
+            // it taken and uses one of its own.
+            let written = LINE.with(|cell| {
+                let mut own = String::new();
+                let mut kept = cell.try_borrow_mut().ok();
+                let line = kept.as_deref_mut().unwrap_or(&mut own);
+                line.clear();
+                if write_plain(&self.timer, &mut Writer::new(line), event).is_err() {
+                    return None;
+                }
                 #[cfg(test)]
                 tests::PLAIN_LINES.with(|n| n.set(n.get() + 1));
-                return writer.write_str(&line);
+                Some(writer.write_str(line))
+            });
+            if let Some(result) = written {
+                return result;
             }
         }
         self.full.format_event(ctx, writer, event)
     }
+}
+
+thread_local! {
+    /// The decision line being written, reused from line to line.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// The full format's line for an event with no span and no colour:
