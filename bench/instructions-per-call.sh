@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# How many instructions sipsentry executes per relayed call, counted by
-# valgrind's callgrind in the proxy's process (all its threads, user space;
-# syscalls and the kernel are not counted). Unlike a timing, the count does
-# not move with the machine's noise: the same binary gives the same figure to
-# within 0.1%, so it shows a change to the CPU side of the call path that
-# the latency and /proc figures are too noisy to see.
+# How many instructions sipsentry (or Kamailio, with KAMAILIO below)
+# executes per relayed call, counted by valgrind's callgrind in the relay's
+# processes (all their threads, user space; syscalls and the kernel are
+# not counted). Unlike a timing, the count does not move with the
+# machine's noise: the same binary gives the same figure to within 0.1%, so
+# it shows a change to the CPU side of the call path that the latency and
+# /proc figures are too noisy to see.
 #
 # The proxy passes every call (no Hiya cache, no history); `bench
 # --with-uas` sends CALLS calls at 200/s after 400 uncounted warm-up calls,
@@ -19,6 +20,13 @@
 # records every call in the history, as in production; RELAY_HIYA=true
 # serves the bundled demo Hiya cache. CALLERS=FILE gives the callers (one
 # per line, cycled) instead of generated distinct ones.
+#
+# KAMAILIO=qm or KAMAILIO=fm counts Kamailio instead, under the same load:
+# bench/kamailio-htable.cfg (stateless forward and an htable deny check,
+# one worker; the baseline of bench/product-cpu.sh) on its default
+# allocator or on `-x fm`, all its processes summed. The two programs'
+# counts compare work, not time: qm's debugging walks run many cheap
+# instructions (docs/performance.md, "Kamailio's allocator").
 #
 #   bash bench/instructions-per-call.sh [CALLS] [PROXY_BINARY]
 set -euo pipefail
@@ -37,44 +45,73 @@ cleanup() {
 }
 trap cleanup EXIT
 UAS=127.0.0.1:25080
-relay_config "$work/s.toml" 127.0.0.1:25061 "$UAS" 0
-printf '%s\n' "${EXTRA_CONFIG:-}" >>"$work/s.toml"
-(cd "$work" && exec valgrind -q --tool=callgrind --instr-atstart=no \
-  --callgrind-out-file="$work/cg.out" "$proxy_bin" serve -c s.toml) >"$work/s.log" 2>&1 & pids+=($!)
-proxy=$!
+TARGET=127.0.0.1:25061
+# Under valgrind a relay takes seconds to start; `ready PATTERN` waits
+# until its output shows PATTERN.
+ready() {
+  for _ in $(seq 150); do
+    if grep -q "$1" "$work/s.log" 2>/dev/null; then return; fi
+    kill -0 "$proxy" 2>/dev/null || { echo "the relay exited; its output:" >&2; cat "$work/s.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  echo "the relay did not start within 30 s under valgrind (is $TARGET or $UAS taken?); its output:" >&2
+  cat "$work/s.log" >&2; exit 1
+}
+case ${KAMAILIO:-} in
+  "")
+    relay_config "$work/s.toml" "$TARGET" "$UAS" 0
+    printf '%s\n' "${EXTRA_CONFIG:-}" >>"$work/s.toml"
+    (cd "$work" && exec valgrind -q --tool=callgrind --instr-atstart=no \
+      --callgrind-out-file="$work/cg.out" "$proxy_bin" serve -c s.toml) >"$work/s.log" 2>&1 & pids+=($!)
+    proxy=$!
+    ready listening ;;
+  qm | fm)
+    command -v kamailio >/dev/null || { echo "KAMAILIO needs kamailio (Debian: kamailio)" >&2; exit 2; }
+    # Every process it forks is counted (%p: one profile each).
+    valgrind -q --tool=callgrind --instr-atstart=no --trace-children=yes \
+      --callgrind-out-file="$work/cg.out.%p" kamailio -f bench/kamailio-htable.cfg -DD -E \
+      -m 64 -M 8 -x "$KAMAILIO" -A "LISTEN=udp:$TARGET" \
+      -L /usr/lib/x86_64-linux-gnu/kamailio/modules >"$work/s.log" 2>&1 & pids+=($!)
+    proxy=$!
+    # The worker starts after the listener is bound; the uncounted warm-up
+    # below covers the rest.
+    for _ in $(seq 150); do
+      ss -Hlun "sport = :${TARGET##*:}" | grep -q . && break
+      kill -0 "$proxy" 2>/dev/null || { echo "kamailio exited; its output:" >&2; cat "$work/s.log" >&2; exit 1; }
+      sleep 0.2
+    done
+    sleep 2 ;;
+  *) echo "KAMAILIO is qm or fm, not $KAMAILIO" >&2; exit 2 ;;
+esac
 load() {
-  "$B" bench --with-uas "$UAS" --target 127.0.0.1:25061 --compare "$UAS" \
+  "$B" bench --with-uas "$UAS" --target "$TARGET" --compare "$UAS" \
     --rate $((rate * 2)) --duration "$1" ${CALLERS:+--callers "$CALLERS"} --json >"$work/bench.json"
 }
-# Under valgrind the proxy takes seconds to start; wait until it listens.
-started=
-for _ in $(seq 150); do
-  if grep -q "listening" "$work/s.log" 2>/dev/null; then started=1; break; fi
-  kill -0 "$proxy" 2>/dev/null || { echo "the proxy exited; its output:" >&2; cat "$work/s.log" >&2; exit 1; }
-  sleep 0.2
-done
-[ -n "$started" ] || {
-  echo "the proxy did not start listening within 30 s under valgrind (is 127.0.0.1:25061 or 25080 taken?); its output:" >&2
-  cat "$work/s.log" >&2; exit 1; }
+# With no pid, callgrind_control reaches every process under callgrind:
+# Kamailio's are its children.
+counted() {
+  if [ -n "${KAMAILIO:-}" ]; then callgrind_control "$@"; else callgrind_control "$@" "$proxy"; fi >/dev/null 2>&1
+}
 load 2
-callgrind_control -i on "$proxy" >/dev/null 2>&1
+counted -i on
 load $((calls / rate))
-callgrind_control -i off "$proxy" >/dev/null 2>&1
-callgrind_control -d "$proxy" >/dev/null 2>&1
+counted -i off
+counted -d
 kill -INT "$proxy"; wait "$proxy" 2>/dev/null || true
-python3 - "$work" "$calls" <<'EOF'
+python3 - "$work" "$calls" "$TARGET" <<'EOF'
 import glob, json, sys
-work, calls = sys.argv[1], int(sys.argv[2])
+work, calls, target = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 total = 0
 for f in glob.glob(work + "/cg.out*"):
     for line in open(f):
         if line.startswith("totals:"):
             total += int(line.split()[1])
 report = json.load(open(work + "/bench.json"))
-relayed = next(t for t in report["targets"] if t["target"] == "127.0.0.1:25061")
+relayed = next(t for t in report["targets"] if t["target"] == target)
 if relayed["codes"].get("200") != calls:
     sys.exit(f"only {relayed['codes']} of {calls} calls answered 200; the count would be wrong")
-print(f"{total:,} instructions in the proxy over {calls} relayed calls: {total / calls:,.0f} per call")
+print(f"{total:,} instructions in the relay over {calls} relayed calls: {total / calls:,.0f} per call")
 EOF
 # The dump holds the counted window; the file written at exit holds nothing.
-if [ -n "${CALLGRIND_OUT:-}" ]; then cp "$work/cg.out.1" "$CALLGRIND_OUT"; fi
+# Of Kamailio's processes, the largest dump is its worker's.
+if [ -n "${CALLGRIND_OUT:-}" ]; then cp "$(ls -S "$work"/cg.out*.1 | head -1)" "$CALLGRIND_OUT"; fi

@@ -8,13 +8,17 @@
 #   kamailio-fm  the stateless one on Kamailio's fast allocator (`-x fm`)
 #                instead of its default `qm`, which keeps debugging records
 #                for every block (bench/lib.sh)
+#   null relay   examples/null_relay.rs: each datagram passed on unread, one
+#                thread sleeping in `recvfrom`; the floor of this machine's
+#                kernel under any UDP relay of this load (every `sendto`
+#                on loopback also delivers the datagram and wakes its reader)
 # The same load for each (INVITE → 100 → 200, ACK, BYE → 200 from
 # `sipsentry bench`, RATE calls/s, CALLS calls a round) in alternating
 # rounds; per relay the added INVITE→final p50/p99 against the UAS reached
 # directly, and its CPU µs per call (user + system ticks of all its
 # processes, from /proc; also each part alone). Prints the medians over ROUNDS and each relay's
 # CPU as a share of Kamailio's stateless forward, on its default allocator
-# and on `-x fm`.
+# and on `-x fm`, then the same shares of what each costs above the floor.
 #
 # PROXY_BINARY, when given, is the sipsentry that relays (another build, to
 # compare); the load tool is always this tree's.
@@ -25,7 +29,7 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 rate=${1:-2000}; calls=${2:-10000}; rounds=${3:-3}
 command -v kamailio >/dev/null || { echo "needs kamailio (Debian: kamailio)" >&2; exit 2; }
-cargo build --release -q --bin sipsentry
+cargo build --release -q --bin sipsentry --example null_relay
 B=target/release/sipsentry
 PROXY_BIN=$(realpath "${4:-$B}")
 with_workdir
@@ -41,7 +45,9 @@ declare -A pid target
 start_proxy plain.toml; pid[sipsentry]=$proxy
 start_proxy hiya.toml; pid[sipsentry+hiya]=$proxy
 target=([sipsentry]=127.0.0.1:25061 [sipsentry+hiya]=127.0.0.1:25062
-        [kamailio]=127.0.0.1:27061 [kamailio-tm]=127.0.0.1:27062 [kamailio-fm]=127.0.0.1:27063)
+        [kamailio]=127.0.0.1:27061 [kamailio-tm]=127.0.0.1:27062 [kamailio-fm]=127.0.0.1:27063
+        [null]=127.0.0.1:25064)
+target/release/examples/null_relay "${target[null]}" "$UAS" 0 & pids+=($!); pid[null]=$!
 # `kam NAME ARGS…`: Kamailio on bench/kamailio-htable.cfg at the target
 # of NAME, with ARGS (-A TM, -x fm), logging to $work/NAME.log. 1 GB of
 # shared memory: tm keeps every transaction for seconds after it ends, and
@@ -74,7 +80,7 @@ cpu_ticks() {
 }
 : >"$work/results"
 for round in $(seq "$rounds"); do
-  for r in sipsentry sipsentry+hiya kamailio kamailio-tm kamailio-fm; do
+  for r in sipsentry sipsentry+hiya kamailio kamailio-tm kamailio-fm null; do
     extra=()
     [ "$r" = sipsentry+hiya ] && extra=(--callers "$work/spam-callers.txt")
     read -r u0 s0 < <(cpu_ticks "${pid[$r]}")
@@ -110,11 +116,16 @@ kam = [float(x[3]) for x in rows if x[0] == "kamailio"]
 fm = [float(x[3]) for x in rows if x[0] == "kamailio-fm"]
 print(f"{'relay':<16} {'added p50 µs':>12} {'p99 µs':>8} {'CPU µs/call':>12} {'user':>6} {'sys':>6} "
       f"{'÷ kamailio':>11} {'÷ fm':>6}  rounds (÷ kamailio)")
-for r in ("sipsentry", "sipsentry+hiya", "kamailio", "kamailio-tm", "kamailio-fm"):
+for r in ("sipsentry", "sipsentry+hiya", "kamailio", "kamailio-tm", "kamailio-fm", "null"):
     cpu = [float(x[3]) for x in rows if x[0] == r]
     ratios = " ".join(f"{c / k:.2f}" for c, k in zip(cpu, kam))
     print(f"{r:<16} {med(r, 1):>12.0f} {med(r, 2):>8.0f} {statistics.median(cpu):>12.1f} "
           f"{med(r, 4):>6.0f} {med(r, 5):>6.0f} "
           f"{statistics.median(cpu) / statistics.median(kam):>11.2f} "
           f"{statistics.median(cpu) / statistics.median(fm):>6.2f}  {ratios}")
+floor = statistics.median(float(x[3]) for x in rows if x[0] == "null")
+above = lambda r: statistics.median(float(x[3]) for x in rows if x[0] == r) - floor
+print(f"above the null relay's {floor:.1f} µs/call:", ", ".join(
+    f"{r} {above(r):.1f} (÷ kamailio {above(r) / above('kamailio'):.2f}, ÷ fm {above(r) / above('kamailio-fm'):.2f})"
+    for r in ("sipsentry", "sipsentry+hiya", "kamailio-fm")))
 PY
