@@ -46,17 +46,19 @@ cleanup() {
 trap cleanup EXIT
 UAS=127.0.0.1:25080
 TARGET=127.0.0.1:25061
-# Under valgrind a relay takes seconds to start; `ready PATTERN` waits
-# until its output shows PATTERN.
+# Under valgrind a relay takes seconds to start; `ready CHECK…` waits until
+# the command CHECK succeeds, and gives up with the relay's output if the
+# relay exits or 30 s pass.
 ready() {
   for _ in $(seq 150); do
-    if grep -q "$1" "$work/s.log" 2>/dev/null; then return; fi
+    if "$@" 2>/dev/null; then return; fi
     kill -0 "$proxy" 2>/dev/null || { echo "the relay exited; its output:" >&2; cat "$work/s.log" >&2; exit 1; }
     sleep 0.2
   done
   echo "the relay did not start within 30 s under valgrind (is $TARGET or $UAS taken?); its output:" >&2
   cat "$work/s.log" >&2; exit 1
 }
+listens() { ss -Hlun "sport = :${TARGET##*:}" | grep -q .; }
 case ${KAMAILIO:-} in
   "")
     relay_config "$work/s.toml" "$TARGET" "$UAS" 0
@@ -64,7 +66,7 @@ case ${KAMAILIO:-} in
     (cd "$work" && exec valgrind -q --tool=callgrind --instr-atstart=no \
       --callgrind-out-file="$work/cg.out" "$proxy_bin" serve -c s.toml) >"$work/s.log" 2>&1 & pids+=($!)
     proxy=$!
-    ready listening ;;
+    ready grep -q listening "$work/s.log" ;;
   qm | fm)
     command -v kamailio >/dev/null || { echo "KAMAILIO needs kamailio (Debian: kamailio)" >&2; exit 2; }
     # Every process it forks is counted (%p: one profile each).
@@ -75,11 +77,7 @@ case ${KAMAILIO:-} in
     proxy=$!
     # The worker starts after the listener is bound; the uncounted warm-up
     # below covers the rest.
-    for _ in $(seq 150); do
-      ss -Hlun "sport = :${TARGET##*:}" | grep -q . && break
-      kill -0 "$proxy" 2>/dev/null || { echo "kamailio exited; its output:" >&2; cat "$work/s.log" >&2; exit 1; }
-      sleep 0.2
-    done
+    ready listens
     sleep 2 ;;
   *) echo "KAMAILIO is qm or fm, not $KAMAILIO" >&2; exit 2 ;;
 esac
