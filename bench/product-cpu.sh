@@ -47,7 +47,7 @@ start_proxy hiya.toml; pid[sipsentry+hiya]=$proxy
 target=([sipsentry]=127.0.0.1:25061 [sipsentry+hiya]=127.0.0.1:25062
         [kamailio]=127.0.0.1:27061 [kamailio-tm]=127.0.0.1:27062 [kamailio-fm]=127.0.0.1:27063
         [null]=127.0.0.1:25064)
-target/release/examples/null_relay "${target[null]}" "$UAS" 0 & pids+=($!); pid[null]=$!
+target/release/examples/null_relay "${target[null]}" "$UAS" 0 >"$work/null.log" 2>&1 & pids+=($!); pid[null]=$!
 # `kam NAME ARGS…`: Kamailio on bench/kamailio-htable.cfg at the target
 # of NAME, with ARGS (-A TM, -x fm), logging to $work/NAME.log. 1 GB of
 # shared memory: tm keeps every transaction for seconds after it ends, and
@@ -61,7 +61,7 @@ kam kamailio
 kam kamailio-tm -A TM
 kam kamailio-fm -x fm
 sleep 2
-for k in kamailio kamailio-tm kamailio-fm; do
+for k in kamailio kamailio-tm kamailio-fm null; do
   kill -0 "${pid[$k]}" 2>/dev/null || { echo "$k did not start:" >&2; cat "$work/$k.log" >&2; exit 1; }
 done
 # Listed as SPAM (score 75): tagged, and relayed like any other call.
