@@ -17,21 +17,23 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{Format, FormatEvent, FormatFields, Full, Writer};
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::time::FormatTime;
+
+use super::log_time::CachedSystemTime;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::pipeline::DECISION_LOG;
 
 /// The text format: [`DECISION_LOG`] events written directly, every other
 /// event by tracing-subscriber's full format with the same timer.
-pub struct TextFormat<T = SystemTime> {
+pub struct TextFormat<T = CachedSystemTime> {
     timer: T,
     full: Format<Full, T>,
 }
 
-impl Default for TextFormat<SystemTime> {
+impl Default for TextFormat<CachedSystemTime> {
     fn default() -> Self {
-        TextFormat::with_timer(SystemTime)
+        TextFormat::with_timer(CachedSystemTime)
     }
 }
 

@@ -73,7 +73,11 @@ pub fn init(format: LogFormat, decisions: bool, output: Output) -> Option<LogWri
     };
     let builder = builder.with_writer(lines);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder
+            .with_timer(super::log_time::CachedSystemTime)
+            .json()
+            .flatten_event(true)
+            .init(),
         LogFormat::Text => builder
             .with_ansi(ansi)
             .event_format(super::log_format::TextFormat::default())

@@ -14,6 +14,7 @@ pub mod check;
 pub mod history;
 pub mod lists;
 pub mod log_format;
+pub mod log_time;
 pub mod log_writer;
 pub mod logging;
 pub mod next_hops;

@@ -22,10 +22,10 @@ impl Screen for Pipeline {
         let policy = self.policy();
         let msg = call.invite;
         let who = caller::identify(msg, call.trusted, &policy.country);
-        let called = Uri::parse(&String::from_utf8_lossy(msg.request_uri()))
+        let called = Uri::parse(&crate::sip::header::lossy(msg.request_uri()))
             .and_then(|u| u.user_base().map(|u| u.into_owned()))
             .unwrap_or_default();
-        let call_id = String::from_utf8_lossy(msg.call_id()).into_owned();
+        let call_id = crate::sip::header::lossy(msg.call_id()).into_owned();
         let mut ctx =
             CallCtx::new(call_id, call.source, who, called).with_policy(Arc::clone(&policy));
         ctx.trusted = call.trusted;
@@ -80,11 +80,11 @@ fn identity_header(msg: &crate::sip::message::Message) -> Option<String> {
             w.eq_ignore_ascii_case(b"ppt=shaken") || w.eq_ignore_ascii_case(b"ppt=\"shake")
         });
         if shaken {
-            return Some(String::from_utf8_lossy(v).into_owned());
+            return Some(crate::sip::header::lossy(v).into_owned());
         }
         first.get_or_insert(v);
     }
-    first.map(|v| String::from_utf8_lossy(v).into_owned())
+    first.map(|v| crate::sip::header::lossy(v).into_owned())
 }
 
 /// What the proxy does for a decision, under the call's policy.

@@ -157,6 +157,21 @@ impl Operator {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
+    /// What serve has logged once every one of `lines` is in it: serve
+    /// writes its log in rounds (docs/operations.md, "Logs"), so a line
+    /// logged a moment ago may not be in the file yet. Gives up after 10 s
+    /// and returns what there is, for the caller's assertion to show.
+    pub async fn log_with(&self, lines: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if lines.iter().all(|l| log.contains(l)) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops serve (SIGTERM) and starts it again on the same files.
     pub async fn restart(&mut self) {
         if let Some(s) = self.serve.take() {

@@ -138,7 +138,7 @@ impl<S: Screen> Proxy<S> {
         let Some(top) = relay::top_via(&msg) else {
             return;
         };
-        let text = String::from_utf8_lossy(&msg.buf[top]);
+        let text = crate::sip::header::lossy(&msg.buf[top]);
         let Some(branch) = Via::parse(&text).and_then(|v| v.branch()) else {
             return;
         };

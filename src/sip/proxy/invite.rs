@@ -64,7 +64,7 @@ impl<S: Screen> Proxy<S> {
         };
 
         let span =
-            tracing::debug_span!("call", call_id = %String::from_utf8_lossy(inv.msg.call_id()));
+            tracing::debug_span!("call", call_id = %crate::sip::header::lossy(inv.msg.call_id()));
         let call = NewCall {
             invite: &inv.msg,
             source: from.addr(),
@@ -348,7 +348,7 @@ impl<S: Screen> Proxy<S> {
                 return;
             };
             let tag = relay::top_via(invite)
-                .map(|r| String::from_utf8_lossy(&invite.buf[r]))
+                .map(|r| crate::sip::header::lossy(&invite.buf[r]))
                 .as_deref()
                 .and_then(Via::parse)
                 .map(|v| self.to_tag(&v));

@@ -354,14 +354,16 @@ impl<S: Screen> Proxy<S> {
         let port = port.unwrap_or(super::uri::DEFAULT_SIP_PORT);
         let port_ok = port == self.local.addr.port() || Some(port) == self.local.tls_port;
         let host = host.trim_start_matches('[').trim_end_matches(']');
+        // The text compare first: the proxy's own address written as it
+        // is configured needs no parse.
         port_ok
-            && (host.parse::<std::net::IpAddr>().ok() == Some(self.local.addr.ip())
-                || host
-                    == self
-                        .local
-                        .host
-                        .trim_start_matches('[')
-                        .trim_end_matches(']')
+            && (host
+                == self
+                    .local
+                    .host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                || host.parse::<std::net::IpAddr>().ok() == Some(self.local.addr.ip())
                 || (self.local.addr.ip().is_loopback() && host.eq_ignore_ascii_case("localhost")))
     }
 

@@ -84,7 +84,7 @@ impl<S: Screen> Proxy<S> {
     /// An OPTIONS request to `to` from the proxy itself.
     fn options_request(&self, to: Peer, branch: &str) -> bytes::Bytes {
         let via = self.via_line(branch, to);
-        let via = String::from_utf8_lossy(&via);
+        let via = crate::sip::header::lossy(&via);
         let host = &self.local.host;
         let addr = to.addr();
         let uri = match to {

@@ -19,7 +19,7 @@ impl<S: Screen> Proxy<S> {
         let Some(top_range) = relay::top_via(&msg) else {
             return self.drop_msg("response without Via");
         };
-        let top_text = String::from_utf8_lossy(&msg.buf[top_range]);
+        let top_text = crate::sip::header::lossy(&msg.buf[top_range]);
         let Some(top) = Via::parse(&top_text) else {
             return self.drop_msg("response with a bad Via");
         };
