@@ -204,13 +204,13 @@ fn received_rport(buf: &[u8], top: Range<usize>, source: SocketAddr, s: &mut Spl
 
 /// Where parameter `name` is inside a header element: (start, end, has value).
 fn param_span(elem: &str, name: &str) -> Option<(usize, usize, bool)> {
-    let mut pos = elem.find(';')?;
+    let mut pos = header::find_byte(elem, b';')?;
     while pos < elem.len() {
         let start = pos + 1;
-        let end = elem[start..].find(';').map_or(elem.len(), |i| start + i);
+        let end = header::find_byte(&elem[start..], b';').map_or(elem.len(), |i| start + i);
         let p = &elem[start..end];
-        let (k, has_value) = match p.split_once('=') {
-            Some((k, _)) => (k, true),
+        let (k, has_value) = match header::find_byte(p, b'=') {
+            Some(eq) => (&p[..eq], true),
             None => (p, false),
         };
         if k.trim().eq_ignore_ascii_case(name) {
