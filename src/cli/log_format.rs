@@ -18,10 +18,9 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{Format, FormatEvent, FormatFields, Full, Writer};
 use tracing_subscriber::fmt::time::FormatTime;
-
-use super::log_time::CachedSystemTime;
 use tracing_subscriber::registry::LookupSpan;
 
+use super::log_time::CachedSystemTime;
 use crate::pipeline::DECISION_LOG;
 
 /// The text format: [`DECISION_LOG`] events written directly, every other

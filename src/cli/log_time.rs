@@ -46,9 +46,9 @@ impl FormatTime for CachedSystemTime {
                 }
                 _ => {
                     // A new second: the stock timer's own text, kept for the
-                    // rest of the second when the clock did not cross into
-                    // the next while it was written (a clock before 1970
-                    // never is).
+                    // rest of the second unless the clock crossed into the
+                    // next while it was written. A clock before 1970 is
+                    // never cached.
                     let mut stock = String::with_capacity(32);
                     SystemTime.format_time(&mut Writer::new(&mut stock))?;
                     let after = unix_now();

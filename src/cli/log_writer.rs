@@ -22,8 +22,8 @@ use std::time::Duration;
 /// the most a line waits, and short beside anyone reading the log. Each
 /// round is a wake-up of an idle thread and a `write`, about 30 µs of CPU on
 /// a virtual machine whatever it writes; at 50 ms that is 20 rounds a
-/// second at any call rate (at 10 ms it was 1.9 µs of every call at 2,000
-/// calls/s, docs/performance.md).
+/// second at any call rate (at 10 ms the rounds cost 1.9 µs of every call
+/// at 2,000 calls/s, docs/performance.md).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Bytes waiting at most (several seconds of decision lines at any

@@ -324,8 +324,8 @@ mod tests {
             lossy(b"sip:+15551234567@pbx"),
             Cow::Borrowed("sip:+15551234567@pbx")
         ));
-        for bad in [&b"caf\xe9"[..], b"\xff\xfe", b"ok\xc3", b""] {
-            assert_eq!(lossy(bad), String::from_utf8_lossy(bad));
+        for other in [&b"caf\xe9"[..], b"\xff\xfe", b"ok\xc3", b""] {
+            assert_eq!(lossy(other), String::from_utf8_lossy(other));
         }
     }
 
