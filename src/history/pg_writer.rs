@@ -86,7 +86,7 @@ impl PgRow {
             decision_id: text(&r.decision_id),
             time_ms: r.time_ms,
             call_id: text(&r.call_id),
-            source: r.source.to_string(),
+            source: super::source_text(r.source),
             caller: text(&r.caller),
             caller_e164: opt(&r.caller_e164),
             called: text(&r.called),

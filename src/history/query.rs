@@ -212,7 +212,7 @@ impl Row {
                 .unwrap_or_default(),
             time_ms: r.time_ms,
             call_id: r.call_id.clone(),
-            source: r.source.to_string(),
+            source: super::source_text(r.source),
             caller: r.caller.clone(),
             caller_e164: r.caller_e164.clone(),
             called: r.called.clone(),

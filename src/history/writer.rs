@@ -426,7 +426,7 @@ fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<i64> {
         )?;
         let mut source = String::with_capacity(48);
         for (i, (r, f)) in batch.records.iter().enumerate() {
-            addr_text(r.source, &mut source);
+            super::write_source(r.source, &mut source);
             let evidence = serde_json::to_string(&r.evidence).unwrap_or_else(|_| "[]".into());
             stmt.execute(params![
                 r.decision_id,
@@ -466,30 +466,6 @@ fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<i64> {
     Ok(first_id)
 }
 
-/// `addr` as its `Display` writes it, into `out`: an IPv4 address and
-/// port digit by digit (the general formatter costs several times as much
-/// for the one column every row has), anything else through `Display`.
-fn addr_text(addr: std::net::SocketAddr, out: &mut String) {
-    out.clear();
-    match addr {
-        std::net::SocketAddr::V4(v4) => {
-            let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                out.push_str(digits.format(octet));
-            }
-            out.push(':');
-            out.push_str(digits.format(v4.port()));
-        }
-        v6 => {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{v6}");
-        }
-    }
-}
-
 fn prune(conn: &mut Target, retention_days: u32, stats: &HistoryStats) {
     match conn {
         Target::Sqlite(c) => prune_sqlite(c, retention_days, stats),
@@ -518,25 +494,6 @@ fn prune_sqlite(conn: &Connection, retention_days: u32, stats: &HistoryStats) {
                 tracing::warn!(error = %e, "history prune failed; retried later");
                 return;
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn source_addresses_are_written_as_display_writes_them() {
-        let mut out = String::from("left over");
-        for a in [
-            "0.0.0.0:0",
-            "10.1.22.255:5060",
-            "255.255.255.255:65535",
-            "[2001:db8::1]:5061",
-            "[::ffff:10.0.0.1]:1",
-        ] {
-            let addr: std::net::SocketAddr = a.parse().unwrap();
-            super::addr_text(addr, &mut out);
-            assert_eq!(out, addr.to_string());
         }
     }
 }
