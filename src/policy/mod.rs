@@ -75,19 +75,12 @@ fn next_decision_id() -> String {
 /// every call, and the formatter costs ten times as much.
 fn decision_id_text(ms: u64, seq: u16) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 20];
-    let mut len = 0;
+    let digit = |n: u64| char::from(HEX[(n & 0xf) as usize]);
     let ms_digits = (64 - ms.leading_zeros()).div_ceil(4).max(1);
-    for i in (0..ms_digits).rev() {
-        out[len] = HEX[((ms >> (4 * i)) & 0xf) as usize];
-        len += 1;
-    }
-    for i in (0..4).rev() {
-        out[len] = HEX[usize::from((seq >> (4 * i)) & 0xf)];
-        len += 1;
-    }
-    // Hex digits are ASCII, so this is never the empty default.
-    String::from_utf8(out[..len].to_vec()).unwrap_or_default()
+    let mut out = String::with_capacity(20);
+    out.extend((0..ms_digits).rev().map(|i| digit(ms >> (4 * i))));
+    out.extend((0..4).rev().map(|i| digit(u64::from(seq) >> (4 * i))));
+    out
 }
 
 impl Policy {
