@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::{CallCtx, Pipeline};
 use crate::policy::{Action, Decision, DivertMode, LabelsConfig, Policy, Rule};
 use crate::sip::caller;
+use crate::sip::header::lossy;
 use crate::sip::proxy::{Labels, NewCall, Screen, Screened, Verdict};
 use crate::sip::relay::push_quoted_safe;
 use crate::sip::uri::Uri;
@@ -22,10 +23,10 @@ impl Screen for Pipeline {
         let policy = self.policy();
         let msg = call.invite;
         let who = caller::identify(msg, call.trusted, &policy.country);
-        let called = Uri::parse(&crate::sip::header::lossy(msg.request_uri()))
+        let called = Uri::parse(&lossy(msg.request_uri()))
             .and_then(|u| u.user_base().map(|u| u.into_owned()))
             .unwrap_or_default();
-        let call_id = crate::sip::header::lossy(msg.call_id()).into_owned();
+        let call_id = lossy(msg.call_id()).into_owned();
         let mut ctx =
             CallCtx::new(call_id, call.source, who, called).with_policy(Arc::clone(&policy));
         ctx.trusted = call.trusted;
@@ -80,11 +81,11 @@ fn identity_header(msg: &crate::sip::message::Message) -> Option<String> {
             w.eq_ignore_ascii_case(b"ppt=shaken") || w.eq_ignore_ascii_case(b"ppt=\"shake")
         });
         if shaken {
-            return Some(crate::sip::header::lossy(v).into_owned());
+            return Some(lossy(v).into_owned());
         }
         first.get_or_insert(v);
     }
-    first.map(|v| crate::sip::header::lossy(v).into_owned())
+    first.map(|v| lossy(v).into_owned())
 }
 
 /// What the proxy does for a decision, under the call's policy.

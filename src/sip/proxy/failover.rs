@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{Proxy, Screen, attempt_branch, split_attempt};
-use crate::sip::header::Via;
+use crate::sip::header::{Via, lossy};
 use crate::sip::message::{Message, Method};
 use crate::sip::relay;
 use crate::sip::transaction::{Retransmit, TxRef, TxState};
@@ -138,7 +138,7 @@ impl<S: Screen> Proxy<S> {
         let Some(top) = relay::top_via(&msg) else {
             return;
         };
-        let text = crate::sip::header::lossy(&msg.buf[top]);
+        let text = lossy(&msg.buf[top]);
         let Some(branch) = Via::parse(&text).and_then(|v| v.branch()) else {
             return;
         };

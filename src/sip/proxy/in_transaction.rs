@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::{Proxy, Screen, attempt_branch};
 use crate::sip::cancel;
-use crate::sip::header::Via;
+use crate::sip::header::{Via, lossy};
 use crate::sip::message::Message;
 use crate::sip::proxy::failover::Failure;
 use crate::sip::relay::{self, RequestEdit};
@@ -206,7 +206,7 @@ impl<S: Screen> Proxy<S> {
             return self.drop_msg("ACK from a source outside sip.accept_from");
         }
         let own = self.own_route(&msg);
-        let ruri = crate::sip::header::lossy(msg.request_uri());
+        let ruri = lossy(msg.request_uri());
         let to_self = Uri::parse(&ruri).is_some_and(|u| self.is_self(u.host, u.port));
         let dest = self.route(&msg, own.as_ref(), true, to_self);
         let via = self.via_line(&key, dest);

@@ -16,7 +16,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::{Labels, NewCall, Proxy, Screen, Screened, Verdict};
-use crate::sip::header::Via;
+use crate::sip::header::{Via, lossy};
 use crate::sip::message::Message;
 use crate::sip::relay::{self, RequestEdit};
 use crate::sip::respond;
@@ -63,8 +63,7 @@ impl<S: Screen> Proxy<S> {
             reply_to,
         };
 
-        let span =
-            tracing::debug_span!("call", call_id = %crate::sip::header::lossy(inv.msg.call_id()));
+        let span = tracing::debug_span!("call", call_id = %lossy(inv.msg.call_id()));
         let call = NewCall {
             invite: &inv.msg,
             source: from.addr(),
@@ -348,7 +347,7 @@ impl<S: Screen> Proxy<S> {
                 return;
             };
             let tag = relay::top_via(invite)
-                .map(|r| crate::sip::header::lossy(&invite.buf[r]))
+                .map(|r| lossy(&invite.buf[r]))
                 .as_deref()
                 .and_then(Via::parse)
                 .map(|v| self.to_tag(&v));

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{BRANCH_PREFIX, Proxy, Screen};
+use crate::sip::header::lossy;
 use crate::sip::next_hop::health::Change;
 use crate::sip::next_hop::{Health, describe};
 use crate::sip::transport::Peer;
@@ -84,7 +85,7 @@ impl<S: Screen> Proxy<S> {
     /// An OPTIONS request to `to` from the proxy itself.
     fn options_request(&self, to: Peer, branch: &str) -> bytes::Bytes {
         let via = self.via_line(branch, to);
-        let via = crate::sip::header::lossy(&via);
+        let via = lossy(&via);
         let host = &self.local.host;
         let addr = to.addr();
         let uri = match to {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{BRANCH_PREFIX, Proxy, Screen, StackText};
-use crate::sip::header::{self, NameAddr, Via};
+use crate::sip::header::{self, NameAddr, Via, lossy};
 use crate::sip::message::{HeaderName, Message, Method};
 use crate::sip::relay::{self, RequestEdit};
 use crate::sip::respond;
@@ -118,7 +118,7 @@ impl<S: Screen> Proxy<S> {
             tracing::debug!(peer = %from.addr(), in_dialog, "request from a source outside sip.accept_from");
             return self.reply(&msg, &top, from, 403, &[]);
         }
-        let ruri_str = crate::sip::header::lossy(&ruri);
+        let ruri_str = lossy(&ruri);
         let to_self = Uri::parse(&ruri_str).is_some_and(|u| self.is_self(u.host, u.port));
         let own_route = self.own_route(&msg);
         if method == Method::Options
@@ -208,7 +208,7 @@ impl<S: Screen> Proxy<S> {
             return peer;
         }
         if in_dialog && !to_self {
-            let ruri = crate::sip::header::lossy(msg.request_uri());
+            let ruri = lossy(msg.request_uri());
             if let Some(peer) = Uri::parse(&ruri).and_then(|u| peer_of(&u)) {
                 return peer;
             }

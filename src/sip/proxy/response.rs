@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::failover::Failure;
 use super::{BRANCH_PREFIX, Proxy, Screen, split_attempt};
-use crate::sip::header::{self, Via};
+use crate::sip::header::{self, Via, lossy};
 use crate::sip::message::{HeaderName, Message, Method};
 use crate::sip::relay;
 use crate::sip::transaction::{Forwarded, TxState};
@@ -19,7 +19,7 @@ impl<S: Screen> Proxy<S> {
         let Some(top_range) = relay::top_via(&msg) else {
             return self.drop_msg("response without Via");
         };
-        let top_text = crate::sip::header::lossy(&msg.buf[top_range]);
+        let top_text = lossy(&msg.buf[top_range]);
         let Some(top) = Via::parse(&top_text) else {
             return self.drop_msg("response with a bad Via");
         };
